@@ -1,0 +1,3 @@
+//! The OpenVPN client protocol, sans-IO.
+
+#![forbid(unsafe_code)]

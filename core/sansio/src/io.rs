@@ -1,0 +1,182 @@
+//! The driver-facing contract: one [`Input`] type that carries `now`, and one [`Output`] drain
+//! that ends with the next deadline.
+//!
+//! See the crate documentation for the rule that binds them: mutate, drain to the deadline,
+//! mutate.
+
+use core::fmt;
+
+use crate::time::Instant;
+use crate::tunnel::{Failure, TransportSpec, TunnelConfig};
+
+/// Identifies one local connection accepted by a driver's listener (a proxy client or a port
+/// forward), chosen by the driver and unique while the connection lives.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ConnId(pub u64);
+
+/// Identifies one of the driver's listening sockets, in the order the client configured them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ListenerId(pub u32);
+
+/// Something that happened to a local connection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LocalEvent<'a> {
+    /// The listener accepted this new connection.
+    Accepted {
+        /// Which listener.
+        listener: ListenerId,
+    },
+    /// Bytes read from the connection.
+    Data(&'a [u8]),
+    /// The application closed its sending side (read returned 0).
+    ReadClosed,
+    /// The socket drained a write that had been refused; more may be written.
+    Writable,
+    /// The connection failed or was reset; it is gone.
+    Reset,
+}
+
+/// Something that happened to the transport socket towards the VPN server.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TransportEvent<'a> {
+    /// A stream transport finished connecting.
+    Connected,
+    /// Bytes from the server: one datagram over UDP, any chunk of the stream over TCP.
+    Data(&'a [u8]),
+    /// The transport failed or the server closed the stream.
+    Closed,
+}
+
+/// One input to a sans-IO state machine. Every input carries the time it happened.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Input<'a> {
+    /// Nothing happened but time passed: the deadline from the last [`Output::Timeout`] (or
+    /// any later moment) was reached.
+    Timeout {
+        /// The current time.
+        now: Instant,
+    },
+    /// The transport towards the VPN server.
+    Transport {
+        /// When it happened.
+        now: Instant,
+        /// What happened.
+        event: TransportEvent<'a>,
+    },
+    /// A local connection.
+    Local {
+        /// When it happened.
+        now: Instant,
+        /// Which connection.
+        conn: ConnId,
+        /// What happened.
+        event: LocalEvent<'a>,
+    },
+}
+
+impl Input<'_> {
+    /// When the input happened.
+    pub const fn now(&self) -> Instant {
+        match *self {
+            Self::Timeout { now } | Self::Transport { now, .. } | Self::Local { now, .. } => now,
+        }
+    }
+}
+
+/// What a driver must do to a local connection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LocalAction<'b> {
+    /// Write these bytes; if the socket takes only part, keep the rest and report
+    /// [`LocalEvent::Writable`] when it drains.
+    Write(&'b [u8]),
+    /// Stop reading from the connection (backpressure).
+    PauseReading,
+    /// Start reading again.
+    ResumeReading,
+    /// Close the sending side after all written bytes are flushed.
+    Shutdown,
+    /// Drop the connection now.
+    Close,
+}
+
+/// An event for the user or the supervising program.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// The tunnel is up with this configuration.
+    Connected(TunnelConfig),
+    /// The session was lost; the client is starting over.
+    Reconnecting(Failure),
+    /// The client has stopped for good.
+    Down(Failure),
+}
+
+/// One output of a sans-IO state machine, drained with [`Driven::poll_output`].
+#[derive(PartialEq, Eq, Debug)]
+pub enum Output<'b> {
+    /// Send these bytes on the transport to the VPN server.
+    Transmit(&'b [u8]),
+    /// Act on a local connection.
+    Local {
+        /// Which connection.
+        conn: ConnId,
+        /// What to do.
+        action: LocalAction<'b>,
+    },
+    /// Tell the user.
+    Event(Event),
+    /// The next output does not fit the buffer given to `poll_output`; call again with at least
+    /// `needed` bytes. The output stays queued.
+    BufferTooSmall {
+        /// The buffer size the next output needs.
+        needed: usize,
+    },
+    /// Fully drained: nothing more until an input arrives or this deadline passes (`None`: no
+    /// deadline). Always the last output of a drain.
+    Timeout(Option<Instant>),
+}
+
+/// Why an input was refused. Refusing an input changes no state.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The input names a connection that does not exist (already closed, or never accepted).
+    UnknownConnection(ConnId),
+    /// A transport event arrived while no transport is open.
+    NoTransport,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownConnection(conn) => write!(f, "no local connection {}", conn.0),
+            Self::NoTransport => f.write_str("no transport is open"),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// A state machine a driver can run: the whole contract between core and any event loop.
+///
+/// A driver's loop, for any runtime:
+/// 1. drain [`poll_output`](Self::poll_output) until [`Output::Timeout`], acting on each
+///    output (send, write, pause, report);
+/// 2. wait until the transport or a local socket is ready, or the deadline passes;
+/// 3. read one thing, stamp it with the clock, pass it to
+///    [`handle_input`](Self::handle_input), and go back to 1.
+pub trait Driven {
+    /// Where the driver must open the transport socket, once known.
+    fn transport(&self) -> Option<TransportSpec>;
+
+    /// Applies one input.
+    ///
+    /// # Errors
+    ///
+    /// Refuses inputs that name unknown connections; a refused input changes nothing.
+    fn handle_input(&mut self, input: Input<'_>) -> Result<(), InputError>;
+
+    /// The next output, written into `buf` where it carries bytes. Call until it returns
+    /// [`Output::Timeout`] before the next [`handle_input`](Self::handle_input).
+    fn poll_output<'b>(&mut self, buf: &'b mut [u8]) -> Output<'b>;
+}

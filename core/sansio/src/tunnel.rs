@@ -1,0 +1,391 @@
+//! The [`Tunnel`] trait that OpenVPN and IPsec both implement, and the [`TunnelConfig`] they
+//! both produce.
+//!
+//! A tunnel turns inner IP packets into outer transport packets and back. It owns its control
+//! plane (handshakes, keepalives, rekeys) and reports what it learned as a [`TunnelConfig`].
+//! It never sees sockets: the client above it moves bytes between the tunnel, the TCP/IP stack
+//! and the driver.
+//!
+//! # Buffers
+//!
+//! The data path is in place. To send, the caller writes the inner packet into a buffer at
+//! offset [`Overhead::headroom`] and leaves [`Overhead::tailroom`] free bytes after it;
+//! [`Tunnel::encapsulate`] encrypts there and writes its header into the headroom. To receive,
+//! [`Tunnel::decapsulate`] decrypts the outer packet where it lies and returns where the inner
+//! packet ended up. Nothing is allocated per packet.
+
+use core::fmt;
+use core::ops::Range;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::time::Instant;
+
+/// How the outer packets travel to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// One outer packet per UDP datagram.
+    Udp,
+    /// A TCP stream of outer packets, each preceded by its length as a 16-bit big-endian
+    /// integer (OpenVPN over TCP, RFC 8229 for IKE and ESP).
+    TcpLengthPrefixed,
+}
+
+/// Where and how the driver must connect for a tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TransportSpec {
+    /// The server's address, already resolved.
+    pub remote: SocketAddr,
+    /// Datagrams or a framed stream.
+    pub kind: TransportKind,
+}
+
+/// Bytes a tunnel needs around an inner packet to encapsulate it in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Overhead {
+    /// Bytes reserved before the inner packet for the tunnel's header.
+    pub headroom: usize,
+    /// Bytes reserved after the inner packet for padding and authentication tags.
+    pub tailroom: usize,
+}
+
+impl Overhead {
+    /// Total bytes added to an inner packet at most.
+    pub const fn total(&self) -> usize {
+        self.headroom + self.tailroom
+    }
+}
+
+/// What [`Tunnel::decapsulate`] made of one outer packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decapsulated {
+    /// An inner IP packet, now plaintext, at this range of the caller's buffer.
+    Inner(Range<usize>),
+    /// A control-plane or keepalive packet the tunnel consumed; poll for what it caused.
+    Consumed,
+}
+
+/// Why an outer packet was dropped. A drop never changes the session's state: an attacker can
+/// send anything, so every reason here is counted and otherwise ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Too short, or a header field that cannot be.
+    Malformed,
+    /// The authentication tag or HMAC did not verify.
+    Unauthentic,
+    /// Already received, or too old for the replay window.
+    Replayed,
+    /// A key id, SPI or peer id that names no current key.
+    UnknownKey,
+    /// The session has no keys for this yet (still handshaking).
+    NotReady,
+    /// A well-formed packet of a kind this client does not handle.
+    Unsupported,
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Malformed => "malformed packet",
+            Self::Unauthentic => "authentication failed",
+            Self::Replayed => "replayed or too old",
+            Self::UnknownKey => "unknown key",
+            Self::NotReady => "no keys yet",
+            Self::Unsupported => "unsupported packet",
+        })
+    }
+}
+
+/// Who is at fault when a session ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Fault {
+    /// The local configuration cannot work (bad profile, unusable key).
+    Config,
+    /// The server rejected our credentials or certificate.
+    Auth,
+    /// The server broke the protocol.
+    PeerMisbehaved,
+    /// The server speaks something we do not (cipher, protocol version).
+    PeerIncompatible,
+    /// The server stopped answering.
+    Timeout,
+    /// The server or the user closed the session in an orderly way.
+    Closed,
+}
+
+/// Why a session ended or restarts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// Who is at fault.
+    pub fault: Fault,
+    /// A sentence for the user, naming what went wrong.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure of class `fault` described by `message`.
+    pub fn new(fault: Fault, message: impl Into<String>) -> Self {
+        Self {
+            fault,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What a tunnel tells the layer above.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TunnelEvent {
+    /// Inner packets can flow, with this configuration. May repeat with a new configuration
+    /// after a reconnect.
+    Up(TunnelConfig),
+    /// The session was lost and the tunnel is starting over by itself.
+    Reconnecting(Failure),
+    /// The session is over for good.
+    Down(Failure),
+}
+
+/// An IP network: an address and a prefix length.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// A network of `addr` with `prefix` leading bits, or `None` when the prefix is too long for
+    /// the address family.
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Self> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(Self { addr, prefix })
+    }
+
+    /// An IPv4 network from an address and a dotted netmask such as `255.255.255.0`, or `None`
+    /// when the mask is not contiguous.
+    pub fn from_netmask(addr: Ipv4Addr, netmask: Ipv4Addr) -> Option<Self> {
+        let mask = u32::from(netmask);
+        let prefix = mask.leading_ones();
+        (mask.checked_shl(prefix).unwrap_or(0) == 0).then_some(Self {
+            addr: IpAddr::V4(addr),
+            prefix: prefix as u8,
+        })
+    }
+
+    /// A single host: `/32` or `/128`.
+    pub fn host(addr: IpAddr) -> Self {
+        Self {
+            addr,
+            prefix: if addr.is_ipv4() { 32 } else { 128 },
+        }
+    }
+
+    /// The address as given (not masked).
+    pub const fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub const fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` lies inside this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What a tunnel learned about the private network: the same shape whether it came from an
+/// OpenVPN profile or PUSH_REPLY, or from an IKEv2 configuration payload.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TunnelConfig {
+    /// Our inner IPv4 address and the prefix of the tunnel's subnet.
+    pub ipv4: Option<IpNet>,
+    /// Our inner IPv6 address and prefix, when the server assigns one.
+    pub ipv6: Option<IpNet>,
+    /// The server's inner address, when it has one (point-to-point peer, route-gateway).
+    pub gateway: Option<IpAddr>,
+    /// Networks reachable through the tunnel, besides the tunnel's own subnets.
+    pub routes: Vec<IpNet>,
+    /// DNS servers inside the tunnel, in order of preference.
+    pub dns_servers: Vec<IpAddr>,
+    /// Domains appended to short names, in order.
+    pub search_domains: Vec<String>,
+    /// The largest inner packet the tunnel carries, in bytes.
+    pub mtu: u16,
+}
+
+impl TunnelConfig {
+    /// The default inner MTU (OpenVPN's `tun-mtu` default).
+    pub const DEFAULT_MTU: u16 = 1500;
+
+    /// Whether packets to `dst` belong in the tunnel: inside an assigned subnet, the gateway,
+    /// or one of the routes.
+    pub fn routes_to(&self, dst: IpAddr) -> bool {
+        self.ipv4.is_some_and(|net| net.contains(dst))
+            || self.ipv6.is_some_and(|net| net.contains(dst))
+            || self.gateway == Some(dst)
+            || self.routes.iter().any(|net| net.contains(dst))
+    }
+
+    /// Our inner IPv4 address, if any.
+    pub fn local_ipv4(&self) -> Option<Ipv4Addr> {
+        match self.ipv4?.addr() {
+            IpAddr::V4(addr) => Some(addr),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    /// Our inner IPv6 address, if any.
+    pub fn local_ipv6(&self) -> Option<Ipv6Addr> {
+        match self.ipv6?.addr() {
+            IpAddr::V6(addr) => Some(addr),
+            IpAddr::V4(_) => None,
+        }
+    }
+}
+
+/// A VPN tunnel as a pure state machine: OpenVPN and IPsec both implement it.
+///
+/// Method groups, in the order a caller uses them:
+/// - getters: [`transport`](Self::transport), [`overhead`](Self::overhead);
+/// - input: [`decapsulate`](Self::decapsulate) for each outer packet from the server,
+///   [`handle_timeout`](Self::handle_timeout) when the deadline passes, and
+///   [`encapsulate`](Self::encapsulate) for each inner packet to send;
+/// - output: [`poll_transmit`](Self::poll_transmit) until `None`, then
+///   [`poll_event`](Self::poll_event) until `None`, then
+///   [`poll_timeout`](Self::poll_timeout).
+///
+/// Every input carries `now`; time never goes backwards (a `now` earlier than one already seen
+/// is treated as that one). Calling `handle_timeout` early or twice is harmless.
+pub trait Tunnel {
+    /// How to reach the server.
+    fn transport(&self) -> TransportSpec;
+
+    /// Room to reserve around an inner packet for [`Tunnel::encapsulate`].
+    fn overhead(&self) -> Overhead;
+
+    /// Processes one outer packet from the server, decrypting it in place in `packet`.
+    ///
+    /// # Errors
+    ///
+    /// Returns why the packet was dropped. A drop changes no session state.
+    fn decapsulate(&mut self, now: Instant, packet: &mut [u8]) -> Result<Decapsulated, DropReason>;
+
+    /// Encrypts the inner packet at `buf[inner]` in place and returns the range of `buf` that
+    /// now holds the outer packet, ready for the transport.
+    ///
+    /// `inner.start` must be at least [`Overhead::headroom`] and `buf.len() - inner.end` at least
+    /// [`Overhead::tailroom`].
+    ///
+    /// # Errors
+    ///
+    /// [`DropReason::NotReady`] before the data channel has keys; [`DropReason::Malformed`] when
+    /// the range leaves too little room.
+    fn encapsulate(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        inner: Range<usize>,
+    ) -> Result<Range<usize>, DropReason>;
+
+    /// Runs the timers that are due at `now`.
+    fn handle_timeout(&mut self, now: Instant);
+
+    /// Writes the next control-plane packet (handshake, acknowledgement, keepalive, rekey) into
+    /// `buf` and returns its length, or `None` when there is nothing to send. A packet larger
+    /// than `buf` stays queued and `Some(Err(needed))` says how large `buf` must be.
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Result<usize, usize>>;
+
+    /// The next event for the layer above.
+    fn poll_event(&mut self) -> Option<TunnelEvent>;
+
+    /// When the tunnel next wants [`Tunnel::handle_timeout`], and why.
+    fn poll_timeout(&self) -> Option<(Instant, &'static str)>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    #[test]
+    fn netmask_to_prefix() {
+        let net = IpNet::from_netmask(Ipv4Addr::new(10, 8, 0, 2), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(net.map(|n| n.prefix()), Some(24));
+        assert!(
+            IpNet::from_netmask(Ipv4Addr::new(10, 8, 0, 2), Ipv4Addr::new(255, 0, 255, 0))
+                .is_none()
+        );
+        let all = IpNet::from_netmask(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(all.map(|n| n.prefix()), Some(0));
+    }
+
+    #[test]
+    fn contains_respects_prefix_and_family() {
+        let net = IpNet::new(v4(10, 8, 0, 0), 24).unwrap();
+        assert!(net.contains(v4(10, 8, 0, 77)));
+        assert!(!net.contains(v4(10, 8, 1, 1)));
+        assert!(!net.contains("::1".parse().unwrap()));
+        assert!(
+            IpNet::new(v4(0, 0, 0, 0), 0)
+                .unwrap()
+                .contains(v4(192, 0, 2, 1))
+        );
+        assert!(IpNet::new(v4(1, 2, 3, 4), 33).is_none());
+        let v6 = IpNet::new("fd00::".parse().unwrap(), 64).unwrap();
+        assert!(v6.contains("fd00::5".parse().unwrap()));
+        assert!(!v6.contains("fd01::5".parse().unwrap()));
+    }
+
+    #[test]
+    fn routes_to_covers_subnet_gateway_and_routes() {
+        let config = TunnelConfig {
+            ipv4: IpNet::new(v4(10, 8, 0, 2), 24),
+            gateway: Some(v4(10, 9, 9, 9)),
+            routes: vec![IpNet::new(v4(192, 168, 50, 0), 24).unwrap()],
+            ..TunnelConfig::default()
+        };
+        assert!(config.routes_to(v4(10, 8, 0, 1)));
+        assert!(config.routes_to(v4(10, 9, 9, 9)));
+        assert!(config.routes_to(v4(192, 168, 50, 10)));
+        assert!(!config.routes_to(v4(192, 168, 51, 10)));
+        assert_eq!(config.local_ipv4(), Some(Ipv4Addr::new(10, 8, 0, 2)));
+    }
+}

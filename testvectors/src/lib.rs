@@ -1,0 +1,6 @@
+//! Fixtures and test harnesses for erebus: recorded sessions, known-answer vectors and the
+//! cross-crate checks that keep core sans-IO. Not published.
+
+#![forbid(unsafe_code)]
+
+pub mod guard;
