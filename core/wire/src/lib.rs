@@ -6,6 +6,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod checksum;
+pub mod dns;
+pub mod icmp;
+pub mod ipv4;
+pub mod ipv6;
+pub mod tcp;
+pub mod udp;
+
 /// Why bytes could not be parsed as a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
