@@ -1,6 +1,16 @@
 #!/usr/bin/env bash
 # Runs every erebus test: unit, property, simulation, and the interop tests against real peers
 # in network namespaces. Interop tests need root; without it they fail under CI=true and say so.
+# Extra arguments go to `cargo test` (e.g. ./test.sh -p erebus-net).
 set -euo pipefail
 cd "$(dirname "$0")"
-cargo test --workspace --release --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+[ "$#" -gt 0 ] || set -- --workspace
+cargo test --release --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1);
+       if ($(i) ~ /^failed;?$/) f += $(i-1); if ($(i) ~ /^ignored;?$/) s += $(i-1) } }
+     END { printf "all tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"
