@@ -26,11 +26,16 @@ pub enum LocalEvent<'a> {
         /// Which listener.
         listener: ListenerId,
     },
-    /// Bytes read from the connection.
+    /// Bytes read from the connection. The machine must take them all; it answers
+    /// [`LocalAction::PauseReading`] when it wants no more for a while.
     Data(&'a [u8]),
     /// The application closed its sending side (read returned 0).
     ReadClosed,
-    /// The socket drained a write that had been refused; more may be written.
+    /// The socket could not take all of the last [`LocalAction::Write`]; the driver keeps the
+    /// rest. Emit no more writes for this connection until [`LocalEvent::Writable`].
+    WriteBlocked,
+    /// The driver flushed everything it kept after [`LocalEvent::WriteBlocked`]; writes may
+    /// resume.
     Writable,
     /// The connection failed or was reset; it is gone.
     Reset,
@@ -63,6 +68,12 @@ pub enum Input<'a> {
         /// What happened.
         event: TransportEvent<'a>,
     },
+    /// The user asked to stop: end the session gracefully (for example with OpenVPN's
+    /// explicit-exit-notify). The machine reports [`Event::Down`] when it is done.
+    Close {
+        /// When the user asked.
+        now: Instant,
+    },
     /// A local connection.
     Local {
         /// When it happened.
@@ -78,7 +89,10 @@ impl Input<'_> {
     /// When the input happened.
     pub const fn now(&self) -> Instant {
         match *self {
-            Self::Timeout { now } | Self::Transport { now, .. } | Self::Local { now, .. } => now,
+            Self::Timeout { now }
+            | Self::Close { now }
+            | Self::Transport { now, .. }
+            | Self::Local { now, .. } => now,
         }
     }
 }
@@ -86,8 +100,9 @@ impl Input<'_> {
 /// What a driver must do to a local connection.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum LocalAction<'b> {
-    /// Write these bytes; if the socket takes only part, keep the rest and report
-    /// [`LocalEvent::Writable`] when it drains.
+    /// Write these bytes. If the socket takes only part, the driver keeps the rest (and any
+    /// further writes of the same drain), reports [`LocalEvent::WriteBlocked`] after the drain,
+    /// and [`LocalEvent::Writable`] once everything kept is flushed.
     Write(&'b [u8]),
     /// Stop reading from the connection (backpressure).
     PauseReading,

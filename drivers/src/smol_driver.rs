@@ -1,0 +1,578 @@
+//! The smol driver: one task owns the machine; small tasks read sockets and feed it through a
+//! channel.
+//!
+//! Each input still goes to the machine one at a time, followed by a full drain, exactly as
+//! under the mio driver; only the waiting is async.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use erebus_sansio::io::{
+    ConnId, Event, Input, ListenerId, LocalAction, LocalEvent, Output, TransportEvent,
+};
+use erebus_sansio::tunnel::{Failure, TransportKind, TransportSpec};
+use erebus_sansio::{Driven, Instant};
+use smol::channel::{Receiver, Sender, unbounded};
+use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::{Async, Task, Timer};
+
+use crate::clock::Clock;
+use crate::record::Tap;
+
+/// Bytes read from a local connection at a time.
+const LOCAL_READ_CHUNK: usize = 64 * 1024;
+/// Largest outer packet or stream chunk read from the transport.
+const TRANSPORT_READ_CHUNK: usize = 65_536;
+/// Bytes queued towards one local connection before the machine is told to hold off.
+const LOCAL_WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// Stops a running [`SmolDriver`] gracefully, from any thread or task.
+#[derive(Clone)]
+pub struct StopHandle(Sender<Message>);
+
+impl StopHandle {
+    /// Asks the driver to close the session.
+    pub fn stop(&self) {
+        let _ = self.0.try_send(Message::Stop);
+    }
+}
+
+enum Message {
+    Stop,
+    TransportConnected(u64),
+    TransportData(u64, Vec<u8>),
+    TransportClosed(u64),
+    Accepted(ListenerId, Async<TcpStream>),
+    LocalData(ConnId, Vec<u8>),
+    LocalEof(ConnId),
+    LocalReset(ConnId),
+    LocalFlushed(ConnId),
+}
+
+enum Writer {
+    Udp(Arc<Async<UdpSocket>>),
+    Tcp(Sender<Vec<u8>>),
+}
+
+struct LocalConn {
+    writer: Sender<WriteCommand>,
+    queued: usize,
+    blocked: bool,
+    paused: Arc<AtomicBool>,
+    resume: Sender<()>,
+    _reader: Task<()>,
+    _writer: Task<()>,
+}
+
+enum WriteCommand {
+    Data(Vec<u8>),
+    Shutdown,
+    Close,
+}
+
+/// Runs a [`Driven`] machine on smol.
+pub struct SmolDriver<D> {
+    machine: D,
+    clock: Clock,
+    listeners: Vec<Arc<Async<TcpListener>>>,
+    tx: Sender<Message>,
+    rx: Receiver<Message>,
+    transport: Option<(TransportSpec, u64, Writer, Task<()>)>,
+    transport_generation: u64,
+    conns: BTreeMap<ConnId, LocalConn>,
+    next_conn: u64,
+    out_buf: Vec<u8>,
+    deadline: Option<Instant>,
+    down: Option<Failure>,
+    tap: Option<Box<dyn Tap + Send>>,
+    on_event: Box<dyn FnMut(&Event) + Send>,
+}
+
+impl<D: Driven> SmolDriver<D> {
+    /// Wraps `machine`, serving the given listeners (their order gives the [`ListenerId`]s).
+    ///
+    /// # Errors
+    ///
+    /// Fails when a listener cannot be made non-blocking.
+    pub fn new(machine: D, clock: Clock, listeners: Vec<TcpListener>) -> io::Result<Self> {
+        let listeners = listeners
+            .into_iter()
+            .map(|l| Async::new(l).map(Arc::new))
+            .collect::<io::Result<Vec<_>>>()?;
+        let (tx, rx) = unbounded();
+        Ok(Self {
+            machine,
+            clock,
+            listeners,
+            tx,
+            rx,
+            transport: None,
+            transport_generation: 0,
+            conns: BTreeMap::new(),
+            next_conn: 0,
+            out_buf: vec![0; 65_536],
+            deadline: None,
+            down: None,
+            tap: None,
+            on_event: Box::new(|_| {}),
+        })
+    }
+
+    /// Calls `on_event` for every [`Event`] the machine reports.
+    pub fn on_event(&mut self, on_event: impl FnMut(&Event) + Send + 'static) {
+        self.on_event = Box::new(on_event);
+    }
+
+    /// Records every input and every transmit through `tap`.
+    pub fn record(&mut self, tap: Box<dyn Tap + Send>) {
+        self.tap = Some(tap);
+    }
+
+    /// A handle that stops the driver gracefully.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.tx.clone())
+    }
+
+    /// The machine, for inspection after [`SmolDriver::run`] returns.
+    pub fn machine(&self) -> &D {
+        &self.machine
+    }
+
+    /// Runs until the machine reports [`Event::Down`], and returns why.
+    ///
+    /// # Errors
+    ///
+    /// Fails only if the driver's own channel breaks; socket errors become inputs.
+    pub async fn run(&mut self) -> io::Result<Failure> {
+        let _acceptors: Vec<Task<()>> = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(index, listener)| {
+                smol::spawn(accept_loop(
+                    ListenerId(index as u32),
+                    listener.clone(),
+                    self.tx.clone(),
+                ))
+            })
+            .collect();
+        self.drain();
+        loop {
+            if let Some(failure) = self.down.take() {
+                return Ok(failure);
+            }
+            self.sync_transport();
+            let message = match self.deadline {
+                Some(deadline) => {
+                    let wait = self.clock.until(deadline);
+                    let timer = async {
+                        Timer::after(wait).await;
+                        None
+                    };
+                    async { self.rx.recv().await.ok() }.or(timer).await
+                }
+                None => self.rx.recv().await.ok(),
+            };
+            if let Some(message) = message {
+                self.handle_message(message);
+            }
+            // Compare the clock with the deadline rather than trusting the timer.
+            if self.deadline.is_some_and(|d| self.clock.now() >= d) {
+                self.feed(Input::Timeout {
+                    now: self.clock.now(),
+                });
+            }
+        }
+    }
+
+    fn handle_message(&mut self, message: Message) {
+        let current = self
+            .transport
+            .as_ref()
+            .map(|(_, generation, ..)| *generation);
+        match message {
+            Message::Stop => self.feed(Input::Close {
+                now: self.clock.now(),
+            }),
+            Message::TransportConnected(generation) if Some(generation) == current => {
+                self.feed(Input::Transport {
+                    now: self.clock.now(),
+                    event: TransportEvent::Connected,
+                });
+            }
+            Message::TransportData(generation, bytes) if Some(generation) == current => {
+                self.feed(Input::Transport {
+                    now: self.clock.now(),
+                    event: TransportEvent::Data(&bytes),
+                });
+            }
+            Message::TransportClosed(generation) if Some(generation) == current => {
+                self.transport = None;
+                self.feed(Input::Transport {
+                    now: self.clock.now(),
+                    event: TransportEvent::Closed,
+                });
+            }
+            Message::TransportConnected(_)
+            | Message::TransportData(..)
+            | Message::TransportClosed(_) => {}
+            Message::Accepted(listener, stream) => self.accept(listener, stream),
+            Message::LocalData(conn, bytes) => {
+                self.feed(Input::Local {
+                    now: self.clock.now(),
+                    conn,
+                    event: LocalEvent::Data(&bytes),
+                });
+            }
+            Message::LocalEof(conn) => {
+                self.feed(Input::Local {
+                    now: self.clock.now(),
+                    conn,
+                    event: LocalEvent::ReadClosed,
+                });
+            }
+            Message::LocalReset(conn) => {
+                if self.conns.remove(&conn).is_some() {
+                    self.feed(Input::Local {
+                        now: self.clock.now(),
+                        conn,
+                        event: LocalEvent::Reset,
+                    });
+                }
+            }
+            Message::LocalFlushed(conn) => {
+                let Some(state) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                state.queued = 0;
+                if state.blocked {
+                    state.blocked = false;
+                    self.feed(Input::Local {
+                        now: self.clock.now(),
+                        conn,
+                        event: LocalEvent::Writable,
+                    });
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, listener: ListenerId, stream: Async<TcpStream>) {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let _ = stream.get_ref().set_nodelay(true);
+        let stream = Arc::new(stream);
+        let paused = Arc::new(AtomicBool::new(false));
+        let (resume_tx, resume_rx) = unbounded();
+        let (write_tx, write_rx) = unbounded();
+        let reader = smol::spawn(read_local(
+            id,
+            stream.clone(),
+            paused.clone(),
+            resume_rx,
+            self.tx.clone(),
+        ));
+        let writer = smol::spawn(write_local(id, stream, write_rx, self.tx.clone()));
+        self.conns.insert(
+            id,
+            LocalConn {
+                writer: write_tx,
+                queued: 0,
+                blocked: false,
+                paused,
+                resume: resume_tx,
+                _reader: reader,
+                _writer: writer,
+            },
+        );
+        self.feed(Input::Local {
+            now: self.clock.now(),
+            conn: id,
+            event: LocalEvent::Accepted { listener },
+        });
+    }
+
+    /// Applies one input, then drains the machine (the sans-IO rule).
+    fn feed(&mut self, input: Input<'_>) {
+        if let Some(tap) = &mut self.tap {
+            tap.input(&input);
+        }
+        if let Err(e) = self.machine.handle_input(input) {
+            tracing::debug!("input refused: {e}");
+        }
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        let mut newly_blocked = Vec::new();
+        self.deadline = loop {
+            match self.machine.poll_output(&mut self.out_buf) {
+                Output::Transmit(bytes) => {
+                    if let Some(tap) = &mut self.tap {
+                        tap.transmit(bytes);
+                    }
+                    match &self.transport {
+                        Some((_, _, Writer::Udp(socket), _)) => {
+                            // A full socket buffer drops the datagram; the protocols retransmit.
+                            if let Err(e) = socket.get_ref().send(bytes) {
+                                tracing::debug!("datagram dropped: {e}");
+                            }
+                        }
+                        Some((_, _, Writer::Tcp(tx), _)) => {
+                            let _ = tx.try_send(bytes.to_vec());
+                        }
+                        None => tracing::debug!("transmit without a transport dropped"),
+                    }
+                }
+                Output::Local { conn, action } => {
+                    let Some(state) = self.conns.get_mut(&conn) else {
+                        continue;
+                    };
+                    match action {
+                        LocalAction::Write(bytes) => {
+                            state.queued += bytes.len();
+                            let _ = state.writer.try_send(WriteCommand::Data(bytes.to_vec()));
+                            if state.queued > LOCAL_WRITE_HIGH_WATER && !state.blocked {
+                                state.blocked = true;
+                                newly_blocked.push(conn);
+                            }
+                        }
+                        LocalAction::PauseReading => state.paused.store(true, Ordering::SeqCst),
+                        LocalAction::ResumeReading => {
+                            state.paused.store(false, Ordering::SeqCst);
+                            let _ = state.resume.try_send(());
+                        }
+                        LocalAction::Shutdown => {
+                            let _ = state.writer.try_send(WriteCommand::Shutdown);
+                        }
+                        LocalAction::Close => {
+                            let _ = state.writer.try_send(WriteCommand::Close);
+                            if let Some(state) = self.conns.remove(&conn) {
+                                // The writer task finishes the close; the reader ends with it.
+                                state._writer.detach();
+                            }
+                        }
+                    }
+                }
+                Output::Event(event) => {
+                    (self.on_event)(&event);
+                    if let Event::Down(failure) = event {
+                        self.down = Some(failure);
+                    }
+                }
+                Output::BufferTooSmall { needed } => {
+                    let needed = needed.max(self.out_buf.len() * 2);
+                    self.out_buf.resize(needed, 0);
+                }
+                Output::Timeout(deadline) => break deadline,
+            }
+        };
+        for conn in newly_blocked {
+            self.feed(Input::Local {
+                now: self.clock.now(),
+                conn,
+                event: LocalEvent::WriteBlocked,
+            });
+        }
+    }
+
+    fn sync_transport(&mut self) {
+        let wanted = self.machine.transport();
+        if self.transport.as_ref().map(|(spec, ..)| *spec) == wanted {
+            return;
+        }
+        self.transport = None;
+        let Some(spec) = wanted else { return };
+        self.transport_generation += 1;
+        let generation = self.transport_generation;
+        match spec.kind {
+            TransportKind::Udp => match open_udp(spec.remote) {
+                Ok(socket) => {
+                    let socket = Arc::new(socket);
+                    let task = smol::spawn(read_udp(generation, socket.clone(), self.tx.clone()));
+                    self.transport = Some((spec, generation, Writer::Udp(socket), task));
+                }
+                Err(e) => {
+                    tracing::warn!("cannot open transport to {}: {e}", spec.remote);
+                    self.feed(Input::Transport {
+                        now: self.clock.now(),
+                        event: TransportEvent::Closed,
+                    });
+                }
+            },
+            TransportKind::TcpLengthPrefixed => {
+                let (write_tx, write_rx) = unbounded();
+                let task = smol::spawn(run_tcp(generation, spec.remote, write_rx, self.tx.clone()));
+                self.transport = Some((spec, generation, Writer::Tcp(write_tx), task));
+            }
+        }
+    }
+}
+
+fn open_udp(remote: SocketAddr) -> io::Result<Async<UdpSocket>> {
+    let local: SocketAddr = if remote.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(local)?;
+    socket.connect(remote)?;
+    Async::new(socket)
+}
+
+async fn accept_loop(
+    listener_id: ListenerId,
+    listener: Arc<Async<TcpListener>>,
+    tx: Sender<Message>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                if tx
+                    .send(Message::Accepted(listener_id, stream))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                Timer::after(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn read_udp(generation: u64, socket: Arc<Async<UdpSocket>>, tx: Sender<Message>) {
+    let mut buf = vec![0u8; TRANSPORT_READ_CHUNK];
+    loop {
+        match socket.recv(&mut buf).await {
+            Ok(n) => {
+                let data = buf.get(..n).unwrap_or_default().to_vec();
+                if tx
+                    .send(Message::TransportData(generation, data))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // ICMP errors on a connected UDP socket are transient; keep reading.
+            Err(e) => tracing::debug!("transport read error: {e}"),
+        }
+    }
+}
+
+async fn run_tcp(
+    generation: u64,
+    remote: SocketAddr,
+    writes: Receiver<Vec<u8>>,
+    tx: Sender<Message>,
+) {
+    let stream = match Async::<TcpStream>::connect(remote).await {
+        Ok(stream) => Arc::new(stream),
+        Err(e) => {
+            tracing::warn!("cannot connect to {remote}: {e}");
+            let _ = tx.send(Message::TransportClosed(generation)).await;
+            return;
+        }
+    };
+    let _ = stream.get_ref().set_nodelay(true);
+    let _ = tx.send(Message::TransportConnected(generation)).await;
+    let writer = {
+        let stream = stream.clone();
+        async move {
+            let mut stream = &*stream;
+            while let Ok(bytes) = writes.recv().await {
+                if stream.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        }
+    };
+    let reader = {
+        let tx = tx.clone();
+        async move {
+            let mut stream = &*stream;
+            let mut buf = vec![0u8; TRANSPORT_READ_CHUNK];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let data = buf.get(..n).unwrap_or_default().to_vec();
+                        if tx
+                            .send(Message::TransportData(generation, data))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    reader.or(writer).await;
+    let _ = tx.send(Message::TransportClosed(generation)).await;
+}
+
+async fn read_local(
+    id: ConnId,
+    stream: Arc<Async<TcpStream>>,
+    paused: Arc<AtomicBool>,
+    resume: Receiver<()>,
+    tx: Sender<Message>,
+) {
+    let mut buf = vec![0u8; LOCAL_READ_CHUNK];
+    let mut stream = &*stream;
+    loop {
+        while paused.load(Ordering::SeqCst) {
+            if resume.recv().await.is_err() {
+                return;
+            }
+        }
+        let message = match stream.read(&mut buf).await {
+            Ok(0) => Message::LocalEof(id),
+            Ok(n) => Message::LocalData(id, buf.get(..n).unwrap_or_default().to_vec()),
+            Err(_) => Message::LocalReset(id),
+        };
+        let done = !matches!(message, Message::LocalData(..));
+        if tx.send(message).await.is_err() || done {
+            return;
+        }
+    }
+}
+
+async fn write_local(
+    id: ConnId,
+    stream: Arc<Async<TcpStream>>,
+    commands: Receiver<WriteCommand>,
+    tx: Sender<Message>,
+) {
+    let mut stream_ref = &*stream;
+    while let Ok(command) = commands.recv().await {
+        match command {
+            WriteCommand::Data(bytes) => {
+                if stream_ref.write_all(&bytes).await.is_err() {
+                    let _ = tx.send(Message::LocalReset(id)).await;
+                    return;
+                }
+                if commands.is_empty() && tx.send(Message::LocalFlushed(id)).await.is_err() {
+                    return;
+                }
+            }
+            WriteCommand::Shutdown => {
+                let _ = stream.get_ref().shutdown(std::net::Shutdown::Write);
+            }
+            WriteCommand::Close => {
+                let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    }
+}
