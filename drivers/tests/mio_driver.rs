@@ -1,6 +1,8 @@
 //! The mio driver moves bytes between local connections, the transport and the machine, runs
 //! its timers and stops gracefully; checked with a relay machine and loopback echo servers.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
 mod common;
 
 use std::net::TcpListener;

@@ -1,5 +1,7 @@
 //! The smol driver does what the mio driver does, checked the same way.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
 mod common;
 
 use std::net::TcpListener;
