@@ -240,12 +240,13 @@ impl<D: Driven> MioDriver<D> {
 
     /// Drains outputs until the deadline; then reports write blocks that happened meanwhile.
     fn drain(&mut self) {
+        let now = self.clock.now();
         let deadline = loop {
             let output = self.machine.poll_output(&mut self.out_buf);
             match output {
                 Output::Transmit(bytes) => {
                     if let Some(tap) = &mut self.tap {
-                        tap.transmit(bytes);
+                        tap.transmit(now, bytes);
                     }
                     send_transport(&mut self.transport, bytes);
                 }
@@ -300,6 +301,13 @@ impl<D: Driven> MioDriver<D> {
         let Some(spec) = wanted else { return };
         match open_transport(self.poll.registry(), spec) {
             Ok(transport) => {
+                let local = match &transport {
+                    Transport::Udp(s) => s.local_addr(),
+                    Transport::Tcp { stream, .. } => stream.local_addr(),
+                };
+                if let (Some(tap), Ok(local)) = (&mut self.tap, local) {
+                    tap.transport_opened(spec, local);
+                }
                 self.transport = Some((spec, transport));
                 self.transport_maybe_readable = false;
             }

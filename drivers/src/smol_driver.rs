@@ -43,7 +43,7 @@ impl StopHandle {
 
 enum Message {
     Stop,
-    TransportConnected(u64),
+    TransportConnected(u64, Option<SocketAddr>),
     TransportData(u64, Vec<u8>),
     TransportClosed(u64),
     Accepted(ListenerId, Async<TcpStream>),
@@ -198,7 +198,12 @@ impl<D: Driven> SmolDriver<D> {
             Message::Stop => self.feed(Input::Close {
                 now: self.clock.now(),
             }),
-            Message::TransportConnected(generation) if Some(generation) == current => {
+            Message::TransportConnected(generation, local) if Some(generation) == current => {
+                if let (Some(tap), Some(local), Some((spec, ..))) =
+                    (&mut self.tap, local, &self.transport)
+                {
+                    tap.transport_opened(*spec, local);
+                }
                 self.feed(Input::Transport {
                     now: self.clock.now(),
                     event: TransportEvent::Connected,
@@ -217,7 +222,7 @@ impl<D: Driven> SmolDriver<D> {
                     event: TransportEvent::Closed,
                 });
             }
-            Message::TransportConnected(_)
+            Message::TransportConnected(..)
             | Message::TransportData(..)
             | Message::TransportClosed(_) => {}
             Message::Accepted(listener, stream) => self.accept(listener, stream),
@@ -308,12 +313,13 @@ impl<D: Driven> SmolDriver<D> {
     }
 
     fn drain(&mut self) {
+        let now = self.clock.now();
         let mut newly_blocked = Vec::new();
         self.deadline = loop {
             match self.machine.poll_output(&mut self.out_buf) {
                 Output::Transmit(bytes) => {
                     if let Some(tap) = &mut self.tap {
-                        tap.transmit(bytes);
+                        tap.transmit(now, bytes);
                     }
                     match &self.transport {
                         Some((_, _, Writer::Udp(socket), _)) => {
@@ -392,6 +398,9 @@ impl<D: Driven> SmolDriver<D> {
         match spec.kind {
             TransportKind::Udp => match open_udp(spec.remote) {
                 Ok(socket) => {
+                    if let (Some(tap), Ok(local)) = (&mut self.tap, socket.get_ref().local_addr()) {
+                        tap.transport_opened(spec, local);
+                    }
                     let socket = Arc::new(socket);
                     let task = smol::spawn(read_udp(generation, socket.clone(), self.tx.clone()));
                     self.transport = Some((spec, generation, Writer::Udp(socket), task));
@@ -483,7 +492,10 @@ async fn run_tcp(
         }
     };
     let _ = stream.get_ref().set_nodelay(true);
-    let _ = tx.send(Message::TransportConnected(generation)).await;
+    let local = stream.get_ref().local_addr().ok();
+    let _ = tx
+        .send(Message::TransportConnected(generation, local))
+        .await;
     let writer = {
         let stream = stream.clone();
         async move {

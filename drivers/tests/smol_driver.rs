@@ -8,7 +8,9 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use erebus::Clock;
+use erebus::record::Recorder;
 use erebus::smol_driver::SmolDriver;
+use erebus_sansio::Seed;
 use erebus_sansio::tunnel::{Fault, TransportKind};
 
 fn run_relay(kind: TransportKind) {
@@ -19,7 +21,19 @@ fn run_relay(kind: TransportKind) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy = listener.local_addr().unwrap();
     let relay = common::Relay::new(echo, kind);
-    let mut driver = SmolDriver::new(relay, Clock::start(), vec![listener]).unwrap();
+    let clock = Clock::start();
+    let mut driver = SmolDriver::new(relay, clock, vec![listener]).unwrap();
+    let record_dir = std::env::temp_dir().join(format!(
+        "erebus-smol-record-{}-{kind:?}",
+        std::process::id()
+    ));
+    let recorder = Recorder::create(
+        &record_dir,
+        &Seed::from_byte(2),
+        b"relay",
+        clock.wall_clock(),
+    );
+    driver.record(Box::new(recorder.unwrap()));
     let stop = driver.stop_handle();
     let client = std::thread::spawn(move || {
         let echoed = common::round_trip(proxy, b"hello through smol");
@@ -39,6 +53,19 @@ fn run_relay(kind: TransportKind) {
         driver.machine().connected,
         kind == TransportKind::TcpLengthPrefixed
     );
+    drop(driver);
+
+    // The recording replays: the same inputs give the same transmits, which match the pcap.
+    let journal = std::fs::read(record_dir.join("journal")).unwrap();
+    let replayed = common::replay(&journal, &mut common::Relay::new(echo, kind));
+    assert_eq!(replayed, [b"hello through smol".to_vec()]);
+    let pcap = std::fs::read(record_dir.join("transport.pcap")).unwrap();
+    let header_len = if kind == TransportKind::Udp { 8 } else { 20 };
+    assert_eq!(
+        common::pcap_payloads(&pcap, header_len, echo.port()),
+        replayed
+    );
+    std::fs::remove_dir_all(&record_dir).unwrap();
 }
 
 #[test]

@@ -12,7 +12,8 @@
 //!   child seed per component;
 //! - [`tunnel`]: the [`Tunnel`] trait that OpenVPN and IPsec implement, and the
 //!   [`TunnelConfig`] they both produce;
-//! - [`io`]: the driver-facing contract, [`Input`], [`Output`] and [`Driven`].
+//! - [`io`]: the driver-facing contract, [`Input`], [`Output`] and [`Driven`];
+//! - [`journal`]: the recorded inputs of a session, for replay.
 //!
 //! # The rule: mutate, drain to the deadline, mutate
 //!
@@ -63,6 +64,7 @@
 #![forbid(unsafe_code)]
 
 pub mod io;
+pub mod journal;
 pub mod rng;
 pub mod time;
 pub mod tunnel;

@@ -139,3 +139,35 @@ pub(crate) fn round_trip(proxy: SocketAddr, message: &[u8]) -> Vec<u8> {
     client.read_exact(&mut got).unwrap();
     got
 }
+
+/// Feeds a recorded journal to `machine`, draining after each input as a driver does, and
+/// returns every transmitted payload.
+pub(crate) fn replay(journal: &[u8], machine: &mut impl Driven) -> Vec<Vec<u8>> {
+    let mut sent = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    for input in erebus_sansio::journal::JournalReader::new(journal).unwrap() {
+        machine.handle_input(input.unwrap()).unwrap();
+        loop {
+            match machine.poll_output(&mut buf) {
+                Output::Transmit(bytes) => sent.push(bytes.to_vec()),
+                Output::Timeout(_) => break,
+                _ => {}
+            }
+        }
+    }
+    sent
+}
+
+/// The payloads of the packets in a recorded pcap that were sent from `local_port`.
+pub(crate) fn pcap_payloads(pcap: &[u8], header_len: usize, from_port: u16) -> Vec<Vec<u8>> {
+    let mut reader = pcap_file::pcap::PcapReader::new(pcap).unwrap();
+    let mut out = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        let data = packet.unwrap().data.into_owned();
+        let src_port = u16::from_be_bytes([data[20], data[21]]);
+        if src_port == from_port {
+            out.push(data[20 + header_len..].to_vec());
+        }
+    }
+    out
+}

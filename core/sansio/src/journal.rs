@@ -1,0 +1,334 @@
+//! The session journal: every [`Input`] a driver gave a machine, with its `now`, in order.
+//!
+//! A journal together with the seed and the configuration is enough to replay a session byte
+//! for byte, because inputs are the only source of nondeterminism a machine has. Drivers write
+//! it with [`encode`] when asked to record; tests read it back with [`JournalReader`], which
+//! borrows from the bytes and treats them as untrusted.
+//!
+//! # Format
+//!
+//! The file starts with [`MAGIC`]. Each record is a tag byte, `now` as big-endian `u64`
+//! microseconds, then fields by tag (all big-endian): connection ids `u64`, listener ids `u32`,
+//! byte strings as a `u32` length and the bytes.
+//!
+//! | tag | input |
+//! |---|---|
+//! | 0 | `Timeout` |
+//! | 1 | `Close` |
+//! | 2 | `Transport Connected` |
+//! | 3 | `Transport Data(bytes)` |
+//! | 4 | `Transport Closed` |
+//! | 5 | `Local conn Accepted(listener)` |
+//! | 6 | `Local conn Data(bytes)` |
+//! | 7 | `Local conn ReadClosed` |
+//! | 8 | `Local conn WriteBlocked` |
+//! | 9 | `Local conn Writable` |
+//! | 10 | `Local conn Reset` |
+
+use core::fmt;
+
+use crate::io::{ConnId, Input, ListenerId, LocalEvent, TransportEvent};
+use crate::time::Instant;
+
+/// The first bytes of every journal: a name and a format version.
+pub const MAGIC: &[u8; 16] = b"EREBUS-JOURNAL\x00\x01";
+
+/// Appends `input` to a journal being written.
+pub fn encode(input: &Input<'_>, out: &mut Vec<u8>) {
+    let (tag, rest): (u8, Option<(ConnId, Option<Field<'_>>)>) = match *input {
+        Input::Timeout { .. } => (0, None),
+        Input::Close { .. } => (1, None),
+        Input::Transport { event, .. } => match event {
+            TransportEvent::Connected => (2, None),
+            TransportEvent::Data(bytes) => {
+                out.push(3);
+                out.extend_from_slice(&input.now().as_micros().to_be_bytes());
+                put_bytes(bytes, out);
+                return;
+            }
+            TransportEvent::Closed => (4, None),
+        },
+        Input::Local { conn, event, .. } => match event {
+            LocalEvent::Accepted { listener } => (5, Some((conn, Some(Field::Listener(listener))))),
+            LocalEvent::Data(bytes) => (6, Some((conn, Some(Field::Bytes(bytes))))),
+            LocalEvent::ReadClosed => (7, Some((conn, None))),
+            LocalEvent::WriteBlocked => (8, Some((conn, None))),
+            LocalEvent::Writable => (9, Some((conn, None))),
+            LocalEvent::Reset => (10, Some((conn, None))),
+        },
+    };
+    out.push(tag);
+    out.extend_from_slice(&input.now().as_micros().to_be_bytes());
+    if let Some((conn, field)) = rest {
+        out.extend_from_slice(&conn.0.to_be_bytes());
+        match field {
+            Some(Field::Listener(listener)) => out.extend_from_slice(&listener.0.to_be_bytes()),
+            Some(Field::Bytes(bytes)) => put_bytes(bytes, out),
+            None => {}
+        }
+    }
+}
+
+enum Field<'a> {
+    Listener(ListenerId),
+    Bytes(&'a [u8]),
+}
+
+fn put_bytes(bytes: &[u8], out: &mut Vec<u8>) {
+    // Inputs are bounded by socket reads, far below 4 GiB; saturate rather than wrap.
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes.get(..len as usize).unwrap_or(bytes));
+}
+
+/// Why a journal could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JournalError {
+    /// The bytes do not start with [`MAGIC`].
+    NotAJournal,
+    /// A record at this byte offset is cut short.
+    Truncated {
+        /// Offset of the record.
+        offset: usize,
+    },
+    /// A record at this byte offset has an unknown tag.
+    UnknownTag {
+        /// Offset of the record.
+        offset: usize,
+        /// The tag found.
+        tag: u8,
+    },
+}
+
+impl fmt::Display for JournalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAJournal => f.write_str("not an erebus journal (bad magic)"),
+            Self::Truncated { offset } => write!(f, "journal record at byte {offset} is truncated"),
+            Self::UnknownTag { offset, tag } => {
+                write!(f, "journal record at byte {offset} has unknown tag {tag}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for JournalError {}
+
+/// Reads the inputs of a journal in order, borrowing their bytes.
+#[derive(Debug)]
+pub struct JournalReader<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    failed: bool,
+}
+
+impl<'a> JournalReader<'a> {
+    /// Starts reading a journal.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::NotAJournal`] when the magic is missing.
+    pub fn new(bytes: &'a [u8]) -> Result<Self, JournalError> {
+        if bytes.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
+            return Err(JournalError::NotAJournal);
+        }
+        Ok(Self {
+            bytes,
+            offset: MAGIC.len(),
+            failed: false,
+        })
+    }
+
+    fn take(&mut self, n: usize, record: usize) -> Result<&'a [u8], JournalError> {
+        let end = self
+            .offset
+            .checked_add(n)
+            .ok_or(JournalError::Truncated { offset: record })?;
+        let slice = self
+            .bytes
+            .get(self.offset..end)
+            .ok_or(JournalError::Truncated { offset: record })?;
+        self.offset = end;
+        Ok(slice)
+    }
+
+    fn u64(&mut self, record: usize) -> Result<u64, JournalError> {
+        let mut raw = [0; 8];
+        raw.copy_from_slice(self.take(8, record)?);
+        Ok(u64::from_be_bytes(raw))
+    }
+
+    fn u32(&mut self, record: usize) -> Result<u32, JournalError> {
+        let mut raw = [0; 4];
+        raw.copy_from_slice(self.take(4, record)?);
+        Ok(u32::from_be_bytes(raw))
+    }
+
+    fn bytes(&mut self, record: usize) -> Result<&'a [u8], JournalError> {
+        let len = self.u32(record)? as usize;
+        self.take(len, record)
+    }
+
+    fn record(&mut self) -> Result<Input<'a>, JournalError> {
+        let record = self.offset;
+        let tag = self.take(1, record)?.first().copied().unwrap_or_default();
+        let now = Instant::from_micros(self.u64(record)?);
+        let input = match tag {
+            0 => Input::Timeout { now },
+            1 => Input::Close { now },
+            2 => Input::Transport {
+                now,
+                event: TransportEvent::Connected,
+            },
+            3 => Input::Transport {
+                now,
+                event: TransportEvent::Data(self.bytes(record)?),
+            },
+            4 => Input::Transport {
+                now,
+                event: TransportEvent::Closed,
+            },
+            5..=10 => {
+                let conn = ConnId(self.u64(record)?);
+                let event = match tag {
+                    5 => LocalEvent::Accepted {
+                        listener: ListenerId(self.u32(record)?),
+                    },
+                    6 => LocalEvent::Data(self.bytes(record)?),
+                    7 => LocalEvent::ReadClosed,
+                    8 => LocalEvent::WriteBlocked,
+                    9 => LocalEvent::Writable,
+                    _ => LocalEvent::Reset,
+                };
+                Input::Local { now, conn, event }
+            }
+            tag => {
+                return Err(JournalError::UnknownTag {
+                    offset: record,
+                    tag,
+                });
+            }
+        };
+        Ok(input)
+    }
+}
+
+impl<'a> Iterator for JournalReader<'a> {
+    type Item = Result<Input<'a>, JournalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.offset >= self.bytes.len() {
+            return None;
+        }
+        let result = self.record();
+        self.failed = result.is_err();
+        Some(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Input<'static>> {
+        let t = Instant::from_micros;
+        vec![
+            Input::Timeout { now: t(1) },
+            Input::Transport {
+                now: t(2),
+                event: TransportEvent::Connected,
+            },
+            Input::Transport {
+                now: t(3),
+                event: TransportEvent::Data(b"\x38datagram"),
+            },
+            Input::Local {
+                now: t(4),
+                conn: ConnId(7),
+                event: LocalEvent::Accepted {
+                    listener: ListenerId(1),
+                },
+            },
+            Input::Local {
+                now: t(5),
+                conn: ConnId(7),
+                event: LocalEvent::Data(b"GET / HTTP/1.1"),
+            },
+            Input::Local {
+                now: t(6),
+                conn: ConnId(7),
+                event: LocalEvent::ReadClosed,
+            },
+            Input::Local {
+                now: t(7),
+                conn: ConnId(7),
+                event: LocalEvent::WriteBlocked,
+            },
+            Input::Local {
+                now: t(8),
+                conn: ConnId(7),
+                event: LocalEvent::Writable,
+            },
+            Input::Local {
+                now: t(9),
+                conn: ConnId(7),
+                event: LocalEvent::Reset,
+            },
+            Input::Transport {
+                now: t(10),
+                event: TransportEvent::Closed,
+            },
+            Input::Close { now: t(u64::MAX) },
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        let inputs = sample();
+        let mut bytes = MAGIC.to_vec();
+        for input in &inputs {
+            encode(input, &mut bytes);
+        }
+        let read: Vec<_> = JournalReader::new(&bytes)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(read, inputs);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        assert_eq!(
+            JournalReader::new(b"nope").unwrap_err(),
+            JournalError::NotAJournal
+        );
+        let mut bytes = MAGIC.to_vec();
+        encode(&sample()[2], &mut bytes);
+        let cut = &bytes[..bytes.len() - 1];
+        let mut reader = JournalReader::new(cut).unwrap();
+        assert_eq!(
+            reader.next(),
+            Some(Err(JournalError::Truncated { offset: 16 }))
+        );
+        assert_eq!(reader.next(), None);
+        let mut unknown = MAGIC.to_vec();
+        unknown.extend_from_slice(&[99, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let first = JournalReader::new(&unknown).unwrap().next();
+        assert_eq!(
+            first,
+            Some(Err(JournalError::UnknownTag {
+                offset: 16,
+                tag: 99
+            }))
+        );
+        // A length field near u32::MAX must not overflow or allocate.
+        let mut huge = MAGIC.to_vec();
+        huge.push(3);
+        huge.extend_from_slice(&[0; 8]);
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            JournalReader::new(&huge).unwrap().next(),
+            Some(Err(_))
+        ));
+    }
+}
