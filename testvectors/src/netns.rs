@@ -1,0 +1,1893 @@
+//! The interop harness: a real OpenVPN 2.6 server, a DNS server and an HTTP server in network
+//! namespaces that each test creates and deletes.
+//!
+//! ```text
+//!  netns <name>c (client side)                      netns <name>s (server side)
+//!  erebus as nobody, or the stock openvpn client    openvpn 2.6 (udp 10.99.0.1:1194 or tcp-server)
+//!  vcli 10.99.0.2/24 <============ veth ============> vsrv 10.99.0.1/24
+//!  (tun0 10.8.0.2 only for the stock client)        tun0 10.8.0.1 (peer 10.8.0.2)
+//!                                                   dnsmasq 10.8.0.1:53  *.erebus.test -> 10.8.0.1
+//!                                                   httpd.py 10.8.0.1:8080
+//! ```
+//!
+//! [`OpenVpnServer::start`] builds a fresh pair of namespaces for every instance, so tests run
+//! in parallel threads and processes without sharing anything. The veth pair is created
+//! directly inside the two namespaces and IPv6 is off in both; the host namespace is never
+//! touched. The client namespace has no route to `10.8.0.0/24`: the tunnel addresses are
+//! reachable only through a VPN tunnel.
+//!
+//! Dropping the server kills exactly the processes it started (by PID), then anything still
+//! running inside its two namespaces, deletes the namespaces and removes its directory. When a
+//! test process dies without unwinding, the next harness run in any process removes the
+//! namespaces and directories left behind (their names carry the dead process's PID).
+//!
+//! Everything here needs root, `/dev/net/tun`, `ip netns` and the programs listed in
+//! [`require_netns`]. Interop tests start with [`should_run_interop`], which never lets a
+//! test pass silently when the machine cannot run it.
+//!
+//! A started server process is bound to the thread that started it: it gets `SIGKILL` when
+//! that thread ends (so nothing survives a test process killed by a timeout). Keep each
+//! [`OpenVpnServer`] inside the test that made it; do not share one through a `static`.
+//!
+//! The HTTP server also serves the [pattern stream](PatternStream) at `/bytes/N`, so tests can
+//! check the SHA-256 of large downloads without storing files.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::marker::PhantomData;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, Once, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// Outer (veth) address of the server namespace, where OpenVPN listens.
+pub const SERVER_OUTER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
+/// Outer (veth) address of the client namespace.
+pub const CLIENT_OUTER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
+/// Prefix length of the veth network.
+pub const OUTER_PREFIX_LEN: u8 = 24;
+/// Port OpenVPN listens on, for UDP and TCP alike.
+pub const OPENVPN_PORT: u16 = 1194;
+/// Server end of the tunnel; dnsmasq and the HTTP server listen here only.
+pub const SERVER_TUNNEL_ADDR: Ipv4Addr = Ipv4Addr::new(10, 8, 0, 1);
+/// Client end of the tunnel, the address every profile gives the client.
+pub const CLIENT_TUNNEL_ADDR: Ipv4Addr = Ipv4Addr::new(10, 8, 0, 2);
+/// Port of the HTTP server on [`SERVER_TUNNEL_ADDR`].
+pub const HTTP_PORT: u16 = 8080;
+/// Port of the DNS server on [`SERVER_TUNNEL_ADDR`].
+pub const DNS_PORT: u16 = 53;
+/// Domain whose every name (and the domain itself) resolves to [`SERVER_TUNNEL_ADDR`].
+pub const DNS_DOMAIN: &str = "erebus.test";
+/// The name tests look up through the tunnel DNS.
+pub const DNS_NAME: &str = "web.erebus.test";
+/// Text contained in the page the HTTP server returns for `GET /`.
+pub const HTTP_MARKER: &str = "erebus-harness-ok";
+/// Name of the veth end in the server namespace.
+pub const SERVER_VETH: &str = "vsrv";
+/// Name of the veth end in the client namespace.
+pub const CLIENT_VETH: &str = "vcli";
+/// Prefix of every namespace and directory the harness creates: `ebt<pid>n<counter>`, then
+/// `s` (server) or `c` (client) for the namespaces.
+pub const NAME_PREFIX: &str = "ebt";
+
+/// Source of the HTTP server, written into each instance directory.
+const HTTPD_PY: &str = include_str!("../harness/httpd.py");
+/// Source of the DNS and ICMP probes, written into each instance directory.
+const PROBE_PY: &str = include_str!("../harness/probe.py");
+const PLAINTEXT_CONF: &str = include_str!("../harness/server/plaintext.conf");
+const STATIC_KEY_CONF: &str = include_str!("../harness/server/static-key.conf");
+
+/// Default bound for the server, dnsmasq and the HTTP server to come up.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a stopped process gets between `SIGTERM` and `SIGKILL`. The stock client needs
+/// about a second to send its exit notification.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Lines of a log file quoted in errors.
+const LOG_TAIL_LINES: usize = 25;
+
+/// What the OpenVPN server in the namespace is configured for.
+///
+/// TLS profiles (tls-crypt, tls-auth with username/password, client certificates) come next:
+/// each gets a variant, a config in `testvectors/harness/server/`, its keys generated at run
+/// time in the instance directory, and a branch in the client profile builder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ServerProfile {
+    /// Point-to-point without TLS and without a key: bare IP packets on the wire.
+    Plaintext,
+    /// Point-to-point with a pre-shared `--secret` key (key direction 0 on the server, 1 on
+    /// the client), `cipher AES-256-CBC`, `auth SHA256`.
+    StaticKey,
+}
+
+impl ServerProfile {
+    /// Every profile the harness supports.
+    pub const ALL: [Self; 2] = [Self::Plaintext, Self::StaticKey];
+
+    /// Short name, as used in file names and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::StaticKey => "static-key",
+        }
+    }
+
+    /// The server configuration (`testvectors/harness/server/<name>.conf`).
+    pub fn server_config(self) -> &'static str {
+        match self {
+            Self::Plaintext => PLAINTEXT_CONF,
+            Self::StaticKey => STATIC_KEY_CONF,
+        }
+    }
+
+    /// Whether the server runs in point-to-point mode (no `--server`, no pushed options).
+    ///
+    /// A p2p server logs `Initialization Sequence Completed` only once a client has sent
+    /// something, and the stock p2p client logs it only once the server has sent something,
+    /// which can take up to the `ping` interval (10 s): wait for traffic, not for that line.
+    pub fn is_point_to_point(self) -> bool {
+        matches!(self, Self::Plaintext | Self::StaticKey)
+    }
+}
+
+impl fmt::Display for ServerProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Transport between client and server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// OpenVPN over UDP.
+    Udp,
+    /// OpenVPN over TCP; the client connects to the server.
+    Tcp,
+}
+
+impl Transport {
+    /// Both transports.
+    pub const ALL: [Self; 2] = [Self::Udp, Self::Tcp];
+
+    /// Short name: `udp` or `tcp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        }
+    }
+
+    /// The server's `proto` value. A p2p server must say `tcp-server` explicitly.
+    pub fn server_proto(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp-server",
+        }
+    }
+
+    /// The client profile's `proto` value. A p2p client must say `tcp-client` explicitly
+    /// (plain `tcp` is refused by OpenVPN as ambiguous without `client`/`tls-client`).
+    pub fn client_proto(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp-client",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why the harness could not do something.
+///
+/// `Debug` prints the same multi-line text as `Display`, so `.expect()` in a test shows the
+/// log excerpts readably.
+#[non_exhaustive]
+pub enum HarnessError {
+    /// The machine cannot run the harness (see [`require_netns`]).
+    Unsupported(String),
+    /// A setup command failed.
+    Command {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed.
+        output: String,
+    },
+    /// Something did not become ready in time.
+    NotReady {
+        /// What was awaited.
+        what: String,
+        /// How long the harness waited.
+        waited: Duration,
+        /// Log excerpts that explain it.
+        detail: String,
+    },
+    /// A process exited while it should have kept running.
+    Exited {
+        /// Which process.
+        what: String,
+        /// Its exit status.
+        status: String,
+        /// Log excerpts that explain it.
+        detail: String,
+    },
+    /// A command run in a namespace did not finish in time (it was killed).
+    Timeout {
+        /// The command line.
+        command: String,
+        /// The time limit.
+        limit: Duration,
+        /// What it printed before it was killed.
+        output: String,
+    },
+    /// A file or process operation failed.
+    Io {
+        /// What the harness was doing.
+        context: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unsupported(missing) => {
+                write!(f, "the interop harness cannot run here:\n{missing}")
+            }
+            Self::Command {
+                command,
+                status,
+                output,
+            } => write!(f, "`{command}` failed ({status}):\n{output}"),
+            Self::NotReady {
+                what,
+                waited,
+                detail,
+            } => write!(f, "{what} did not come up within {waited:?}\n{detail}"),
+            Self::Exited {
+                what,
+                status,
+                detail,
+            } => write!(f, "{what} exited unexpectedly ({status})\n{detail}"),
+            Self::Timeout {
+                command,
+                limit,
+                output,
+            } => write!(
+                f,
+                "`{command}` did not finish within {limit:?} and was killed\n{output}"
+            ),
+            Self::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl fmt::Debug for HarnessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for HarnessError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> HarnessError {
+    let context = context.into();
+    move |source| HarnessError::Io { context, source }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requirements and the interop gate
+// ---------------------------------------------------------------------------------------------
+
+/// Absolute paths of the programs the harness runs.
+#[derive(Debug)]
+struct Programs {
+    ip: PathBuf,
+    setpriv: PathBuf,
+    openvpn: PathBuf,
+    dnsmasq: PathBuf,
+    python3: PathBuf,
+    sysctl: PathBuf,
+    kill: PathBuf,
+}
+
+/// Looks a program up in the system directories (`/usr/sbin`, `/usr/bin`, `/sbin`, `/bin`)
+/// first, then in `PATH`. Use it for programs run as nobody: a `PATH` entry under `/root`
+/// (a version-manager shim, say) is not executable for nobody.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let system = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from);
+    let from_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    system
+        .into_iter()
+        .chain(from_path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+}
+
+fn effective_uid() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+fn find_programs() -> Result<Programs, String> {
+    let mut missing = Vec::new();
+    let mut need = |name: &str, package: &str| {
+        find_program(name).unwrap_or_else(|| {
+            missing.push(format!("  - `{name}` not found (Debian package {package})"));
+            PathBuf::new()
+        })
+    };
+    let programs = Programs {
+        ip: need("ip", "iproute2"),
+        setpriv: need("setpriv", "util-linux"),
+        openvpn: need("openvpn", "openvpn"),
+        dnsmasq: need("dnsmasq", "dnsmasq-base"),
+        python3: need("python3", "python3"),
+        sysctl: need("sysctl", "procps"),
+        kill: need("kill", "procps"),
+    };
+    if missing.is_empty() {
+        Ok(programs)
+    } else {
+        Err(missing.join("\n"))
+    }
+}
+
+fn programs() -> Result<&'static Programs, HarnessError> {
+    static PROGRAMS: OnceLock<Result<Programs, String>> = OnceLock::new();
+    PROGRAMS
+        .get_or_init(find_programs)
+        .as_ref()
+        .map_err(|missing| HarnessError::Unsupported(missing.clone()))
+}
+
+/// Checks that this machine can run the interop harness: root, `/dev/net/tun`, working
+/// `ip netns`, and the programs it starts (`openvpn`, `dnsmasq`, `python3`, `setpriv`,
+/// `sysctl`, `kill`). The error lists everything that is missing, one item per line.
+pub fn require_netns() -> Result<(), String> {
+    let mut missing = Vec::new();
+    match effective_uid() {
+        Some(0) => {}
+        Some(uid) => missing.push(format!(
+            "  - root: this process runs as uid {uid}; namespaces and tun devices need root"
+        )),
+        None => missing.push("  - root: cannot read the uid from /proc/self/status".into()),
+    }
+    if let Err(error) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        missing.push(format!("  - /dev/net/tun: cannot open it ({error})"));
+    }
+    match find_programs() {
+        Ok(found) => {
+            let listed = Command::new(&found.ip).args(["netns", "list"]).output();
+            match listed {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => missing.push(format!(
+                    "  - `ip netns list` failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(error) => missing.push(format!("  - `ip netns list` failed: {error}")),
+            }
+            match Command::new(&found.openvpn).arg("--version").output() {
+                // `openvpn --version` exits with status 1 by design; it must print its banner.
+                Ok(out) if String::from_utf8_lossy(&out.stdout).starts_with("OpenVPN 2.") => {}
+                Ok(out) => missing.push(format!(
+                    "  - `openvpn --version` did not print an OpenVPN 2.x banner: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                )),
+                Err(error) => missing.push(format!("  - `openvpn --version` failed: {error}")),
+            }
+        }
+        Err(programs_missing) => missing.push(programs_missing),
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("\n"))
+    }
+}
+
+/// The gate every interop test passes first: `if !should_run_interop("name") { return; }`.
+///
+/// Returns `true` when [`require_netns`] is satisfied. Otherwise it prints a banner to stderr
+/// saying what is missing and that the test did NOT run, and then:
+/// - under `CI=true` it panics (the test fails), whatever else is set;
+/// - with `EREBUS_SKIP_INTEROP=1` it returns `false`, and the test returns early;
+/// - otherwise it panics, so an interop test never passes without having run.
+pub fn should_run_interop(test_name: &str) -> bool {
+    let Err(missing) = require_netns() else {
+        return true;
+    };
+    let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
+    let skip_allowed = std::env::var("EREBUS_SKIP_INTEROP").is_ok_and(|value| value == "1");
+    let rule = "#".repeat(78);
+    let missing_lines = missing
+        .lines()
+        .map(|line| format!("# {line}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let verdict = if in_ci {
+        "It FAILS because CI=true."
+    } else if skip_allowed {
+        "It is SKIPPED because EREBUS_SKIP_INTEROP=1 (and it counts as passed)."
+    } else {
+        "It FAILS; set EREBUS_SKIP_INTEROP=1 to skip it outside CI."
+    };
+    shout(&format!(
+        "\n{rule}\n# INTEROP TEST NOT RUN: {test_name}\n#\n# This machine cannot run the \
+         network-namespace harness. Missing:\n{missing_lines}\n#\n# Run the interop tests as \
+         root on Linux with /dev/net/tun; .ci/run installs the\n# packages (openvpn \
+         dnsmasq-base iproute2 util-linux procps python3 curl).\n# {verdict}\n{rule}\n"
+    ));
+    if in_ci {
+        panic!("interop test {test_name} did not run (CI=true): missing\n{missing}");
+    }
+    if skip_allowed {
+        return false;
+    }
+    panic!(
+        "interop test {test_name} cannot run: missing\n{missing}\n\
+         (set EREBUS_SKIP_INTEROP=1 to skip it outside CI)"
+    );
+}
+
+/// Writes to the process's stderr directly: the test harness captures `eprintln!` of
+/// passing tests, and a skipped interop test passes.
+fn shout(text: &str) {
+    use std::io::Write as _;
+    let _ = io::stderr().lock().write_all(text.as_bytes());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// Who runs a command in the client namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunAs {
+    /// root, with all capabilities (for the stock OpenVPN client, raw-socket pings).
+    Root,
+    /// `nobody:nogroup` without supplementary groups or capabilities, as erebus runs.
+    Nobody,
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct CommandOutput {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Everything written to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl CommandOutput {
+    /// Whether the command exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Stdout as text (lossy).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Stderr as text (lossy).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+impl fmt::Display for CommandOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status,
+            tail_text(&self.stdout_text(), LOG_TAIL_LINES),
+            tail_text(&self.stderr_text(), LOG_TAIL_LINES)
+        )
+    }
+}
+
+/// A child process the harness started and must stop. Its PID cannot be reused while the
+/// `Child` is not reaped, so signalling it by PID is always safe.
+#[derive(Debug)]
+struct TrackedProcess {
+    what: String,
+    child: Child,
+    log: PathBuf,
+    kill: PathBuf,
+}
+
+impl TrackedProcess {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Sends `SIGTERM` (while the child is not yet reaped).
+    fn terminate(&mut self) {
+        if self.exit_status().is_none() {
+            let _ = Command::new(&self.kill)
+                .args(["-TERM", &self.pid().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    /// Waits up to `grace` for the process to exit, then kills it. Never panics.
+    fn finish(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exit_status() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+
+    fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.terminate();
+        self.finish(grace)
+    }
+}
+
+impl Drop for TrackedProcess {
+    fn drop(&mut self) {
+        self.stop(STOP_GRACE);
+    }
+}
+
+/// A process started in the client namespace ([`OpenVpnServer::spawn_in_client`]). It cannot
+/// outlive its server; dropping it stops it (`SIGTERM`, then `SIGKILL` after 3 s).
+#[derive(Debug)]
+pub struct NsProcess<'server> {
+    process: TrackedProcess,
+    _server: PhantomData<&'server OpenVpnServer>,
+}
+
+impl NsProcess<'_> {
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The file that receives its stdout and stderr.
+    pub fn log_path(&self) -> &Path {
+        &self.process.log
+    }
+
+    /// The last `lines` lines of its output.
+    pub fn log_tail(&self, lines: usize) -> String {
+        file_tail(&self.process.log, lines)
+    }
+
+    /// Its exit status if it has exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.process.exit_status()
+    }
+
+    /// Sends `SIGTERM`, waits up to `grace`, then `SIGKILL`s it. Returns the exit status.
+    pub fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
+        self.process.stop(grace)
+    }
+
+    /// Whether a TCP socket listens on `port` (any address) in this process's network
+    /// namespace, read from `/proc/<pid>/net/tcp`. In the client namespace that is the
+    /// process's own listener: nothing else listens there.
+    pub fn tcp_listening(&self, port: u16) -> bool {
+        let Ok(table) = fs::read_to_string(format!("/proc/{}/net/tcp", self.pid())) else {
+            return false;
+        };
+        table
+            .lines()
+            .skip(1)
+            .any(|line| tcp_table_line_listens(line, port))
+    }
+
+    /// Waits until [`tcp_listening`](Self::tcp_listening) on `port`, e.g. for erebus's proxy
+    /// to come up. Fails early, with the process's output, if it exits.
+    pub fn wait_until_listening(
+        &mut self,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<(), HarnessError> {
+        let outcome = poll_until(timeout, || {
+            if let Some(status) = self.exit_status() {
+                return Err(HarnessError::Exited {
+                    what: self.process.what.clone(),
+                    status: status.to_string(),
+                    detail: self.log_tail(LOG_TAIL_LINES),
+                });
+            }
+            Ok(self.tcp_listening(port).then_some(()))
+        })?;
+        outcome.ok_or_else(|| HarnessError::NotReady {
+            what: format!("a TCP listener on port {port} of `{}`", self.process.what),
+            waited: timeout,
+            detail: self.log_tail(LOG_TAIL_LINES),
+        })
+    }
+}
+
+/// Whether one line of `/proc/net/tcp` is a listening socket (state 0A) on `port`. The local
+/// address column is `HEXADDR:HEXPORT`.
+fn tcp_table_line_listens(line: &str, port: u16) -> bool {
+    let mut columns = line.split_whitespace();
+    let (Some(_slot), Some(local), Some(_remote), Some(state)) = (
+        columns.next(),
+        columns.next(),
+        columns.next(),
+        columns.next(),
+    ) else {
+        return false;
+    };
+    let local_port = local
+        .rsplit_once(':')
+        .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+    state == "0A" && local_port == Some(port)
+}
+
+fn tail_text(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn file_tail(path: &Path, lines: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => tail_text(&String::from_utf8_lossy(&bytes), lines),
+        Err(error) => format!("(cannot read {}: {error})", path.display()),
+    }
+}
+
+fn file_contains(path: &Path, needle: &str) -> bool {
+    fs::read(path).is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(needle))
+}
+
+fn command_line(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs a short setup command in the host context and fails on a non-zero status.
+fn run_checked(command: &mut Command) -> Result<String, HarnessError> {
+    let line = command_line(command);
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io_error(format!("running `{line}`")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(HarnessError::Command {
+            command: line,
+            status: out.status.to_string(),
+            output: format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+        })
+    }
+}
+
+/// Polls `probe` every 20 ms until it yields a value or `timeout` passes (then `Ok(None)`).
+fn poll_until<T>(
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<Option<T>, HarnessError>,
+) -> Result<Option<T>, HarnessError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe()? {
+            return Ok(Some(value));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Environment variables that would send commands in a namespace to a proxy of the host.
+const PROXY_VARIABLES: [&str; 8] = [
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Namespaces: naming, creation, removal, and the sweep of leftovers from dead processes
+// ---------------------------------------------------------------------------------------------
+
+/// `ip netns add/del` race on the first mount of /run/netns; one at a time per process.
+static NETNS_LOCK: Mutex<()> = Mutex::new(());
+static INSTANCE_COUNTER: AtomicU32 = AtomicU32::new(0);
+static SWEEP: Once = Once::new();
+
+/// The PID embedded in a harness name (`ebt<pid>n<counter>...`), if it is one.
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(NAME_PREFIX)?;
+    let (pid, tail) = rest.split_once('n')?;
+    let counter_len = tail.bytes().take_while(u8::is_ascii_digit).count();
+    let suffix = tail.get(counter_len..)?;
+    let well_formed = !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && counter_len > 0
+        && matches!(suffix, "" | "s" | "c");
+    if well_formed { pid.parse().ok() } else { None }
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn namespace_names(programs: &Programs) -> Vec<String> {
+    let listed = Command::new(&programs.ip)
+        .args(["netns", "list"])
+        .stdin(Stdio::null())
+        .output();
+    let Ok(out) = listed else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Kills whatever still runs in `namespace` (by PID) and deletes the namespace, which also
+/// destroys its veth end and tun devices. Returns a description of what went wrong, if
+/// anything; never panics.
+fn delete_namespace(programs: &Programs, namespace: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let pids = Command::new(&programs.ip)
+        .args(["netns", "pids", namespace])
+        .stdin(Stdio::null())
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    for pid in pids.split_whitespace() {
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+            .unwrap_or_default();
+        problems.push(format!(
+            "killed leftover process {pid} in {namespace}: {}",
+            cmdline.trim()
+        ));
+        let _ = Command::new(&programs.kill)
+            .args(["-KILL", pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _guard = NETNS_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    match Command::new(&programs.ip)
+        .args(["netns", "del", namespace])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => problems.push(format!(
+            "`ip netns del {namespace}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(error) => problems.push(format!("`ip netns del {namespace}` failed: {error}")),
+    }
+    problems
+}
+
+/// Removes the namespaces and directories of harness instances whose process is gone (a test
+/// binary killed by a timeout or a signal never runs its destructors).
+fn sweep_leftovers(programs: &Programs) {
+    let own_pid = std::process::id();
+    let dead =
+        |name: &str| owner_pid(name).is_some_and(|pid| pid != own_pid && !process_alive(pid));
+    for namespace in namespace_names(programs) {
+        if dead(&namespace) {
+            for problem in delete_namespace(programs, &namespace) {
+                eprintln!("netns harness sweep: {problem}");
+            }
+            eprintln!("netns harness sweep: removed namespace {namespace} of a dead test process");
+        }
+    }
+    if let Ok(entries) = fs::read_dir(std::env::temp_dir()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if dead(&name) && entry.path().is_dir() {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------------------------
+
+/// Options for [`OpenVpnServer::start_with`].
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// OpenVPN log verbosity of the server (`--verb`); 4 shows every connection event.
+    pub verb: u8,
+    /// Extra `openvpn` arguments, appended after the config (later options win).
+    pub extra_openvpn_args: Vec<String>,
+    /// Bound for openvpn, dnsmasq and the HTTP server to come up.
+    pub startup_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            verb: 4,
+            extra_openvpn_args: Vec::new(),
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+        }
+    }
+}
+
+/// A running OpenVPN server with its DNS and HTTP servers, in a namespace pair of its own.
+///
+/// Dropping it stops everything and removes the namespaces and the instance directory (kept,
+/// and its path printed, when the thread is panicking or `EREBUS_KEEP_HARNESS=1` is set; the
+/// next harness run removes it once this process is gone).
+#[derive(Debug)]
+pub struct OpenVpnServer {
+    profile: ServerProfile,
+    transport: Transport,
+    programs: &'static Programs,
+    server_ns: String,
+    client_ns: String,
+    dir: PathBuf,
+    client_profile: String,
+    /// Namespaces created so far, deleted by `Drop`.
+    namespaces: Vec<String>,
+    /// Processes started in the server namespace, in start order.
+    processes: Vec<TrackedProcess>,
+    command_counter: AtomicU32,
+}
+
+impl OpenVpnServer {
+    /// Starts a server for `profile` over `transport` with default options.
+    pub fn start(profile: ServerProfile, transport: Transport) -> Result<Self, HarnessError> {
+        Self::start_with(profile, transport, &ServerOptions::default())
+    }
+
+    /// Starts a server: creates the namespaces and the veth pair, generates the keys, starts
+    /// openvpn, then dnsmasq and the HTTP server on the tunnel address, and waits until all
+    /// three are ready. On error everything created so far is removed again.
+    pub fn start_with(
+        profile: ServerProfile,
+        transport: Transport,
+        options: &ServerOptions,
+    ) -> Result<Self, HarnessError> {
+        require_netns().map_err(HarnessError::Unsupported)?;
+        let programs = programs()?;
+        SWEEP.call_once(|| sweep_leftovers(programs));
+
+        let counter = INSTANCE_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base = format!("{NAME_PREFIX}{}n{counter}", std::process::id());
+        let dir = std::env::temp_dir().join(&base);
+        // Leftover from an earlier process that had the same PID.
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir).map_err(io_error(format!("creating {}", dir.display())))?;
+        // World-readable: erebus runs as nobody and reads the client profile from here.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+            .map_err(io_error(format!("chmod {}", dir.display())))?;
+
+        // From here on, `Drop` cleans up whatever exists if a step fails.
+        let mut server = Self {
+            profile,
+            transport,
+            programs,
+            server_ns: format!("{base}s"),
+            client_ns: format!("{base}c"),
+            dir,
+            client_profile: String::new(),
+            namespaces: Vec::new(),
+            processes: Vec::new(),
+            command_counter: AtomicU32::new(0),
+        };
+        server.create_network()?;
+        server.write_files()?;
+        server.start_openvpn(options)?;
+        server.start_dnsmasq(options.startup_timeout)?;
+        server.start_httpd(options.startup_timeout)?;
+        Ok(server)
+    }
+
+    fn ip(&self) -> Command {
+        let mut command = Command::new(&self.programs.ip);
+        command.stdin(Stdio::null());
+        command
+    }
+
+    fn create_network(&mut self) -> Result<(), HarnessError> {
+        for namespace in [self.server_ns.clone(), self.client_ns.clone()] {
+            {
+                let _guard = NETNS_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+                run_checked(self.ip().args(["netns", "add", &namespace]))?;
+            }
+            self.namespaces.push(namespace.clone());
+            // IPv4 only; done before the veth exists so it never gets an IPv6 address.
+            run_checked(
+                self.ip()
+                    .args(["netns", "exec", &namespace])
+                    .arg(&self.programs.sysctl)
+                    .args([
+                        "-qw",
+                        "net.ipv6.conf.all.disable_ipv6=1",
+                        "net.ipv6.conf.default.disable_ipv6=1",
+                    ]),
+            )?;
+            run_checked(
+                self.ip()
+                    .args(["-n", &namespace, "link", "set", "lo", "up"]),
+            )?;
+        }
+        // Both ends are created directly inside their namespaces: nothing appears in the host's.
+        run_checked(self.ip().args([
+            "link",
+            "add",
+            SERVER_VETH,
+            "netns",
+            &self.server_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            CLIENT_VETH,
+            "netns",
+            &self.client_ns,
+        ]))?;
+        for (namespace, veth, addr) in [
+            (&self.server_ns, SERVER_VETH, SERVER_OUTER_ADDR),
+            (&self.client_ns, CLIENT_VETH, CLIENT_OUTER_ADDR),
+        ] {
+            let cidr = format!("{addr}/{OUTER_PREFIX_LEN}");
+            run_checked(
+                self.ip()
+                    .args(["-n", namespace, "addr", "add", &cidr, "dev", veth]),
+            )?;
+            run_checked(self.ip().args(["-n", namespace, "link", "set", veth, "up"]))?;
+        }
+        Ok(())
+    }
+
+    fn write_file(&self, name: &str, contents: &str, mode: u32) -> Result<PathBuf, HarnessError> {
+        let path = self.dir.join(name);
+        fs::write(&path, contents).map_err(io_error(format!("writing {}", path.display())))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(io_error(format!("chmod {}", path.display())))?;
+        Ok(path)
+    }
+
+    /// Generates an OpenVPN key (`openvpn --genkey secret`) in the instance directory, for
+    /// `--secret`, `--tls-auth` or `--tls-crypt`. Returns its text. Test-only key material.
+    fn generate_openvpn_key(&self, name: &str) -> Result<String, HarnessError> {
+        let path = self.dir.join(name);
+        run_checked(
+            Command::new(&self.programs.openvpn)
+                .args(["--genkey", "secret"])
+                .arg(&path),
+        )?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .map_err(io_error(format!("chmod {}", path.display())))?;
+        fs::read_to_string(&path).map_err(io_error(format!("reading {}", path.display())))
+    }
+
+    fn write_files(&mut self) -> Result<(), HarnessError> {
+        self.write_file("httpd.py", HTTPD_PY, 0o644)?;
+        self.write_file("probe.py", PROBE_PY, 0o644)?;
+        self.write_file("server.conf", self.profile.server_config(), 0o644)?;
+        let static_key = match self.profile {
+            ServerProfile::StaticKey => Some(self.generate_openvpn_key("static.key")?),
+            ServerProfile::Plaintext => None,
+        };
+        self.client_profile =
+            client_profile_text(self.profile, self.transport, static_key.as_deref());
+        // Readable by nobody: the profile's key is a throw-away test key of this instance.
+        self.write_file("client.ovpn", &self.client_profile, 0o644)?;
+        Ok(())
+    }
+
+    /// A command run as root in `namespace` that gets `SIGKILL` when the thread that started
+    /// it ends (so it cannot outlive a killed test process).
+    fn root_command_in(&self, namespace: &str, program: &Path) -> Command {
+        let mut command = self.ip();
+        command
+            .args(["netns", "exec", namespace])
+            .arg(&self.programs.setpriv)
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(program)
+            .current_dir(&self.dir);
+        for variable in PROXY_VARIABLES {
+            command.env_remove(variable);
+        }
+        command
+    }
+
+    fn spawn_tracked(
+        &self,
+        what: &str,
+        mut command: Command,
+        log_name: &str,
+    ) -> Result<TrackedProcess, HarnessError> {
+        let log = self.dir.join(log_name);
+        let out =
+            fs::File::create(&log).map_err(io_error(format!("creating {}", log.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(io_error(format!("duplicating {}", log.display())))?;
+        let line = command_line(&command);
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(io_error(format!("starting `{line}`")))?;
+        Ok(TrackedProcess {
+            what: what.to_owned(),
+            child,
+            log,
+            kill: self.programs.kill.clone(),
+        })
+    }
+
+    fn start_openvpn(&mut self, options: &ServerOptions) -> Result<(), HarnessError> {
+        let mut command = self.root_command_in(&self.server_ns, &self.programs.openvpn);
+        command
+            .arg("--cd")
+            .arg(&self.dir)
+            .args(["--config", "server.conf"])
+            .args(["--proto", self.transport.server_proto()])
+            .args(["--log", "server.log"])
+            .args(["--verb", &options.verb.to_string()])
+            .args(&options.extra_openvpn_args);
+        // Messages printed before --log takes effect (deprecations, option errors) land here.
+        let process = self.spawn_tracked("openvpn server", command, "server.stdout")?;
+        self.processes.push(process);
+
+        let log = self.server_log();
+        let ready_line = match self.transport {
+            Transport::Udp => "link local (bound)",
+            Transport::Tcp => "Listening for incoming TCP connection",
+        };
+        let ready = poll_until(options.startup_timeout, || {
+            if let Some(status) = self
+                .processes
+                .last_mut()
+                .and_then(TrackedProcess::exit_status)
+            {
+                return Err(HarnessError::Exited {
+                    what: "the openvpn server".into(),
+                    status: status.to_string(),
+                    detail: self.server_diagnostics(),
+                });
+            }
+            Ok((file_contains(&log, ready_line)
+                && self.has_address(&self.server_ns, SERVER_TUNNEL_ADDR))
+            .then_some(()))
+        })?;
+        match ready {
+            Some(()) => Ok(()),
+            None => Err(HarnessError::NotReady {
+                what: format!(
+                    "the openvpn server ({} over {}: `{ready_line}` in its log and {SERVER_TUNNEL_ADDR} on its tun)",
+                    self.profile, self.transport
+                ),
+                waited: options.startup_timeout,
+                detail: self.server_diagnostics(),
+            }),
+        }
+    }
+
+    fn server_diagnostics(&self) -> String {
+        format!(
+            "--- {} (tail) ---\n{}\n--- {} ---\n{}",
+            self.server_log().display(),
+            file_tail(&self.server_log(), LOG_TAIL_LINES),
+            self.dir.join("server.stdout").display(),
+            file_tail(&self.dir.join("server.stdout"), LOG_TAIL_LINES)
+        )
+    }
+
+    /// Whether `addr` is configured on an interface in `namespace`. p2p tun devices show
+    /// `inet 10.8.0.1 peer 10.8.0.2/32`, subnet ones `inet 10.8.0.1/24`: both match.
+    fn has_address(&self, namespace: &str, addr: Ipv4Addr) -> bool {
+        let out = self
+            .ip()
+            .args(["-n", namespace, "-4", "-o", "addr", "show"])
+            .output();
+        let Ok(out) = out else {
+            return false;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let with_space = format!("inet {addr} ");
+        let with_slash = format!("inet {addr}/");
+        text.lines()
+            .any(|line| line.contains(&with_space) || line.contains(&with_slash))
+    }
+
+    /// Starts a helper daemon in the server namespace (stdout and stderr to `output_name`)
+    /// and waits for `ready` to appear in `ready_log`.
+    fn start_helper(
+        &mut self,
+        what: &str,
+        command: Command,
+        output_name: &str,
+        ready_log: &Path,
+        ready: &str,
+        timeout: Duration,
+    ) -> Result<(), HarnessError> {
+        let process = self.spawn_tracked(what, command, output_name)?;
+        let output = process.log.clone();
+        self.processes.push(process);
+        let diagnostics = || {
+            let mut text = format!(
+                "--- {} ---\n{}",
+                output.display(),
+                file_tail(&output, LOG_TAIL_LINES)
+            );
+            if ready_log != output {
+                text.push_str(&format!(
+                    "\n--- {} ---\n{}",
+                    ready_log.display(),
+                    file_tail(ready_log, LOG_TAIL_LINES)
+                ));
+            }
+            text
+        };
+        let outcome = poll_until(timeout, || {
+            if let Some(status) = self
+                .processes
+                .last_mut()
+                .and_then(TrackedProcess::exit_status)
+            {
+                return Err(HarnessError::Exited {
+                    what: what.to_owned(),
+                    status: status.to_string(),
+                    detail: diagnostics(),
+                });
+            }
+            Ok(file_contains(ready_log, ready).then_some(()))
+        })?;
+        outcome.ok_or_else(|| HarnessError::NotReady {
+            what: format!("{what} (`{ready}` in {})", ready_log.display()),
+            waited: timeout,
+            detail: format!("{}\n{}", diagnostics(), self.server_diagnostics()),
+        })
+    }
+
+    fn start_dnsmasq(&mut self, timeout: Duration) -> Result<(), HarnessError> {
+        let mut command = self.root_command_in(&self.server_ns, &self.programs.dnsmasq);
+        let log = self.dnsmasq_log();
+        command.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--bind-interfaces",
+            &format!("--listen-address={SERVER_TUNNEL_ADDR}"),
+            &format!("--port={DNS_PORT}"),
+            "--user=root",
+            "--group=root",
+            &format!("--address=/{DNS_DOMAIN}/{SERVER_TUNNEL_ADDR}"),
+            "--log-queries",
+        ]);
+        command.arg(format!("--log-facility={}", log.display()));
+        command.arg(format!(
+            "--pid-file={}",
+            self.dir.join("dnsmasq.pid").display()
+        ));
+        // Startup errors go to stderr (dnsmasq.stderr), everything else to dnsmasq.log.
+        self.start_helper(
+            "dnsmasq",
+            command,
+            "dnsmasq.stderr",
+            &log,
+            "started, version",
+            timeout,
+        )
+    }
+
+    fn start_httpd(&mut self, timeout: Duration) -> Result<(), HarnessError> {
+        let mut command = self.root_command_in(&self.server_ns, &self.programs.python3);
+        command
+            .arg(self.dir.join("httpd.py"))
+            .args(["--bind", &SERVER_TUNNEL_ADDR.to_string()])
+            .args(["--port", &HTTP_PORT.to_string()]);
+        let log = self.httpd_log();
+        self.start_helper(
+            "the HTTP server (httpd.py)",
+            command,
+            "httpd.log",
+            &log,
+            "httpd: listening on",
+            timeout,
+        )
+    }
+
+    // --- what tests need to know --------------------------------------------------------------
+
+    /// The profile this server runs.
+    pub fn profile(&self) -> ServerProfile {
+        self.profile
+    }
+
+    /// The transport this server listens on.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// Name of the client namespace, where erebus (or the stock client) runs.
+    pub fn client_netns(&self) -> &str {
+        &self.client_ns
+    }
+
+    /// Name of the server namespace.
+    pub fn server_netns(&self) -> &str {
+        &self.server_ns
+    }
+
+    /// Where the OpenVPN server listens (`10.99.0.1:1194`), reachable from the client
+    /// namespace only.
+    pub fn server_addr(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(SERVER_OUTER_ADDR, OPENVPN_PORT)
+    }
+
+    /// The server's tunnel address, `10.8.0.1`.
+    pub fn server_tunnel_addr(&self) -> Ipv4Addr {
+        SERVER_TUNNEL_ADDR
+    }
+
+    /// The client's tunnel address, `10.8.0.2`.
+    pub fn client_tunnel_addr(&self) -> Ipv4Addr {
+        CLIENT_TUNNEL_ADDR
+    }
+
+    /// `http://10.8.0.1:8080/`.
+    pub fn http_url(&self) -> String {
+        format!("http://{SERVER_TUNNEL_ADDR}:{HTTP_PORT}/")
+    }
+
+    /// `http://web.erebus.test:8080/`, for tests of name resolution through the tunnel DNS.
+    pub fn http_name_url(&self) -> String {
+        format!("http://{DNS_NAME}:{HTTP_PORT}/")
+    }
+
+    /// The tunnel DNS server, `10.8.0.1:53`.
+    pub fn dns_server(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(SERVER_TUNNEL_ADDR, DNS_PORT)
+    }
+
+    /// The client profile for this instance, everything inline (keys included).
+    pub fn client_profile(&self) -> &str {
+        &self.client_profile
+    }
+
+    /// The client profile as a file (`client.ovpn`, readable by nobody).
+    pub fn client_profile_path(&self) -> PathBuf {
+        self.dir.join("client.ovpn")
+    }
+
+    /// The instance directory (configs, keys, logs); readable by everyone, writable by root.
+    pub fn instance_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The OpenVPN server log.
+    pub fn server_log(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// The dnsmasq log (one line per query).
+    pub fn dnsmasq_log(&self) -> PathBuf {
+        self.dir.join("dnsmasq.log")
+    }
+
+    /// The HTTP server log (one line per request).
+    pub fn httpd_log(&self) -> PathBuf {
+        self.dir.join("httpd.log")
+    }
+
+    /// The last `lines` lines of the server log.
+    pub fn server_log_tail(&self, lines: usize) -> String {
+        file_tail(&self.server_log(), lines)
+    }
+
+    /// PIDs of the processes this server started in its namespace (openvpn, dnsmasq, httpd).
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.iter().map(TrackedProcess::pid).collect()
+    }
+
+    /// A command for the client namespace, not yet started: `ip netns exec <ns>` then, for
+    /// [`RunAs::Nobody`], `setpriv --reuid=nobody --regid=nogroup --clear-groups --`. Proxy
+    /// variables of the host are removed; stdio is left to the caller.
+    pub fn client_command(&self, run_as: RunAs, argv: &[&str]) -> Command {
+        let mut command = self.ip();
+        command
+            .args(["netns", "exec", &self.client_ns])
+            .arg(&self.programs.setpriv);
+        match run_as {
+            RunAs::Root => {
+                command.args(["--pdeathsig", "KILL", "--"]);
+            }
+            RunAs::Nobody => {
+                // The kernel clears the parent-death signal when the uid changes, so no
+                // --pdeathsig here; the server's Drop kills what is left in the namespace.
+                command
+                    .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+                    .env("HOME", "/nonexistent")
+                    .env("USER", "nobody")
+                    .env("LOGNAME", "nobody");
+            }
+        }
+        command.args(argv).current_dir(&self.dir);
+        for variable in PROXY_VARIABLES {
+            command.env_remove(variable);
+        }
+        command
+    }
+
+    /// Runs `argv` in the client namespace and waits up to `timeout` for it. A non-zero exit
+    /// status is not an error (check [`CommandOutput::success`]); exceeding `timeout` is (the
+    /// command is killed). Output goes through files, so a command leaving a background child
+    /// behind cannot block the harness.
+    pub fn run_in_client(
+        &self,
+        run_as: RunAs,
+        argv: &[&str],
+        timeout: Duration,
+    ) -> Result<CommandOutput, HarnessError> {
+        let number = self.command_counter.fetch_add(1, Ordering::Relaxed);
+        let stdout_path = self.dir.join(format!("cmd{number}.stdout"));
+        let stderr_path = self.dir.join(format!("cmd{number}.stderr"));
+        let stdout = fs::File::create(&stdout_path)
+            .map_err(io_error(format!("creating {}", stdout_path.display())))?;
+        let stderr = fs::File::create(&stderr_path)
+            .map_err(io_error(format!("creating {}", stderr_path.display())))?;
+        let mut command = self.client_command(run_as, argv);
+        let line = command_line(&command);
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(io_error(format!("starting `{line}`")))?;
+        let mut process = TrackedProcess {
+            what: line.clone(),
+            child,
+            log: stdout_path.clone(),
+            kill: self.programs.kill.clone(),
+        };
+        let status = poll_until(timeout, || Ok(process.exit_status()))?;
+        let read = |path: &Path| {
+            let bytes = fs::read(path).unwrap_or_default();
+            let _ = fs::remove_file(path);
+            bytes
+        };
+        match status {
+            Some(status) => Ok(CommandOutput {
+                status,
+                stdout: read(&stdout_path),
+                stderr: read(&stderr_path),
+            }),
+            None => {
+                process.stop(Duration::ZERO);
+                let output = format!(
+                    "--- stdout ---\n{}\n--- stderr ---\n{}",
+                    tail_text(
+                        &String::from_utf8_lossy(&read(&stdout_path)),
+                        LOG_TAIL_LINES
+                    ),
+                    tail_text(
+                        &String::from_utf8_lossy(&read(&stderr_path)),
+                        LOG_TAIL_LINES
+                    )
+                );
+                Err(HarnessError::Timeout {
+                    command: line,
+                    limit: timeout,
+                    output,
+                })
+            }
+        }
+    }
+
+    /// Starts `argv` in the client namespace in the background; stdout and stderr go to
+    /// `<instance dir>/<log_name>`. The process is stopped when the returned handle is dropped.
+    pub fn spawn_in_client(
+        &self,
+        run_as: RunAs,
+        argv: &[&str],
+        log_name: &str,
+    ) -> Result<NsProcess<'_>, HarnessError> {
+        let command = self.client_command(run_as, argv);
+        let what = command_line(&command);
+        let process = self.spawn_tracked(&what, command, log_name)?;
+        Ok(NsProcess {
+            process,
+            _server: PhantomData,
+        })
+    }
+
+    /// Starts the stock OpenVPN client (kernel tun, as root) in the client namespace with
+    /// this instance's client profile. Its log is `<instance dir>/<log_name>`.
+    pub fn start_stock_client(&self, log_name: &str) -> Result<NsProcess<'_>, HarnessError> {
+        let openvpn = self.programs.openvpn.to_string_lossy().into_owned();
+        let dir = self.dir.to_string_lossy().into_owned();
+        let process = self.spawn_in_client(
+            RunAs::Root,
+            &[
+                &openvpn,
+                "--cd",
+                &dir,
+                "--config",
+                "client.ovpn",
+                "--disable-dco",
+                "--verb",
+                "4",
+            ],
+            log_name,
+        )?;
+        Ok(process)
+    }
+
+    /// Waits until the client namespace has [`CLIENT_TUNNEL_ADDR`] on a tun device (the stock
+    /// client configured it). In p2p mode this happens before any packet is exchanged; it is
+    /// not a proof of connectivity.
+    pub fn wait_for_client_tun(&self, timeout: Duration) -> Result<(), HarnessError> {
+        let ready = poll_until(timeout, || {
+            Ok(self
+                .has_address(&self.client_ns, CLIENT_TUNNEL_ADDR)
+                .then_some(()))
+        })?;
+        ready.ok_or_else(|| HarnessError::NotReady {
+            what: format!("{CLIENT_TUNNEL_ADDR} on a tun device in {}", self.client_ns),
+            waited: timeout,
+            detail: self.server_diagnostics(),
+        })
+    }
+
+    /// Sends up to `count` ICMP echo requests to `addr` from the client namespace, waiting
+    /// `per_attempt` for each reply. `Ok(true)` as soon as one reply arrives.
+    pub fn ping_from_client(
+        &self,
+        addr: Ipv4Addr,
+        count: u32,
+        per_attempt: Duration,
+    ) -> Result<bool, HarnessError> {
+        let python = self.programs.python3.to_string_lossy().into_owned();
+        let out = self.run_in_client(
+            RunAs::Root,
+            &[
+                &python,
+                "probe.py",
+                "ping",
+                &addr.to_string(),
+                "--count",
+                &count.to_string(),
+                "--timeout",
+                &per_attempt.as_secs_f64().to_string(),
+            ],
+            per_attempt * count + Duration::from_secs(5),
+        )?;
+        Ok(out.success())
+    }
+
+    /// Looks `name` up (type A) at the tunnel DNS server from the client namespace and returns
+    /// the addresses of the answer (empty when there is none, e.g. before the tunnel is up).
+    pub fn resolve_from_client(
+        &self,
+        run_as: RunAs,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Vec<Ipv4Addr>, HarnessError> {
+        let python = self.programs.python3.to_string_lossy().into_owned();
+        let out = self.run_in_client(
+            run_as,
+            &[
+                &python,
+                "probe.py",
+                "dns",
+                &SERVER_TUNNEL_ADDR.to_string(),
+                name,
+                "--timeout",
+                &timeout.as_secs_f64().to_string(),
+            ],
+            timeout + Duration::from_secs(5),
+        )?;
+        Ok(out
+            .stdout_text()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect())
+    }
+}
+
+impl Drop for OpenVpnServer {
+    fn drop(&mut self) {
+        // Signal everything first so the processes wind down in parallel, then reap them.
+        for process in self.processes.iter_mut().rev() {
+            process.terminate();
+        }
+        for process in self.processes.iter_mut().rev() {
+            if process.finish(STOP_GRACE).is_none() {
+                eprintln!(
+                    "netns harness: could not reap {} (pid {})",
+                    process.what,
+                    process.pid()
+                );
+            }
+        }
+        self.processes.clear();
+        for namespace in std::mem::take(&mut self.namespaces).iter().rev() {
+            for problem in delete_namespace(self.programs, namespace) {
+                eprintln!("netns harness: {problem}");
+            }
+        }
+        let keep = std::thread::panicking()
+            || std::env::var("EREBUS_KEEP_HARNESS").is_ok_and(|value| value == "1");
+        if keep {
+            eprintln!(
+                "netns harness: logs of {} over {} kept in {}",
+                self.profile,
+                self.transport,
+                self.dir.display()
+            );
+        } else if let Err(error) = fs::remove_dir_all(&self.dir) {
+            eprintln!(
+                "netns harness: could not remove {}: {error}",
+                self.dir.display()
+            );
+        }
+    }
+}
+
+/// The client profile for `profile` over `transport`, with every key inline. It is what a
+/// provider would hand out, and the stock client accepts it as it is.
+pub fn client_profile_text(
+    profile: ServerProfile,
+    transport: Transport,
+    static_key: Option<&str>,
+) -> String {
+    let mut text = format!(
+        "# erebus interop harness: client profile \"{profile}\" over {transport}.\n\
+         # Any key below is a throw-away test key generated for one harness instance.\n\
+         dev tun\n\
+         proto {}\n\
+         remote {SERVER_OUTER_ADDR} {OPENVPN_PORT}\n\
+         nobind\n\
+         ifconfig {CLIENT_TUNNEL_ADDR} {SERVER_TUNNEL_ADDR}\n",
+        transport.client_proto()
+    );
+    if profile == ServerProfile::StaticKey {
+        text.push_str("cipher AES-256-CBC\nauth SHA256\n");
+    }
+    text.push_str("keepalive 10 60\n");
+    if transport == Transport::Udp {
+        // Lets the p2p server restart at once when the client leaves, ready for the next one.
+        text.push_str("explicit-exit-notify 1\n");
+    }
+    text.push_str("verb 3\n");
+    if let Some(key) = static_key {
+        text.push_str("key-direction 1\n<secret>\n");
+        text.push_str(key.trim_end());
+        text.push_str("\n</secret>\n");
+    }
+    text
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pattern stream served at /bytes/N
+// ---------------------------------------------------------------------------------------------
+
+/// Length of one chunk of the pattern stream.
+pub const PATTERN_CHUNK_LEN: usize = 65536;
+
+/// The deterministic byte stream the HTTP server sends for `GET /bytes/N` (the first N
+/// bytes). `httpd.py` implements the same definition:
+///
+/// ```text
+/// base    = SHA256("erebus-harness-bytes" || u32be(i))  for i in 0..2048      (64 KiB)
+/// chunk j = base XOR (SHA256("erebus-harness-chunk" || u64be(j)) repeated 2048 times)
+/// stream  = chunk 0 || chunk 1 || ...
+/// ```
+///
+/// No 32-byte block repeats within a chunk and every chunk differs, so lost, duplicated or
+/// reordered data changes the hash; and both sides make it fast (one XOR pass per 64 KiB).
+#[derive(Clone)]
+pub struct PatternStream {
+    base: Box<[u8]>,
+    chunk: Box<[u8]>,
+    /// Index of the chunk currently in `chunk`.
+    chunk_index: Option<u64>,
+    position: u64,
+}
+
+impl fmt::Debug for PatternStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PatternStream")
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PatternStream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PatternStream {
+    /// A stream positioned at its first byte.
+    pub fn new() -> Self {
+        let mut base = vec![0u8; PATTERN_CHUNK_LEN].into_boxed_slice();
+        for (index, block) in (0u32..).zip(base.chunks_exact_mut(32)) {
+            let mut hash = Sha256::new();
+            hash.update(b"erebus-harness-bytes");
+            hash.update(index.to_be_bytes());
+            block.copy_from_slice(&hash.finalize());
+        }
+        Self {
+            base,
+            chunk: vec![0u8; PATTERN_CHUNK_LEN].into_boxed_slice(),
+            chunk_index: None,
+            position: 0,
+        }
+    }
+
+    /// How many bytes have been produced so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn load_chunk(&mut self, index: u64) {
+        if self.chunk_index == Some(index) {
+            return;
+        }
+        let mut hash = Sha256::new();
+        hash.update(b"erebus-harness-chunk");
+        hash.update(index.to_be_bytes());
+        let pad: [u8; 32] = hash.finalize().into();
+        for ((out, base), pad) in self
+            .chunk
+            .iter_mut()
+            .zip(self.base.iter())
+            .zip(pad.iter().cycle())
+        {
+            *out = base ^ pad;
+        }
+        self.chunk_index = Some(index);
+    }
+
+    /// Fills `out` with the next `out.len()` bytes of the stream.
+    pub fn fill(&mut self, out: &mut [u8]) {
+        let chunk_len = PATTERN_CHUNK_LEN as u64;
+        let mut written = 0;
+        while written < out.len() {
+            self.load_chunk(self.position / chunk_len);
+            // `position % chunk_len` < 65536, so it fits any usize.
+            let offset = (self.position % chunk_len) as usize;
+            let take = (PATTERN_CHUNK_LEN - offset).min(out.len() - written);
+            out[written..written + take].copy_from_slice(&self.chunk[offset..offset + take]);
+            written += take;
+            self.position += take as u64;
+        }
+    }
+}
+
+/// The first `len` bytes of the [pattern stream](PatternStream).
+pub fn pattern_bytes(len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    PatternStream::new().fill(&mut out);
+    out
+}
+
+/// SHA-256 of the first `len` bytes of the [pattern stream](PatternStream), computed in
+/// 1 MiB steps (no allocation of `len` bytes).
+pub fn pattern_sha256(len: u64) -> [u8; 32] {
+    let mut stream = PatternStream::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut hash = Sha256::new();
+    let mut remaining = len;
+    while remaining > 0 {
+        let step = buffer
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        stream.fill(&mut buffer[..step]);
+        hash.update(&buffer[..step]);
+        remaining -= step as u64;
+    }
+    hash.finalize().into()
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+/// Lower-case hex of `bytes`, as `sha256sum` and `httpd.py` print it.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_first_block_follows_the_definition() {
+        let base0 =
+            Sha256::digest([b"erebus-harness-bytes".as_slice(), &0u32.to_be_bytes()].concat());
+        let pad0 =
+            Sha256::digest([b"erebus-harness-chunk".as_slice(), &0u64.to_be_bytes()].concat());
+        let expected: Vec<u8> = base0.iter().zip(pad0.iter()).map(|(a, b)| a ^ b).collect();
+        assert_eq!(pattern_bytes(32), expected);
+    }
+
+    #[test]
+    fn pattern_second_chunk_starts_with_its_own_pad() {
+        let base0 =
+            Sha256::digest([b"erebus-harness-bytes".as_slice(), &0u32.to_be_bytes()].concat());
+        let pad1 =
+            Sha256::digest([b"erebus-harness-chunk".as_slice(), &1u64.to_be_bytes()].concat());
+        let expected: Vec<u8> = base0.iter().zip(pad1.iter()).map(|(a, b)| a ^ b).collect();
+        let bytes = pattern_bytes(PATTERN_CHUNK_LEN + 32);
+        assert_eq!(&bytes[PATTERN_CHUNK_LEN..], expected.as_slice());
+        assert_ne!(&bytes[..32], &bytes[PATTERN_CHUNK_LEN..]);
+    }
+
+    #[test]
+    fn pattern_fill_is_independent_of_the_read_sizes() {
+        let whole = pattern_bytes(3 * PATTERN_CHUNK_LEN + 1000);
+        let mut stream = PatternStream::new();
+        let mut pieces = Vec::new();
+        for size in [1usize, 31, 65503, 2, 70000, 65536, 65536].iter().cycle() {
+            let left = whole.len() - pieces.len();
+            if left == 0 {
+                break;
+            }
+            let mut buf = vec![0u8; (*size).min(left)];
+            stream.fill(&mut buf);
+            pieces.extend_from_slice(&buf);
+        }
+        assert_eq!(stream.position(), whole.len() as u64);
+        assert_eq!(pieces, whole);
+    }
+
+    #[test]
+    fn pattern_sha256_matches_hashing_the_bytes() {
+        for len in [0usize, 1, 65535, 65536, (1 << 20) + 7] {
+            assert_eq!(
+                pattern_sha256(len as u64),
+                sha256(&pattern_bytes(len)),
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn pattern_blocks_do_not_repeat_within_a_chunk() {
+        let bytes = pattern_bytes(PATTERN_CHUNK_LEN);
+        let blocks: std::collections::BTreeSet<&[u8]> = bytes.chunks_exact(32).collect();
+        assert_eq!(blocks.len(), PATTERN_CHUNK_LEN / 32);
+    }
+
+    #[test]
+    fn tcp_table_lines_are_read_by_state_and_port() {
+        let listen = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000 65534 0 1 1";
+        let established =
+            "   1: 0100007F:1F90 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000 0 0 2 1";
+        assert!(tcp_table_line_listens(listen, 8080));
+        assert!(!tcp_table_line_listens(listen, 8081));
+        assert!(!tcp_table_line_listens(established, 8080));
+        assert!(!tcp_table_line_listens(
+            "  sl  local_address rem_address   st",
+            8080
+        ));
+        assert!(!tcp_table_line_listens("", 8080));
+    }
+
+    #[test]
+    fn owner_pid_reads_harness_names_only() {
+        assert_eq!(owner_pid("ebt1234n0s"), Some(1234));
+        assert_eq!(owner_pid("ebt1234n17c"), Some(1234));
+        assert_eq!(owner_pid("ebt1234n17"), Some(1234));
+        assert_eq!(owner_pid("ebt1234n17x"), None);
+        assert_eq!(owner_pid("ebtn1s"), None);
+        assert_eq!(owner_pid("ebt12a4n1s"), None);
+        assert_eq!(owner_pid("ebt1234n"), None);
+        assert_eq!(owner_pid("ovh-srv"), None);
+        assert_eq!(owner_pid("sswan-init"), None);
+    }
+
+    #[test]
+    fn client_profiles_inline_the_key_and_match_the_transport() {
+        let udp = client_profile_text(ServerProfile::Plaintext, Transport::Udp, None);
+        assert!(udp.contains("\nproto udp\n"));
+        assert!(udp.contains("\nremote 10.99.0.1 1194\n"));
+        assert!(udp.contains("\nifconfig 10.8.0.2 10.8.0.1\n"));
+        assert!(udp.contains("\nexplicit-exit-notify 1\n"));
+        assert!(!udp.contains("<secret>") && !udp.contains("cipher"));
+
+        let key =
+            "-----BEGIN OpenVPN Static key V1-----\nabcd\n-----END OpenVPN Static key V1-----\n";
+        let tcp = client_profile_text(ServerProfile::StaticKey, Transport::Tcp, Some(key));
+        assert!(tcp.contains("\nproto tcp-client\n"));
+        assert!(tcp.contains("\ncipher AES-256-CBC\nauth SHA256\n"));
+        assert!(tcp.contains(
+            "\nkey-direction 1\n<secret>\n-----BEGIN OpenVPN Static key V1-----\nabcd\n"
+        ));
+        assert!(tcp.ends_with("-----END OpenVPN Static key V1-----\n</secret>\n"));
+        assert!(!tcp.contains("explicit-exit-notify"));
+    }
+
+    #[test]
+    fn server_configs_leave_proto_to_the_harness() {
+        for profile in ServerProfile::ALL {
+            let config = profile.server_config();
+            assert!(
+                !config.lines().any(|line| line.starts_with("proto")),
+                "{profile}"
+            );
+            assert!(config.contains("\nlocal 10.99.0.1\n"), "{profile}");
+            assert!(
+                config.contains("\nifconfig 10.8.0.1 10.8.0.2\n"),
+                "{profile}"
+            );
+            assert!(config.contains("\ndisable-dco\n"), "{profile}");
+        }
+        assert!(
+            ServerProfile::StaticKey
+                .server_config()
+                .contains("\nsecret static.key 0\n")
+        );
+        assert!(!ServerProfile::Plaintext.server_config().contains("secret"));
+    }
+}

@@ -1,0 +1,554 @@
+//! Proves the interop harness with the stock OpenVPN client (kernel tun, in the client
+//! namespace): for every profile and transport, the tunnel address is unreachable before the
+//! client connects; afterwards ping, HTTP, DNS and a 1 MiB download all go through the tunnel,
+//! and dropping the server leaves no namespace, process or directory behind.
+//!
+//! Needs root (see `erebus_testvectors::netns::require_netns`); without it every test prints a
+//! banner and fails, unless `EREBUS_SKIP_INTEROP=1` is set outside CI.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use erebus_testvectors::netns::{
+    self, HTTP_MARKER, OpenVpnServer, RunAs, SERVER_TUNNEL_ADDR, ServerOptions, ServerProfile,
+    Transport,
+};
+
+const ONE_MIB: usize = 1 << 20;
+
+fn namespace_list() -> String {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn namespace_exists(name: &str) -> bool {
+    namespace_list()
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some(name))
+}
+
+/// What a dropped server must have removed.
+struct Footprint {
+    namespaces: [String; 2],
+    pids: Vec<u32>,
+    dir: std::path::PathBuf,
+}
+
+impl Footprint {
+    fn of(server: &OpenVpnServer) -> Self {
+        Self {
+            namespaces: [
+                server.server_netns().to_owned(),
+                server.client_netns().to_owned(),
+            ],
+            pids: server.pids(),
+            dir: server.instance_dir().to_owned(),
+        }
+    }
+
+    fn assert_gone(&self) {
+        for namespace in &self.namespaces {
+            assert!(
+                !namespace_exists(namespace),
+                "namespace {namespace} still exists"
+            );
+        }
+        for pid in &self.pids {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "process {pid} still exists"
+            );
+        }
+        assert!(!self.dir.exists(), "{} still exists", self.dir.display());
+    }
+}
+
+fn curl(server: &OpenVpnServer, args: &[&str]) -> netns::CommandOutput {
+    let curl = netns::find_program("curl").expect("curl is installed");
+    let curl = curl.to_string_lossy();
+    let mut argv = vec![&*curl, "-sS", "--max-time", "20"];
+    argv.extend_from_slice(args);
+    server
+        .run_in_client(RunAs::Nobody, &argv, Duration::from_secs(30))
+        .expect("curl runs")
+}
+
+/// The whole proof for one profile and transport.
+fn prove(profile: ServerProfile, transport: Transport) {
+    let test = format!("harness_selftest {profile} over {transport}");
+    if !netns::should_run_interop(&test) {
+        return;
+    }
+    let started = Instant::now();
+    let server = OpenVpnServer::start(profile, transport).expect("harness server starts");
+    let footprint = Footprint::of(&server);
+    let server_up = started.elapsed();
+    assert!(
+        server
+            .client_profile()
+            .contains(&format!("proto {}", transport.client_proto()))
+    );
+
+    // The veth lives only in the two namespaces, which have IPv4 only.
+    for name in [netns::SERVER_VETH, netns::CLIENT_VETH] {
+        let host = Command::new("ip").args(["link", "show", name]).output();
+        assert!(
+            !host.expect("ip runs").status.success(),
+            "{name} in the host namespace"
+        );
+    }
+    for namespace in [server.server_netns(), server.client_netns()] {
+        let v6 = Command::new("ip")
+            .args(["-n", namespace, "-6", "addr", "show"])
+            .output()
+            .expect("ip runs");
+        assert!(v6.stdout.is_empty(), "IPv6 addresses in {namespace}");
+    }
+
+    // Before any client: no route to the tunnel network from the client namespace.
+    assert!(
+        !server
+            .ping_from_client(SERVER_TUNNEL_ADDR, 1, Duration::from_millis(200))
+            .expect("ping runs"),
+        "10.8.0.1 answered pings before the client connected"
+    );
+    // erebus runs as nobody: it must be able to read the profile.
+    let whoami = server
+        .run_in_client(
+            RunAs::Nobody,
+            &[
+                "sh",
+                "-c",
+                "id -u; cat \"$1\"",
+                "sh",
+                &server.client_profile_path().to_string_lossy(),
+            ],
+            Duration::from_secs(5),
+        )
+        .expect("sh runs");
+    assert_eq!(
+        whoami.stdout_text(),
+        format!("65534\n{}", server.client_profile()),
+        "{whoami}"
+    );
+    let early = curl(&server, &["--max-time", "2", &server.http_url()]);
+    assert!(
+        !early.success(),
+        "HTTP answered before the client connected: {early}"
+    );
+    assert!(
+        server
+            .resolve_from_client(RunAs::Nobody, netns::DNS_NAME, Duration::from_millis(300))
+            .expect("dns probe runs")
+            .is_empty(),
+        "DNS answered before the client connected"
+    );
+
+    let client = server
+        .start_stock_client("stock-client.log")
+        .expect("stock client starts");
+    server
+        .wait_for_client_tun(Duration::from_secs(15))
+        .unwrap_or_else(|error| panic!("{error}\n--- stock client ---\n{}", client.log_tail(30)));
+    let connecting = Instant::now();
+    let pinged = server
+        .ping_from_client(SERVER_TUNNEL_ADDR, 30, Duration::from_millis(500))
+        .expect("ping runs");
+    assert!(
+        pinged,
+        "no ping reply through the tunnel\n--- stock client ---\n{}\n--- server ---\n{}",
+        client.log_tail(30),
+        server.server_log_tail(30)
+    );
+    let first_ping = connecting.elapsed();
+
+    let page = curl(&server, &[&server.http_url()]);
+    assert!(page.success(), "GET / failed: {page}");
+    assert!(
+        page.stdout_text().contains(HTTP_MARKER),
+        "no marker in {page}"
+    );
+
+    for name in [netns::DNS_NAME, "anything.erebus.test"] {
+        let addrs = server
+            .resolve_from_client(RunAs::Nobody, name, Duration::from_secs(3))
+            .expect("dns probe runs");
+        assert_eq!(addrs, vec![SERVER_TUNNEL_ADDR], "lookup of {name}");
+    }
+    assert!(
+        std::fs::read_to_string(server.dnsmasq_log())
+            .expect("dnsmasq log")
+            .contains(&format!(
+                "query[A] {} from {}",
+                netns::DNS_NAME,
+                netns::CLIENT_TUNNEL_ADDR
+            )),
+        "dnsmasq did not log the query from the tunnel address"
+    );
+
+    let download_started = Instant::now();
+    let url = format!("{}bytes/{ONE_MIB}", server.http_url());
+    let download = curl(&server, &[&url]);
+    let download_time = download_started.elapsed();
+    assert!(download.success(), "download failed: {download}");
+    assert_eq!(download.stdout.len(), ONE_MIB);
+    assert_eq!(
+        netns::hex(&netns::sha256(&download.stdout)),
+        netns::hex(&netns::pattern_sha256(ONE_MIB as u64)),
+        "1 MiB /bytes download does not match the pattern stream"
+    );
+
+    let log = std::fs::read_to_string(server.server_log()).expect("server log");
+    assert!(
+        log.contains("Peer Connection Initiated with [AF_INET]10.99.0.2:"),
+        "server log lacks the peer connection:\n{}",
+        server.server_log_tail(30)
+    );
+
+    let stopping = Instant::now();
+    let status = client.stop(Duration::from_secs(5));
+    assert!(status.is_some(), "stock client was not reaped");
+    let client_stop = stopping.elapsed();
+    let dropping = Instant::now();
+    drop(server);
+    let server_drop = dropping.elapsed();
+    footprint.assert_gone();
+    eprintln!(
+        "{test}: server up {server_up:?}, first ping {first_ping:?}, 1 MiB in {download_time:?}, \
+         client stop {client_stop:?}, teardown {server_drop:?}, total {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn plaintext_over_udp() {
+    prove(ServerProfile::Plaintext, Transport::Udp);
+}
+
+#[test]
+fn plaintext_over_tcp() {
+    prove(ServerProfile::Plaintext, Transport::Tcp);
+}
+
+#[test]
+fn static_key_over_udp() {
+    prove(ServerProfile::StaticKey, Transport::Udp);
+}
+
+#[test]
+fn static_key_over_tcp() {
+    prove(ServerProfile::StaticKey, Transport::Tcp);
+}
+
+/// The HTTP server's features, through a static-key tunnel: /echo, HEAD, keep-alive, uploads
+/// with Content-Length and chunked bodies, chunked /bytes, 404.
+#[test]
+fn http_server_features_through_the_tunnel() {
+    if !netns::should_run_interop("harness_selftest http_server_features_through_the_tunnel") {
+        return;
+    }
+    let server = OpenVpnServer::start(ServerProfile::StaticKey, Transport::Udp)
+        .expect("harness server starts");
+    let footprint = Footprint::of(&server);
+    let client = server
+        .start_stock_client("stock-client.log")
+        .expect("stock client starts");
+    server
+        .wait_for_client_tun(Duration::from_secs(15))
+        .expect("client tun");
+    assert!(
+        server
+            .ping_from_client(SERVER_TUNNEL_ADDR, 30, Duration::from_millis(500))
+            .expect("ping runs"),
+        "no ping reply through the tunnel\n{}",
+        client.log_tail(30)
+    );
+    let base = server.http_url();
+
+    let echo = curl(
+        &server,
+        &["-H", "X-Probe: harness-42", &format!("{base}echo")],
+    );
+    assert!(echo.success(), "{echo}");
+    let text = echo.stdout_text();
+    assert!(text.starts_with("GET /echo HTTP/1.1\r\n"), "{text}");
+    assert!(text.contains("X-Probe: harness-42"), "{text}");
+
+    // HEAD: headers only, with the length the GET would have.
+    let head = curl(&server, &["-I", &format!("{base}bytes/12345")]);
+    assert!(head.success(), "{head}");
+    let headers = head.stdout_text();
+    assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+    assert!(headers.contains("Content-Length: 12345"), "{headers}");
+    assert!(
+        headers.contains(&format!("X-Erebus-Peer: {}:", netns::CLIENT_TUNNEL_ADDR)),
+        "{headers}"
+    );
+
+    // Keep-alive: two requests in one curl run share one connection.
+    let twice = curl(
+        &server,
+        &["-v", "-o", "/dev/null", "-o", "/dev/null", &base, &base],
+    );
+    assert!(twice.success(), "{twice}");
+    assert!(
+        twice.stderr_text().contains("Re-using existing connection"),
+        "{twice}"
+    );
+
+    // Uploads: 300 000 pattern bytes, once with Content-Length, once chunked.
+    let body = netns::pattern_bytes(300_000);
+    let body_path = server.instance_dir().join("upload.bin");
+    std::fs::write(&body_path, &body).expect("write upload body");
+    let expected = format!(
+        "bytes={} sha256={}\n",
+        body.len(),
+        netns::hex(&netns::sha256(&body))
+    );
+    let data = format!("@{}", body_path.display());
+    let upload_url = format!("{base}upload");
+    let sized = curl(&server, &["--data-binary", &data, &upload_url]);
+    assert_eq!(sized.stdout_text(), expected, "{sized}");
+    let chunked = curl(
+        &server,
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &data,
+            &upload_url,
+        ],
+    );
+    assert_eq!(chunked.stdout_text(), expected, "{chunked}");
+
+    // Chunked download of the pattern stream, decoded by curl (-i: headers, then the body).
+    let streamed = curl(&server, &["-i", &format!("{base}bytes/200000?chunked=1")]);
+    assert!(streamed.success(), "{streamed}");
+    let split = streamed
+        .stdout
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("headers end");
+    let streamed_headers = String::from_utf8_lossy(&streamed.stdout[..split]);
+    assert!(
+        streamed_headers.contains("Transfer-Encoding: chunked"),
+        "{streamed_headers}"
+    );
+    assert!(
+        !streamed_headers.contains("Content-Length"),
+        "{streamed_headers}"
+    );
+    assert_eq!(streamed.stdout[split + 4..], netns::pattern_bytes(200_000));
+
+    let missing = curl(
+        &server,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{base}nope"),
+        ],
+    );
+    assert_eq!(missing.stdout_text(), "404");
+
+    drop(client);
+    drop(server);
+    footprint.assert_gone();
+}
+
+/// A server that cannot start reports what failed with its log, and removes everything.
+#[test]
+fn failed_start_names_the_cause_and_cleans_up() {
+    if !netns::should_run_interop("harness_selftest failed_start_names_the_cause_and_cleans_up") {
+        return;
+    }
+    let options = ServerOptions {
+        extra_openvpn_args: vec!["--cipher".into(), "NO-SUCH-CIPHER-42".into()],
+        startup_timeout: Duration::from_secs(10),
+        ..ServerOptions::default()
+    };
+    let error = OpenVpnServer::start_with(ServerProfile::StaticKey, Transport::Udp, &options)
+        .expect_err("a server with an unknown cipher must not start");
+    let message = error.to_string();
+    eprintln!("expected failure, reported as:\n{message}");
+    assert!(message.contains("openvpn server"), "{message}");
+    assert!(message.contains("NO-SUCH-CIPHER-42"), "{message}");
+
+    // The message names the instance directory; its namespaces and the directory are gone.
+    let prefix = format!("{}{}n", netns::NAME_PREFIX, std::process::id());
+    let start = message.find(&prefix).expect("message names the instance");
+    let digits: String = message[start + prefix.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let base = format!("{prefix}{digits}");
+    assert!(!namespace_exists(&format!("{base}s")));
+    assert!(!namespace_exists(&format!("{base}c")));
+    assert!(!std::env::temp_dir().join(&base).exists());
+}
+
+/// Two servers at once use the same addresses in different namespaces without interfering.
+#[test]
+fn parallel_instances_are_isolated() {
+    if !netns::should_run_interop("harness_selftest parallel_instances_are_isolated") {
+        return;
+    }
+    let first = OpenVpnServer::start(ServerProfile::Plaintext, Transport::Udp).expect("first");
+    let second = OpenVpnServer::start(ServerProfile::Plaintext, Transport::Udp).expect("second");
+    assert_ne!(first.client_netns(), second.client_netns());
+    assert_ne!(first.server_netns(), second.server_netns());
+    let client = first
+        .start_stock_client("stock-client.log")
+        .expect("client");
+    first
+        .wait_for_client_tun(Duration::from_secs(15))
+        .expect("client tun");
+    assert!(
+        first
+            .ping_from_client(SERVER_TUNNEL_ADDR, 30, Duration::from_millis(500))
+            .expect("ping runs")
+    );
+    // The second instance's client namespace still has no tunnel.
+    assert!(
+        !second
+            .ping_from_client(Ipv4Addr::new(10, 8, 0, 1), 1, Duration::from_millis(200))
+            .expect("ping runs")
+    );
+    drop(client);
+}
+
+/// A p2p server keeps 10.8.0.1 and serves a second client session after the first one left
+/// (persist-tun, explicit-exit-notify over UDP, the TCP listener re-armed), as tests that
+/// reconnect erebus need.
+fn second_session(transport: Transport) {
+    let test = format!("harness_selftest second session over {transport}");
+    if !netns::should_run_interop(&test) {
+        return;
+    }
+    let server =
+        OpenVpnServer::start(ServerProfile::StaticKey, transport).expect("harness server starts");
+    let footprint = Footprint::of(&server);
+    for session in 1..=2 {
+        let started = Instant::now();
+        let client = server
+            .start_stock_client(&format!("stock-client-{session}.log"))
+            .expect("stock client starts");
+        server
+            .wait_for_client_tun(Duration::from_secs(15))
+            .expect("client tun");
+        assert!(
+            server
+                .ping_from_client(SERVER_TUNNEL_ADDR, 40, Duration::from_millis(500))
+                .expect("ping runs"),
+            "session {session}: no ping reply\n--- client ---\n{}\n--- server ---\n{}",
+            client.log_tail(30),
+            server.server_log_tail(30)
+        );
+        let page = curl(&server, &[&server.http_url()]);
+        assert!(page.stdout_text().contains(HTTP_MARKER), "{page}");
+        eprintln!("{test}: session {session} up in {:?}", started.elapsed());
+        client.stop(Duration::from_secs(5));
+    }
+    drop(server);
+    footprint.assert_gone();
+}
+
+#[test]
+fn second_session_over_udp() {
+    second_session(Transport::Udp);
+}
+
+#[test]
+fn second_session_over_tcp() {
+    second_session(Transport::Tcp);
+}
+
+/// Not a test: keeps one server running for manual work, e.g.
+/// `EREBUS_HARNESS_PROFILE=static-key EREBUS_HARNESS_TRANSPORT=tcp EREBUS_HOLD_SECS=600 cargo
+/// test -p erebus-testvectors --test harness_selftest -- --ignored hold_server --nocapture`.
+#[test]
+#[ignore = "manual: holds a harness server open for EREBUS_HOLD_SECS seconds"]
+fn hold_server() {
+    if !netns::should_run_interop("harness_selftest hold_server") {
+        return;
+    }
+    let profile = match std::env::var("EREBUS_HARNESS_PROFILE").as_deref() {
+        Ok("static-key") => ServerProfile::StaticKey,
+        _ => ServerProfile::Plaintext,
+    };
+    let transport = match std::env::var("EREBUS_HARNESS_TRANSPORT").as_deref() {
+        Ok("tcp") => Transport::Tcp,
+        _ => Transport::Udp,
+    };
+    let seconds: u64 = std::env::var("EREBUS_HOLD_SECS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(300);
+    let server = OpenVpnServer::start(profile, transport).expect("harness server starts");
+    eprintln!(
+        "{profile} over {transport} for {seconds} s\n  client netns: {}\n  server: {}\n  \
+         client profile: {}\n  http: {}\n  dns: {}\n  logs: {}\n  try: ip netns exec {} openvpn \
+         --cd {} --config client.ovpn",
+        server.client_netns(),
+        server.server_addr(),
+        server.client_profile_path().display(),
+        server.http_url(),
+        server.dns_server(),
+        server.instance_dir().display(),
+        server.client_netns(),
+        server.instance_dir().display(),
+    );
+    std::thread::sleep(Duration::from_secs(seconds));
+}
+
+/// What an erebus test does: start a long-running unprivileged process in the client
+/// namespace, wait for its local listener, talk to it over the namespace's loopback, stop it.
+#[test]
+fn unprivileged_listener_in_the_client_namespace() {
+    if !netns::should_run_interop("harness_selftest unprivileged_listener_in_the_client_namespace")
+    {
+        return;
+    }
+    let server = OpenVpnServer::start(ServerProfile::Plaintext, Transport::Udp)
+        .expect("harness server starts");
+    let dir = server.instance_dir().to_string_lossy().into_owned();
+    let python = netns::find_program("python3").expect("python3");
+    let python = python.to_string_lossy();
+    let mut listener = server
+        .spawn_in_client(
+            RunAs::Nobody,
+            &[
+                &python,
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                &dir,
+                "18080",
+            ],
+            "listener.log",
+        )
+        .expect("listener starts");
+    listener
+        .wait_until_listening(18080, Duration::from_secs(10))
+        .expect("listener comes up");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", listener.pid()))
+        .expect("listener status");
+    assert!(
+        status
+            .lines()
+            .any(|line| line.split_whitespace().collect::<Vec<_>>()
+                == ["Uid:", "65534", "65534", "65534", "65534"]),
+        "listener does not run as nobody:\n{status}"
+    );
+    let page = curl(&server, &["http://127.0.0.1:18080/client.ovpn"]);
+    assert_eq!(page.stdout_text(), server.client_profile(), "{page}");
+    assert!(listener.stop(Duration::from_secs(3)).is_some());
+}
