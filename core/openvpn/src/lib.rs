@@ -8,3 +8,9 @@ pub mod keys;
 pub mod p2p;
 pub mod packet;
 pub mod replay;
+pub mod setup;
+
+pub use data::DataChannel;
+pub use keys::StaticKey;
+pub use p2p::{P2pConfig, P2pMode, P2pSession, StaticKeyMode};
+pub use packet::StreamFramer;

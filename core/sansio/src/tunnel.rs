@@ -325,6 +325,11 @@ pub trait Tunnel {
     /// Runs the timers that are due at `now`.
     fn handle_timeout(&mut self, now: Instant);
 
+    /// Starts an orderly shutdown, telling the server we leave where the protocol can (for
+    /// OpenVPN, explicit-exit-notify). The tunnel reports [`TunnelEvent::Down`] with
+    /// [`Fault::Closed`] once done; keep draining until then.
+    fn close(&mut self, now: Instant);
+
     /// Writes the next control-plane packet (handshake, acknowledgement, keepalive, rekey) into
     /// `buf` and returns its length, or `None` when there is nothing to send. A packet larger
     /// than `buf` stays queued and `Some(Err(needed))` says how large `buf` must be.

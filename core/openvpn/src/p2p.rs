@@ -1,1 +1,0 @@
-//! p2p (in progress).
