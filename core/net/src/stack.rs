@@ -1,0 +1,718 @@
+//! The IP-level stack: a set of TCP sockets behind one tunnel address.
+//!
+//! Inner IPv4 packets come in through [`Stack::ingress`], are checked, and go to the socket
+//! whose 4-tuple (or listening port) they name; a segment for no socket gets a reset.
+//! [`Stack::poll_egress`] writes the next outgoing packet into the caller's buffer, taking one
+//! segment from each socket in turn so that one bulk transfer cannot starve the others.
+//! Addresses and the MTU come from the tunnel's [`TunnelConfig`]. IPv6 is not carried yet:
+//! the socket layer is address-family neutral, and the demultiplexing keys are full
+//! `SocketAddr`s, so adding it touches only this module.
+
+use core::fmt;
+use core::ops::Bound;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use erebus_sansio::{Instant, Seed, SeededRng, TunnelConfig};
+use erebus_wire::IpProtocol;
+use erebus_wire::icmp::{IcmpPacket, IcmpRepr};
+use erebus_wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
+use erebus_wire::tcp::{TcpPacket, TcpRepr};
+
+use crate::tcp::{self, Events, TcpConfig, TcpSocket};
+
+/// Names one socket of a [`Stack`]. Handles are never reused.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SocketHandle(u64);
+
+impl fmt::Debug for SocketHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+impl fmt::Display for SocketHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Why [`Stack::connect`] or [`Stack::listen`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum StackError {
+    /// The tunnel does not route to this address.
+    #[error("no route to host through the tunnel")]
+    NoRoute,
+    /// The tunnel gave us no address of this family.
+    #[error("the tunnel has no local address of this family")]
+    NoLocalAddress,
+    /// IPv6 is not carried yet.
+    #[error("address family not supported")]
+    Unsupported,
+    /// Every ephemeral port is in use towards this peer.
+    #[error("no free local port")]
+    PortsExhausted,
+    /// A socket already listens on that port.
+    #[error("port already in use")]
+    PortInUse,
+    /// The socket refused the operation.
+    #[error("socket: {0}")]
+    Connect(#[from] tcp::ConnectError),
+    /// The socket refused to listen.
+    #[error("socket: {0}")]
+    Listen(#[from] tcp::ListenError),
+}
+
+/// Why [`Stack::ingress`] dropped a packet. A drop changes no state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IngressError {
+    /// The packet did not parse (truncated, bad checksum, bad field).
+    #[error("malformed packet: {0}")]
+    Malformed(#[from] erebus_wire::Error),
+    /// The packet is addressed to someone else.
+    #[error("packet not addressed to us")]
+    NotForUs,
+    /// A well-formed packet this stack does not handle (IPv6, UDP, fragments, other ICMP).
+    #[error("unsupported packet")]
+    Unsupported,
+}
+
+/// Counters of the stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackStats {
+    /// Packets passed to [`Stack::ingress`].
+    pub rx_packets: u64,
+    /// Of those, packets dropped.
+    pub rx_dropped: u64,
+    /// Packets written by [`Stack::poll_egress`].
+    pub tx_packets: u64,
+    /// Resets sent for segments that matched no socket.
+    pub resets_sent: u64,
+    /// Segments that did not fit the caller's egress buffer (they count as lost).
+    pub tx_too_big: u64,
+}
+
+/// Replies queued for sending without a socket (resets); more are dropped, as a flood of
+/// stray segments must not grow memory.
+const MAX_PENDING_REPLIES: usize = 64;
+/// The TTL of our packets.
+const TTL: u8 = 64;
+/// The first ephemeral port (IANA, RFC 6335).
+const EPHEMERAL_FIRST: u16 = 49_152;
+
+/// A TCP/IP stack for one tunnel.
+pub struct Stack {
+    tunnel: TunnelConfig,
+    tcp_config: TcpConfig,
+    mtu: usize,
+    seed: Seed,
+    rng: SeededRng,
+    sockets: BTreeMap<SocketHandle, TcpSocket>,
+    /// (local, remote) of each connected socket.
+    by_tuple: BTreeMap<(SocketAddr, SocketAddr), SocketHandle>,
+    /// The key each handle is filed under in `by_tuple`, to unfile it.
+    tuple_of: BTreeMap<SocketHandle, (SocketAddr, SocketAddr)>,
+    listeners: BTreeMap<u16, SocketHandle>,
+    next_handle: u64,
+    next_port: u16,
+    replies: VecDeque<(SocketAddr, SocketAddr, TcpRepr<'static>)>,
+    cursor: Option<SocketHandle>,
+    stats: StackStats,
+}
+
+impl fmt::Debug for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stack")
+            .field("local", &self.tunnel.local_ipv4())
+            .field("mtu", &self.mtu)
+            .field("sockets", &self.sockets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stack {
+    /// A stack with the tunnel's address and MTU. Sockets get `tcp` as their configuration,
+    /// with the MSS lowered to fit the MTU; `seed` feeds ports and sequence numbers.
+    pub fn new(tunnel: &TunnelConfig, tcp: TcpConfig, seed: &Seed) -> Self {
+        let seed = seed.child("net.stack");
+        let mut rng = seed.child("net.stack.ports").rng();
+        let span = u32::from(u16::MAX - EPHEMERAL_FIRST) + 1;
+        let next_port = EPHEMERAL_FIRST + rng.below(span) as u16;
+        let mut stack = Self {
+            tunnel: TunnelConfig::default(),
+            tcp_config: tcp,
+            mtu: 0,
+            seed,
+            rng,
+            sockets: BTreeMap::new(),
+            by_tuple: BTreeMap::new(),
+            tuple_of: BTreeMap::new(),
+            listeners: BTreeMap::new(),
+            next_handle: 0,
+            next_port,
+            replies: VecDeque::new(),
+            cursor: None,
+            stats: StackStats::default(),
+        };
+        stack.set_tunnel_config(tunnel);
+        stack
+    }
+
+    /// Adopts a new tunnel configuration (after a reconnect). Open sockets keep their
+    /// addresses; new ones use the new MTU.
+    pub fn set_tunnel_config(&mut self, tunnel: &TunnelConfig) {
+        self.tunnel = tunnel.clone();
+        let mtu = if tunnel.mtu == 0 {
+            TunnelConfig::DEFAULT_MTU
+        } else {
+            tunnel.mtu
+        };
+        self.mtu = usize::from(mtu);
+        self.tcp_config.mss = self.tcp_config.mss.min(TcpConfig::mss_for_ipv4_mtu(mtu));
+    }
+
+    /// The largest packet [`poll_egress`](Self::poll_egress) writes: the tunnel's MTU.
+    pub const fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// The configuration new sockets get.
+    pub const fn tcp_config(&self) -> &TcpConfig {
+        &self.tcp_config
+    }
+
+    /// Counters.
+    pub const fn stats(&self) -> &StackStats {
+        &self.stats
+    }
+
+    /// Opens a connection to `remote` from our tunnel address and a free ephemeral port.
+    ///
+    /// # Errors
+    ///
+    /// [`StackError::NoRoute`] when the tunnel does not reach `remote`, and the other
+    /// variants for a missing address, IPv6, or no free port.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+    ) -> Result<SocketHandle, StackError> {
+        if !self.tunnel.routes_to(remote.ip()) {
+            return Err(StackError::NoRoute);
+        }
+        let local_ip = match remote {
+            SocketAddr::V4(_) => self.tunnel.local_ipv4().ok_or(StackError::NoLocalAddress)?,
+            SocketAddr::V6(_) => return Err(StackError::Unsupported),
+        };
+        let local = self.free_port(local_ip, remote)?;
+        let handle = self.new_handle();
+        let mut socket = TcpSocket::new(self.tcp_config.clone(), &self.socket_seed(handle));
+        socket.connect(now, local, remote)?;
+        self.sockets.insert(handle, socket);
+        self.file(handle);
+        Ok(handle)
+    }
+
+    /// Waits for one connection on `port` of our tunnel address. The socket becomes that
+    /// connection; listen again for the next one.
+    ///
+    /// # Errors
+    ///
+    /// [`StackError::PortInUse`] when a socket already listens there,
+    /// [`StackError::NoLocalAddress`] without an IPv4 address.
+    pub fn listen(&mut self, port: u16) -> Result<SocketHandle, StackError> {
+        if self.listeners.contains_key(&port) {
+            return Err(StackError::PortInUse);
+        }
+        let ip = self.tunnel.local_ipv4().ok_or(StackError::NoLocalAddress)?;
+        let handle = self.new_handle();
+        let mut socket = TcpSocket::new(self.tcp_config.clone(), &self.socket_seed(handle));
+        socket.listen(SocketAddr::V4(SocketAddrV4::new(ip, port)))?;
+        self.sockets.insert(handle, socket);
+        self.file(handle);
+        Ok(handle)
+    }
+
+    /// The socket behind `handle`.
+    pub fn socket(&self, handle: SocketHandle) -> Option<&TcpSocket> {
+        self.sockets.get(&handle)
+    }
+
+    /// The socket behind `handle`, for sending, receiving and closing. Poll egress after
+    /// using it: what it queued goes out there.
+    pub fn socket_mut(&mut self, handle: SocketHandle) -> Option<&mut TcpSocket> {
+        self.sockets.get_mut(&handle)
+    }
+
+    /// The handles of every socket, in order.
+    pub fn handles(&self) -> impl Iterator<Item = SocketHandle> + '_ {
+        self.sockets.keys().copied()
+    }
+
+    /// Removes a socket. One still open is aborted and its reset queued, so the peer learns.
+    pub fn remove(&mut self, handle: SocketHandle) -> Option<TcpSocket> {
+        self.unfile(handle);
+        let mut socket = self.sockets.remove(&handle)?;
+        if socket.is_active()
+            && let (Some(local), Some(remote)) = (socket.local_endpoint(), socket.remote_endpoint())
+        {
+            socket.abort();
+            if let Some(rst) = socket.dispatch(Instant::ZERO, |repr| TcpRepr {
+                payload: &[],
+                ..*repr
+            }) {
+                self.queue_reply(local, remote, rst);
+            }
+        }
+        if self.cursor == Some(handle) {
+            self.cursor = None;
+        }
+        Some(socket)
+    }
+
+    /// The next socket with events, and the events (which are cleared).
+    pub fn poll_event(&mut self) -> Option<(SocketHandle, Events)> {
+        self.sockets.iter_mut().find_map(|(&handle, socket)| {
+            let events = socket.take_events();
+            (!events.is_empty()).then_some((handle, events))
+        })
+    }
+
+    /// When the stack next needs [`poll_egress`](Self::poll_egress) without new input; an
+    /// instant in the past means "now".
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.replies.is_empty() {
+            return Some(Instant::ZERO);
+        }
+        self.sockets.values().filter_map(TcpSocket::poll_at).min()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Ingress.
+
+    /// Processes one inner IP packet from the tunnel.
+    ///
+    /// # Errors
+    ///
+    /// Why the packet was dropped; nothing changed then.
+    pub fn ingress(&mut self, now: Instant, packet: &[u8]) -> Result<(), IngressError> {
+        self.stats.rx_packets += 1;
+        let result = self.ingress_inner(now, packet);
+        if result.is_err() {
+            self.stats.rx_dropped += 1;
+        }
+        result
+    }
+
+    fn ingress_inner(&mut self, now: Instant, packet: &[u8]) -> Result<(), IngressError> {
+        match erebus_wire::ip_version(packet)? {
+            erebus_wire::IpVersion::V4 => {}
+            erebus_wire::IpVersion::V6 => return Err(IngressError::Unsupported),
+        }
+        let ip_packet = Ipv4Packet::new_checked(packet)?;
+        let ip = Ipv4Repr::parse(&ip_packet)?;
+        if Some(ip.dst_addr) != self.tunnel.local_ipv4() {
+            return Err(IngressError::NotForUs);
+        }
+        let payload = ip_packet.payload();
+        match ip.protocol {
+            IpProtocol::Tcp => self.ingress_tcp(now, ip.src_addr, ip.dst_addr, payload),
+            IpProtocol::Icmp => self.ingress_icmp(payload),
+            _ => Err(IngressError::Unsupported),
+        }
+    }
+
+    fn ingress_tcp(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        segment: &[u8],
+    ) -> Result<(), IngressError> {
+        let tcp_packet = TcpPacket::new_checked(segment)?;
+        let repr = TcpRepr::parse(&tcp_packet, IpAddr::V4(src), IpAddr::V4(dst))?;
+        let remote = SocketAddr::V4(SocketAddrV4::new(src, repr.src_port));
+        let local = SocketAddr::V4(SocketAddrV4::new(dst, repr.dst_port));
+        let handle = self
+            .by_tuple
+            .get(&(local, remote))
+            .or_else(|| self.listeners.get(&repr.dst_port))
+            .copied();
+        let reply = match handle.and_then(|h| self.sockets.get_mut(&h).map(|s| (h, s))) {
+            Some((handle, socket)) => {
+                let reply = socket.process(now, remote, local, &repr);
+                self.file(handle);
+                reply
+            }
+            None => {
+                let reply = tcp::reset_for(&repr);
+                if reply.is_some() {
+                    self.stats.resets_sent += 1;
+                }
+                reply
+            }
+        };
+        if let Some(reply) = reply {
+            self.queue_reply(local, remote, reply);
+        }
+        Ok(())
+    }
+
+    fn ingress_icmp(&mut self, message: &[u8]) -> Result<(), IngressError> {
+        let packet = IcmpPacket::new_checked(message)?;
+        let repr = IcmpRepr::parse(&packet)?;
+        let IcmpRepr::DstUnreachable { .. } = repr else {
+            return Err(IngressError::Unsupported);
+        };
+        let original = repr.original().ok_or(IngressError::Unsupported)?;
+        if original.protocol != IpProtocol::Tcp {
+            return Err(IngressError::Unsupported);
+        }
+        let (src_port, dst_port) = original.ports().ok_or(IngressError::Unsupported)?;
+        let local = SocketAddr::V4(SocketAddrV4::new(original.src_addr, src_port));
+        let remote = SocketAddr::V4(SocketAddrV4::new(original.dst_addr, dst_port));
+        if let Some(socket) = self
+            .by_tuple
+            .get(&(local, remote))
+            .and_then(|h| self.sockets.get_mut(h))
+        {
+            socket.on_unreachable();
+        }
+        Ok(())
+    }
+
+    /// Fails a pending connection attempt to `remote` at once, for a caller that learned
+    /// from elsewhere that it is unreachable (an ICMP error the tunnel consumed, say).
+    pub fn fail_unreachable(&mut self, remote: SocketAddr) {
+        for socket in self.sockets.values_mut() {
+            if socket.remote_endpoint() == Some(remote) {
+                socket.on_unreachable();
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Egress.
+
+    /// Writes the next outgoing IPv4 packet into `buf` and returns its length, or `None` when
+    /// nothing is due. Call it until it returns `None`. `buf` must hold [`mtu`](Self::mtu)
+    /// bytes; a segment that does not fit is counted and treated as lost.
+    pub fn poll_egress(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        while let Some((local, remote, reply)) = self.replies.pop_front() {
+            if let Some(len) = write_packet(buf, local, remote, &reply) {
+                self.stats.tx_packets += 1;
+                return Some(len);
+            }
+            self.stats.tx_too_big += 1;
+        }
+        let count = self.sockets.len();
+        let mut candidate = self.next_after(self.cursor);
+        for _ in 0..count {
+            let handle = candidate?;
+            if let Some(socket) = self.sockets.get_mut(&handle)
+                && let (Some(local), Some(remote)) =
+                    (socket.local_endpoint(), socket.remote_endpoint())
+                && let Some(written) =
+                    socket.dispatch(now, |repr| write_packet(buf, local, remote, repr))
+            {
+                self.cursor = Some(handle);
+                match written {
+                    Some(len) => {
+                        self.stats.tx_packets += 1;
+                        return Some(len);
+                    }
+                    None => {
+                        self.stats.tx_too_big += 1;
+                        continue;
+                    }
+                }
+            }
+            candidate = self.next_after(Some(handle));
+        }
+        None
+    }
+
+    /// The handle after `handle` in order, wrapping around; the first one for `None`.
+    fn next_after(&self, handle: Option<SocketHandle>) -> Option<SocketHandle> {
+        let after = match handle {
+            Some(h) => self
+                .sockets
+                .range((Bound::Excluded(h), Bound::Unbounded))
+                .next(),
+            None => None,
+        };
+        after
+            .or_else(|| self.sockets.iter().next())
+            .map(|(&h, _)| h)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Bookkeeping.
+
+    fn new_handle(&mut self) -> SocketHandle {
+        let handle = SocketHandle(self.next_handle);
+        self.next_handle += 1;
+        handle
+    }
+
+    fn socket_seed(&self, handle: SocketHandle) -> Seed {
+        self.seed.child(&format!("net.tcp.{}", handle.0))
+    }
+
+    fn free_port(&mut self, ip: Ipv4Addr, remote: SocketAddr) -> Result<SocketAddr, StackError> {
+        let span = u32::from(u16::MAX - EPHEMERAL_FIRST) + 1;
+        for _ in 0..span {
+            let port = self.next_port;
+            self.next_port = if port == u16::MAX {
+                EPHEMERAL_FIRST
+            } else {
+                port + 1
+            };
+            let local = SocketAddr::V4(SocketAddrV4::new(ip, port));
+            if !self.by_tuple.contains_key(&(local, remote)) && !self.listeners.contains_key(&port)
+            {
+                return Ok(local);
+            }
+        }
+        // Keep the generator in use so that port choice stays a function of the seed.
+        let _ = self.rng.next_u32();
+        Err(StackError::PortsExhausted)
+    }
+
+    /// Files `handle` under its current demultiplexing key (a listener moves to its 4-tuple
+    /// once a SYN arrives, and back on a reset).
+    fn file(&mut self, handle: SocketHandle) {
+        let Some(socket) = self.sockets.get(&handle) else {
+            return;
+        };
+        let listening = socket.state() == tcp::State::Listen;
+        let tuple = match (socket.local_endpoint(), socket.remote_endpoint()) {
+            (Some(local), Some(remote)) if !listening => Some((local, remote)),
+            _ => None,
+        };
+        let port = socket.local_endpoint().map(|l| l.port());
+        if self.tuple_of.get(&handle).copied() != tuple {
+            if let Some(old) = self.tuple_of.remove(&handle) {
+                self.by_tuple.remove(&old);
+            }
+            if let Some(key) = tuple {
+                self.by_tuple.insert(key, handle);
+                self.tuple_of.insert(handle, key);
+            }
+        }
+        if let Some(port) = port {
+            if listening {
+                self.listeners.insert(port, handle);
+            } else if self.listeners.get(&port) == Some(&handle) {
+                self.listeners.remove(&port);
+            }
+        }
+    }
+
+    fn unfile(&mut self, handle: SocketHandle) {
+        if let Some(old) = self.tuple_of.remove(&handle) {
+            self.by_tuple.remove(&old);
+        }
+        self.listeners.retain(|_, h| *h != handle);
+    }
+
+    fn queue_reply(&mut self, local: SocketAddr, remote: SocketAddr, reply: TcpRepr<'static>) {
+        if self.replies.len() < MAX_PENDING_REPLIES {
+            self.replies.push_back((local, remote, reply));
+        }
+    }
+}
+
+/// Writes an IPv4 packet carrying `repr` from `local` to `remote` into `buf`; `None` when it
+/// does not fit or the addresses are not IPv4.
+fn write_packet(
+    buf: &mut [u8],
+    local: SocketAddr,
+    remote: SocketAddr,
+    repr: &TcpRepr<'_>,
+) -> Option<usize> {
+    let (SocketAddr::V4(local), SocketAddr::V4(remote)) = (local, remote) else {
+        return None;
+    };
+    let ip = Ipv4Repr {
+        src_addr: *local.ip(),
+        dst_addr: *remote.ip(),
+        protocol: IpProtocol::Tcp,
+        payload_len: repr.buffer_len(),
+        ttl: TTL,
+    };
+    let total = ip.buffer_len();
+    let out = buf.get_mut(..total)?;
+    let mut packet = Ipv4Packet::new_unchecked(&mut *out);
+    ip.emit(&mut packet);
+    let mut segment = TcpPacket::new_unchecked(&mut out[ipv4::HEADER_LEN..]);
+    repr.emit(
+        &mut segment,
+        IpAddr::V4(*local.ip()),
+        IpAddr::V4(*remote.ip()),
+    );
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use erebus_sansio::tunnel::IpNet;
+    use erebus_wire::tcp::{SeqNumber, TcpControl};
+
+    fn v4(d: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 8, 0, d)
+    }
+
+    fn tunnel(local: u8) -> TunnelConfig {
+        TunnelConfig {
+            ipv4: IpNet::new(IpAddr::V4(v4(local)), 24),
+            mtu: 1400,
+            ..TunnelConfig::default()
+        }
+    }
+
+    fn packet_from(src: SocketAddr, dst: SocketAddr, repr: &TcpRepr<'_>) -> Vec<u8> {
+        let mut buf = vec![0u8; 1500];
+        let len = write_packet(&mut buf, src, dst, repr).unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    fn parse(packet: &[u8]) -> (Ipv4Repr, TcpRepr<'_>) {
+        let ip_packet = Ipv4Packet::new_checked(packet).unwrap();
+        let ip = Ipv4Repr::parse(&ip_packet).unwrap();
+        let tcp = TcpPacket::new_checked(ip_packet.payload()).unwrap();
+        let repr = TcpRepr::parse(&tcp, IpAddr::V4(ip.src_addr), IpAddr::V4(ip.dst_addr)).unwrap();
+        (ip, repr)
+    }
+
+    fn addr(d: u8, port: u16) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(v4(d), port))
+    }
+
+    #[test]
+    fn mss_follows_the_tunnel_mtu() {
+        let stack = Stack::new(&tunnel(2), TcpConfig::default(), &Seed::from_byte(1));
+        assert_eq!(stack.tcp_config().mss, 1360);
+        assert_eq!(stack.mtu(), 1400);
+    }
+
+    #[test]
+    fn connect_checks_routes_and_sends_a_syn() {
+        let mut stack = Stack::new(&tunnel(2), TcpConfig::default(), &Seed::from_byte(1));
+        assert_eq!(
+            stack.connect(Instant::ZERO, "192.0.2.1:80".parse().unwrap()),
+            Err(StackError::NoRoute)
+        );
+        let handle = stack.connect(Instant::ZERO, addr(1, 80)).unwrap();
+        assert_eq!(stack.poll_timeout(), Some(Instant::ZERO));
+        let mut buf = [0u8; 1400];
+        let len = stack.poll_egress(Instant::ZERO, &mut buf).unwrap();
+        let (ip, syn) = parse(&buf[..len]);
+        assert_eq!((ip.src_addr, ip.dst_addr), (v4(2), v4(1)));
+        assert_eq!(syn.control, TcpControl::Syn);
+        assert_eq!(syn.max_seg_size, Some(1360));
+        assert_eq!(syn.dst_port, 80);
+        assert!(syn.src_port >= EPHEMERAL_FIRST);
+        assert_eq!(stack.poll_egress(Instant::ZERO, &mut buf), None);
+        assert_eq!(
+            stack.socket(handle).map(TcpSocket::state),
+            Some(tcp::State::SynSent)
+        );
+    }
+
+    #[test]
+    fn segment_for_no_socket_gets_a_reset() {
+        let mut stack = Stack::new(&tunnel(2), TcpConfig::default(), &Seed::from_byte(1));
+        let peer = addr(1, 5555);
+        let us = addr(2, 80);
+        let syn = TcpRepr {
+            src_port: 5555,
+            dst_port: 80,
+            control: TcpControl::Syn,
+            seq_number: SeqNumber(100),
+            window_len: 1000,
+            ..TcpRepr::default()
+        };
+        stack
+            .ingress(Instant::ZERO, &packet_from(peer, us, &syn))
+            .unwrap();
+        let mut buf = [0u8; 1400];
+        let len = stack.poll_egress(Instant::ZERO, &mut buf).unwrap();
+        let (_, rst) = parse(&buf[..len]);
+        assert_eq!(rst.control, TcpControl::Rst);
+        assert_eq!(rst.ack_number, Some(SeqNumber(101)));
+        assert_eq!(stack.stats().resets_sent, 1);
+        // A reset is never answered.
+        let rst_in = TcpRepr {
+            control: TcpControl::Rst,
+            ..syn
+        };
+        stack
+            .ingress(Instant::ZERO, &packet_from(peer, us, &rst_in))
+            .unwrap();
+        assert_eq!(stack.poll_egress(Instant::ZERO, &mut buf), None);
+    }
+
+    #[test]
+    fn bad_packets_are_counted_drops() {
+        let mut stack = Stack::new(&tunnel(2), TcpConfig::default(), &Seed::from_byte(1));
+        let seg = TcpRepr {
+            src_port: 1,
+            dst_port: 2,
+            ..TcpRepr::default()
+        };
+        let mut packet = packet_from(addr(1, 1), addr(2, 2), &seg);
+        let last = packet.len() - 1;
+        packet[last] ^= 0xff;
+        assert!(matches!(
+            stack.ingress(Instant::ZERO, &packet),
+            Err(IngressError::Malformed(_))
+        ));
+        let other = packet_from(addr(1, 1), addr(3, 2), &seg);
+        assert_eq!(
+            stack.ingress(Instant::ZERO, &other),
+            Err(IngressError::NotForUs)
+        );
+        assert!(stack.ingress(Instant::ZERO, &[0x45]).is_err());
+        assert_eq!(stack.stats().rx_dropped, 3);
+    }
+
+    #[test]
+    fn icmp_unreachable_fails_a_pending_connect() {
+        let mut stack = Stack::new(&tunnel(2), TcpConfig::default(), &Seed::from_byte(1));
+        let handle = stack.connect(Instant::ZERO, addr(1, 80)).unwrap();
+        let mut buf = [0u8; 1400];
+        let len = stack.poll_egress(Instant::ZERO, &mut buf).unwrap();
+        let quote = buf[..28].to_vec();
+        let _ = len;
+        let icmp = IcmpRepr::DstUnreachable {
+            code: erebus_wire::icmp::unreachable::HOST,
+            next_hop_mtu: 0,
+            original: &quote,
+        };
+        let ip = Ipv4Repr {
+            src_addr: v4(1),
+            dst_addr: v4(2),
+            protocol: IpProtocol::Icmp,
+            payload_len: icmp.buffer_len(),
+            ttl: 64,
+        };
+        let mut packet = vec![0u8; ip.buffer_len()];
+        let mut view = Ipv4Packet::new_unchecked(&mut packet[..]);
+        ip.emit(&mut view);
+        icmp.emit(&mut IcmpPacket::new_unchecked(
+            &mut packet[ipv4::HEADER_LEN..],
+        ));
+        stack.ingress(Instant::ZERO, &packet).unwrap();
+        assert_eq!(
+            stack.socket(handle).and_then(TcpSocket::error),
+            Some(tcp::ConnectionError::Unreachable)
+        );
+        assert_eq!(
+            stack.poll_event(),
+            Some((handle, Events::CLOSED | Events::READABLE | Events::WRITABLE))
+        );
+    }
+}
