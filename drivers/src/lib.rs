@@ -9,6 +9,7 @@
 
 pub mod clock;
 pub mod mio_driver;
+pub mod profile;
 pub mod record;
 pub mod smol_driver;
 

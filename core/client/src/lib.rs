@@ -1,0 +1,717 @@
+//! The erebus client: one [`Tunnel`], the user-space TCP/IP stack and the local proxy front
+//! ends, composed behind the one driver-facing contract of [`erebus_sansio::io`].
+//!
+//! Data flows like this, every arrow a function call:
+//!
+//! ```text
+//! local connection --Input::Local--> ProxyConn --connect/send--> TcpSocket (Stack)
+//!      ^                                 |                           | IP packets
+//!      +--Output::Local(Write)-----------+        Tunnel::encapsulate v
+//!                                                 Output::Transmit --> driver --> server
+//! ```
+//!
+//! The client is a [`Driven`] machine: a driver feeds one [`Input`], drains
+//! [`Client::poll_output`] until [`Output::Timeout`], and repeats.
+//!
+//! Names are never resolved here with the host's resolver: a proxied name goes to the DNS
+//! servers the tunnel provides.
+
+#![forbid(unsafe_code)]
+
+pub mod framing;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+
+use erebus_net::stack::{SocketHandle, Stack, StackError};
+use erebus_net::tcp::{ConnectionError, Events, RecvError, State, TcpConfig};
+use erebus_proxy::{Action, FrontEnd, Host, ProxyConfig, ProxyConn, UpstreamFailure};
+use erebus_sansio::io::{
+    ConnId, Event, Input, InputError, LocalAction, LocalEvent, Output, TransportEvent,
+};
+use erebus_sansio::tunnel::{
+    Decapsulated, Failure, Fault, TransportKind, TransportSpec, Tunnel, TunnelConfig, TunnelEvent,
+};
+use erebus_sansio::{Driven, Instant, Seed};
+
+use crate::framing::Deframer;
+
+/// How the client serves its listeners.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The front end of each listener, in [`erebus_sansio::io::ListenerId`] order.
+    pub listeners: Vec<FrontEnd>,
+    /// Proxy timeouts, buffer sizes and authentication.
+    pub proxy: ProxyConfig,
+    /// Tunables of the user-space TCP sockets.
+    pub tcp: TcpConfig,
+}
+
+/// Counters of what the client moved and dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Outer packets received from the server.
+    pub packets_in: u64,
+    /// Outer packets sent to the server.
+    pub packets_out: u64,
+    /// Outer packets the tunnel dropped (bad, replayed, not ready).
+    pub tunnel_drops: u64,
+    /// Inner packets the stack dropped.
+    pub stack_drops: u64,
+    /// Local connections accepted.
+    pub connections: u64,
+}
+
+/// A local command with no bytes, queued until the next drain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LocalCommand {
+    Pause,
+    Resume,
+    Shutdown,
+    Close,
+}
+
+impl LocalCommand {
+    fn action(self) -> LocalAction<'static> {
+        match self {
+            Self::Pause => LocalAction::PauseReading,
+            Self::Resume => LocalAction::ResumeReading,
+            Self::Shutdown => LocalAction::Shutdown,
+            Self::Close => LocalAction::Close,
+        }
+    }
+}
+
+/// What one step of the drain produced, described by ranges of the caller's buffer so the
+/// buffer is borrowed only when the output is finally built.
+enum Step {
+    Transmit(Range<usize>),
+    Write(ConnId, Range<usize>),
+    TooSmall(usize),
+}
+
+/// One accepted local connection and the upstream stream it drives.
+#[derive(Debug)]
+struct Conn {
+    proxy: ProxyConn,
+    upstream: Option<SocketHandle>,
+    /// The front end asked us to stop reading the upstream (its client side is full).
+    upstream_paused: bool,
+    /// The upstream's end of stream was passed to the front end.
+    upstream_eof_sent: bool,
+    /// The driver could not write everything; wait for `Writable`.
+    write_blocked: bool,
+    /// The driver dropped the connection (reset) or we told it to close.
+    gone: bool,
+}
+
+/// The client: a [`Driven`] machine over a [`Tunnel`].
+#[derive(Debug)]
+pub struct Client<T> {
+    tunnel: T,
+    stack: Stack,
+    transport: TransportSpec,
+    deframer: Deframer,
+    rx: Vec<u8>,
+    listeners: Vec<FrontEnd>,
+    proxy_config: Arc<ProxyConfig>,
+    conns: BTreeMap<ConnId, Conn>,
+    by_socket: BTreeMap<SocketHandle, ConnId>,
+    /// Sockets released by their connection, kept until their close completes.
+    closing: BTreeSet<SocketHandle>,
+    /// Connections that may have work to do.
+    dirty: BTreeSet<ConnId>,
+    commands: VecDeque<(ConnId, LocalCommand)>,
+    events: VecDeque<Event>,
+    tunnel_config: Option<TunnelConfig>,
+    down: bool,
+    now: Instant,
+    stats: ClientStats,
+}
+
+/// Largest outer packet the client handles (a UDP datagram's limit).
+const MAX_PACKET: usize = 65_535;
+
+impl<T: Tunnel> Client<T> {
+    /// A client over `tunnel`, serving `config`'s listeners; `seed` feeds the TCP/IP stack.
+    pub fn new(tunnel: T, config: ClientConfig, seed: &Seed, now: Instant) -> Self {
+        let transport = tunnel.transport();
+        let stack = Stack::new(
+            &TunnelConfig::default(),
+            config.tcp,
+            &seed.child("client.stack"),
+        );
+        Self {
+            tunnel,
+            stack,
+            transport,
+            deframer: Deframer::default(),
+            rx: vec![0; MAX_PACKET],
+            listeners: config.listeners,
+            proxy_config: Arc::new(config.proxy),
+            conns: BTreeMap::new(),
+            by_socket: BTreeMap::new(),
+            closing: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            commands: VecDeque::new(),
+            events: VecDeque::new(),
+            tunnel_config: None,
+            down: false,
+            now,
+            stats: ClientStats::default(),
+        }
+    }
+
+    /// The tunnel, for its statistics.
+    pub fn tunnel(&self) -> &T {
+        &self.tunnel
+    }
+
+    /// The TCP/IP stack, for its statistics.
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    /// The client's counters.
+    pub fn stats(&self) -> ClientStats {
+        self.stats
+    }
+
+    /// The configuration the tunnel reported, once it is up.
+    pub fn tunnel_config(&self) -> Option<&TunnelConfig> {
+        self.tunnel_config.as_ref()
+    }
+
+    fn framing_len(&self) -> usize {
+        match self.transport.kind {
+            TransportKind::Udp => 0,
+            TransportKind::TcpLengthPrefixed => 2,
+        }
+    }
+
+    fn advance_time(&mut self, now: Instant) {
+        // Time never goes backwards inside core, whatever a driver's clock does.
+        self.now = self.now.max(now);
+    }
+
+    fn on_transport(&mut self, event: TransportEvent<'_>) {
+        match event {
+            TransportEvent::Connected => {}
+            TransportEvent::Data(bytes) => match self.transport.kind {
+                TransportKind::Udp => {
+                    let Some(packet) = self.rx.get_mut(..bytes.len()) else {
+                        self.stats.tunnel_drops += 1;
+                        return;
+                    };
+                    packet.copy_from_slice(bytes);
+                    self.stats.packets_in += 1;
+                    let result = self.tunnel.decapsulate(self.now, packet);
+                    let inner = self.decapsulated(result);
+                    if let Some(range) = inner {
+                        let Self {
+                            rx,
+                            stack,
+                            stats,
+                            now,
+                            ..
+                        } = self;
+                        if let Some(inner) = rx.get(range)
+                            && stack.ingress(*now, inner).is_err()
+                        {
+                            stats.stack_drops += 1;
+                        }
+                    }
+                }
+                TransportKind::TcpLengthPrefixed => {
+                    self.deframer.push(bytes);
+                    loop {
+                        let Self {
+                            deframer,
+                            tunnel,
+                            stack,
+                            stats,
+                            now,
+                            ..
+                        } = self;
+                        let frame = match deframer.next_frame() {
+                            Ok(Some(frame)) => frame,
+                            Ok(None) => break,
+                            Err(_) => {
+                                self.fail(
+                                    Fault::PeerMisbehaved,
+                                    "the server sent a zero-length frame on the TCP transport",
+                                );
+                                return;
+                            }
+                        };
+                        stats.packets_in += 1;
+                        match tunnel.decapsulate(*now, frame) {
+                            Ok(Decapsulated::Inner(range)) => {
+                                if let Some(inner) = frame.get(range)
+                                    && stack.ingress(*now, inner).is_err()
+                                {
+                                    stats.stack_drops += 1;
+                                }
+                            }
+                            Ok(Decapsulated::Consumed) => {}
+                            Err(reason) => {
+                                stats.tunnel_drops += 1;
+                                tracing::debug!("dropped a packet from the server: {reason}");
+                            }
+                        }
+                    }
+                }
+            },
+            TransportEvent::Closed => {
+                let message = match self.transport.kind {
+                    TransportKind::Udp => "the UDP socket to the server failed",
+                    TransportKind::TcpLengthPrefixed => "the server closed the TCP connection",
+                };
+                self.fail(Fault::Timeout, message);
+            }
+        }
+    }
+
+    fn decapsulated(
+        &mut self,
+        result: Result<Decapsulated, erebus_sansio::tunnel::DropReason>,
+    ) -> Option<Range<usize>> {
+        match result {
+            Ok(Decapsulated::Inner(range)) => Some(range),
+            Ok(Decapsulated::Consumed) => None,
+            Err(reason) => {
+                self.stats.tunnel_drops += 1;
+                tracing::debug!("dropped a packet from the server: {reason}");
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, fault: Fault, message: &str) {
+        if !self.down {
+            self.down = true;
+            self.events
+                .push_back(Event::Down(Failure::new(fault, message)));
+        }
+    }
+
+    fn on_local(&mut self, id: ConnId, event: LocalEvent<'_>) -> Result<(), InputError> {
+        let now = self.now;
+        if let LocalEvent::Accepted { listener } = event {
+            let Some(front_end) = self.listeners.get(listener.0 as usize).cloned() else {
+                // A listener the client was not configured with: refuse the connection.
+                self.commands.push_back((id, LocalCommand::Close));
+                return Ok(());
+            };
+            let proxy = ProxyConn::new(now, front_end, self.proxy_config.clone());
+            self.stats.connections += 1;
+            self.conns.insert(
+                id,
+                Conn {
+                    proxy,
+                    upstream: None,
+                    upstream_paused: false,
+                    upstream_eof_sent: false,
+                    write_blocked: false,
+                    gone: false,
+                },
+            );
+            self.dirty.insert(id);
+            return Ok(());
+        }
+        let conn = self
+            .conns
+            .get_mut(&id)
+            .ok_or(InputError::UnknownConnection(id))?;
+        match event {
+            LocalEvent::Accepted { .. } => {}
+            LocalEvent::Data(bytes) => conn.proxy.on_client_data(now, bytes),
+            LocalEvent::ReadClosed => conn.proxy.on_client_eof(now),
+            LocalEvent::WriteBlocked => conn.write_blocked = true,
+            LocalEvent::Writable => conn.write_blocked = false,
+            LocalEvent::Reset => {
+                conn.gone = true;
+                conn.proxy.on_client_reset(now);
+            }
+        }
+        self.dirty.insert(id);
+        Ok(())
+    }
+
+    fn on_timeout(&mut self) {
+        let now = self.now;
+        self.tunnel.handle_timeout(now);
+        for (id, conn) in &mut self.conns {
+            if conn
+                .proxy
+                .poll_timeout()
+                .is_some_and(|deadline| deadline <= now)
+            {
+                conn.proxy.handle_timeout(now);
+                self.dirty.insert(*id);
+            }
+        }
+    }
+
+    /// Handles what the tunnel reported. Returns whether anything happened.
+    fn drain_tunnel_events(&mut self) -> bool {
+        let Some(event) = self.tunnel.poll_event() else {
+            return false;
+        };
+        match event {
+            TunnelEvent::Up(config) => {
+                self.stack.set_tunnel_config(&config);
+                self.tunnel_config = Some(config.clone());
+                self.events.push_back(Event::Connected(config));
+            }
+            TunnelEvent::Reconnecting(failure) => {
+                self.tunnel_config = None;
+                self.events.push_back(Event::Reconnecting(failure));
+            }
+            TunnelEvent::Down(failure) => {
+                self.tunnel_config = None;
+                if !self.down {
+                    self.down = true;
+                    self.events.push_back(Event::Down(failure));
+                }
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// Routes socket events to their connections. Returns whether there were any.
+    fn drain_socket_events(&mut self) -> bool {
+        let mut any = false;
+        while let Some((handle, events)) = self.stack.poll_event() {
+            any = true;
+            if self.closing.contains(&handle) {
+                self.reap(handle);
+                continue;
+            }
+            let Some(&id) = self.by_socket.get(&handle) else {
+                continue;
+            };
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if events.contains(Events::CONNECTED) {
+                let local = self.stack.socket(handle).and_then(|s| s.local_endpoint());
+                conn.proxy.on_upstream_connected(self.now, local);
+            }
+            self.dirty.insert(id);
+        }
+        any
+    }
+
+    /// Removes a released socket once its close has completed.
+    fn reap(&mut self, handle: SocketHandle) {
+        let finished = self
+            .stack
+            .socket(handle)
+            .is_none_or(|s| matches!(s.state(), State::Closed | State::TimeWait));
+        if finished {
+            self.closing.remove(&handle);
+            self.stack.remove(handle);
+        }
+    }
+
+    fn connect(&mut self, id: ConnId, host: &Host, port: u16) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if self.tunnel_config.is_none() {
+            conn.proxy
+                .on_upstream_failed(now, UpstreamFailure::TunnelDown);
+            return;
+        }
+        let ip = match host {
+            Host::Ip(ip) => *ip,
+            Host::Name(name) => {
+                // Resolution through the tunnel's DNS servers is wired in with the DNS stub.
+                tracing::debug!(conn = id.0, %name, "no resolver for this name yet");
+                conn.proxy
+                    .on_upstream_failed(now, UpstreamFailure::NameNotFound);
+                return;
+            }
+        };
+        match self.stack.connect(now, SocketAddr::new(ip, port)) {
+            Ok(handle) => {
+                conn.upstream = Some(handle);
+                conn.upstream_eof_sent = false;
+                conn.upstream_paused = false;
+                self.by_socket.insert(handle, id);
+            }
+            Err(e) => {
+                let failure = match e {
+                    StackError::NoRoute => UpstreamFailure::Unreachable,
+                    _ => UpstreamFailure::Other,
+                };
+                tracing::debug!(conn = id.0, "cannot connect to {ip}:{port}: {e}");
+                conn.proxy.on_upstream_failed(now, failure);
+            }
+        }
+    }
+
+    fn release_upstream(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(handle) = conn.upstream.take() else {
+            return;
+        };
+        self.by_socket.remove(&handle);
+        if let Some(socket) = self.stack.socket_mut(handle) {
+            if socket.send_queue() > 0 && !socket.may_send() || socket.recv_queue() > 0 {
+                // Unread or undeliverable data: tell the peer the stream was cut short.
+                socket.abort();
+            } else {
+                socket.close();
+            }
+            self.closing.insert(handle);
+            self.reap(handle);
+        }
+    }
+
+    /// Carries out a connection's proxy actions and moves bytes between it and its socket.
+    /// Returns an output when the connection has bytes for the driver.
+    fn service(&mut self, id: ConnId, buf: &mut [u8]) -> Option<Step> {
+        let now = self.now;
+        // Actions first, in order: they may open or release the upstream.
+        loop {
+            let action = match self.conns.get_mut(&id) {
+                Some(conn) => conn.proxy.poll_action(),
+                None => return None,
+            };
+            let Some(action) = action else { break };
+            match action {
+                Action::Connect { host, port } => self.connect(id, &host, port),
+                Action::ShutdownUpstream => {
+                    if let Some(handle) = self.conns.get(&id).and_then(|c| c.upstream)
+                        && let Some(socket) = self.stack.socket_mut(handle)
+                    {
+                        socket.close();
+                    }
+                }
+                Action::CloseUpstream => self.release_upstream(id),
+                Action::PauseClient => self.commands.push_back((id, LocalCommand::Pause)),
+                Action::ResumeClient => self.commands.push_back((id, LocalCommand::Resume)),
+                Action::PauseUpstream => {
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.upstream_paused = true;
+                    }
+                }
+                Action::ResumeUpstream => {
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.upstream_paused = false;
+                    }
+                }
+                Action::ShutdownClient => self.commands.push_back((id, LocalCommand::Shutdown)),
+                Action::CloseClient => {
+                    self.release_upstream(id);
+                    if let Some(conn) = self.conns.remove(&id)
+                        && !conn.gone
+                    {
+                        self.commands.push_back((id, LocalCommand::Close));
+                    }
+                    self.dirty.remove(&id);
+                    return None;
+                }
+            }
+        }
+        let conn = self.conns.get_mut(&id)?;
+        if let Some(handle) = conn.upstream
+            && let Some(socket) = self.stack.socket_mut(handle)
+        {
+            // Client to upstream: as much as the socket's send buffer takes.
+            loop {
+                let data = conn.proxy.upstream_output();
+                if data.is_empty() || !socket.may_send() {
+                    break;
+                }
+                match socket.send(data) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => conn.proxy.advance_upstream(now, n),
+                }
+            }
+            // Upstream to client, unless the client side is full.
+            while !conn.upstream_paused {
+                let proxy = &mut conn.proxy;
+                match socket.recv_with(|data| {
+                    proxy.on_upstream_data(now, data);
+                    data.len()
+                }) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(RecvError::Finished) => {
+                        if !conn.upstream_eof_sent {
+                            conn.upstream_eof_sent = true;
+                            conn.proxy.on_upstream_eof(now);
+                        }
+                        break;
+                    }
+                    Err(RecvError::InvalidState) => {
+                        if let Some(error) = socket.error() {
+                            conn.proxy.on_upstream_failed(now, upstream_failure(error));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        // Bytes for the local connection.
+        if !conn.write_blocked && !conn.gone {
+            let data = conn.proxy.client_output();
+            if !data.is_empty() {
+                let n = data.len().min(buf.len());
+                buf.get_mut(..n)?.copy_from_slice(data.get(..n)?);
+                conn.proxy.advance_client(now, n);
+                // More may follow, and advancing may have released actions.
+                self.dirty.insert(id);
+                return Some(Step::Write(id, 0..n));
+            }
+        }
+        None
+    }
+
+    /// Writes the next control-plane packet of the tunnel into `buf`, framed for the transport.
+    fn tunnel_transmit(&mut self, buf: &mut [u8]) -> Option<Step> {
+        let frame = self.framing_len();
+        let room = buf.get_mut(frame..)?;
+        match self.tunnel.poll_transmit(self.now, room)? {
+            Ok(len) => {
+                if frame > 0 {
+                    framing::write_prefix(buf, len)?;
+                }
+                self.stats.packets_out += 1;
+                Some(Step::Transmit(0..frame + len))
+            }
+            Err(needed) => Some(Step::TooSmall(needed + frame)),
+        }
+    }
+
+    /// Lets the stack write its next packet into `buf`, leaving room for the tunnel, and
+    /// encapsulates it in place.
+    fn egress(&mut self, buf: &mut [u8]) -> Option<Step> {
+        let frame = self.framing_len();
+        let overhead = self.tunnel.overhead();
+        let start = frame + overhead.headroom;
+        let needed = start + self.stack.mtu() + overhead.tailroom;
+        if buf.len() < needed {
+            return Some(Step::TooSmall(needed));
+        }
+        loop {
+            let end = buf.len() - overhead.tailroom;
+            let len = self.stack.poll_egress(self.now, buf.get_mut(start..end)?)?;
+            match self.tunnel.encapsulate(
+                self.now,
+                buf.get_mut(frame..)?,
+                overhead.headroom..overhead.headroom + len,
+            ) {
+                Ok(outer) => {
+                    let outer = (outer.start + frame)..(outer.end + frame);
+                    if frame > 0 {
+                        framing::write_prefix(buf.get_mut(outer.start - frame..)?, outer.len())?;
+                    }
+                    self.stats.packets_out += 1;
+                    return Some(Step::Transmit(outer.start - frame..outer.end));
+                }
+                Err(reason) => {
+                    // Not up yet or the packet cannot go: TCP retransmits what matters.
+                    self.stats.tunnel_drops += 1;
+                    tracing::debug!("inner packet not sent: {reason}");
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let proxies = self
+            .conns
+            .values()
+            .filter_map(|c| c.proxy.poll_timeout())
+            .min();
+        [
+            self.tunnel.poll_timeout().map(|(t, _)| t),
+            self.stack.poll_timeout(),
+            proxies,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.max(self.now))
+    }
+}
+
+fn upstream_failure(error: ConnectionError) -> UpstreamFailure {
+    match error {
+        ConnectionError::Refused => UpstreamFailure::Refused,
+        ConnectionError::Reset | ConnectionError::Aborted => UpstreamFailure::Reset,
+        ConnectionError::TimedOut => UpstreamFailure::Timeout,
+        ConnectionError::Unreachable => UpstreamFailure::Unreachable,
+    }
+}
+
+impl<T: Tunnel> Driven for Client<T> {
+    fn transport(&self) -> Option<TransportSpec> {
+        (!self.down).then_some(self.transport)
+    }
+
+    fn handle_input(&mut self, input: Input<'_>) -> Result<(), InputError> {
+        self.advance_time(input.now());
+        match input {
+            Input::Timeout { .. } => self.on_timeout(),
+            Input::Close { .. } => self.tunnel.close(self.now),
+            Input::Transport { event, .. } => self.on_transport(event),
+            Input::Local { conn, event, .. } => self.on_local(conn, event)?,
+        }
+        Ok(())
+    }
+
+    fn poll_output<'b>(&mut self, buf: &'b mut [u8]) -> Output<'b> {
+        let step = loop {
+            if let Some((conn, command)) = self.commands.pop_front() {
+                return Output::Local {
+                    conn,
+                    action: command.action(),
+                };
+            }
+            if let Some(event) = self.events.pop_front() {
+                return Output::Event(event);
+            }
+            if self.drain_tunnel_events() {
+                continue;
+            }
+            // The tunnel's own packets first: handshakes and keepalives must not starve.
+            if let Some(step) = self.tunnel_transmit(buf) {
+                break step;
+            }
+            if self.drain_socket_events() {
+                continue;
+            }
+            if let Some(id) = self.dirty.pop_first() {
+                if let Some(step) = self.service(id, buf) {
+                    break step;
+                }
+                continue;
+            }
+            if self.tunnel_config.is_some()
+                && let Some(step) = self.egress(buf)
+            {
+                break step;
+            }
+            return Output::Timeout(self.next_deadline());
+        };
+        match step {
+            Step::Transmit(range) => Output::Transmit(buf.get(range).unwrap_or_default()),
+            Step::Write(conn, range) => Output::Local {
+                conn,
+                action: LocalAction::Write(buf.get(range).unwrap_or_default()),
+            },
+            Step::TooSmall(needed) => Output::BufferTooSmall { needed },
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The `erebus` command: a rootless VPN client that exposes the private network through local
+//! proxies.
+
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use erebus::profile::LoadedProfile;
+use erebus::record::Recorder;
+use erebus::{Clock, os_seed};
+use erebus_client::{Client, ClientConfig};
+use erebus_net::tcp::TcpConfig;
+use erebus_openvpn::P2pSession;
+use erebus_openvpn::config::Mode;
+use erebus_openvpn::setup::p2p_config;
+use erebus_proxy::{ForwardSpec, FrontEnd, ProxyConfig};
+use erebus_sansio::io::Event;
+use erebus_sansio::tunnel::{Failure, Fault, TunnelConfig};
+
+const EXIT_HELP: &str = "\
+Exit status:
+  0  the session ended cleanly (Ctrl-C, or the server closed it)
+  1  an unexpected internal error
+  2  configuration error: bad arguments, unreadable or unusable profile
+  3  authentication failure: the server refused our credentials or certificate
+  4  network failure: the server is unreachable or stopped answering
+
+Proxies listen on 127.0.0.1 unless told otherwise. Logs go to stderr; set RUST_LOG
+(e.g. RUST_LOG=erebus=debug) for more.";
+
+/// A rootless VPN client: speaks OpenVPN itself and serves the private network through local
+/// HTTP and SOCKS5 proxies and port forwards. Needs no root, no TUN device, no route changes.
+#[derive(Parser, Debug)]
+#[command(name = "erebus", version, after_help = EXIT_HELP)]
+struct Args {
+    /// The OpenVPN profile (.ovpn) to connect with.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Address of the HTTP proxy (CONNECT and absolute-form requests).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Address of the SOCKS5 proxy (names are resolved through the tunnel).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
+    socks: SocketAddr,
+    /// Do not start the HTTP proxy.
+    #[arg(long)]
+    no_http: bool,
+    /// Do not start the SOCKS5 proxy.
+    #[arg(long)]
+    no_socks: bool,
+    /// Forward a local port through the tunnel: [bind:]port:host:hostport. Repeatable.
+    #[arg(short = 'L', value_name = "SPEC")]
+    forward: Vec<String>,
+    /// The event loop that runs the client.
+    #[arg(long, value_enum, default_value_t = Runtime::Mio)]
+    runtime: Runtime,
+    /// Record the session (seed, profile, every input and a pcap) into this directory so it can
+    /// be replayed in a test. The recording holds secrets: keep it private.
+    #[arg(long, value_name = "DIR")]
+    record: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    /// One thread, one mio poll.
+    Mio,
+    /// One smol task.
+    Smol,
+}
+
+/// What ended the program, mapped to the documented exit status.
+enum Outcome {
+    Clean,
+    Config(anyhow::Error),
+    Session(Failure),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Config(error)) => {
+            eprintln!("erebus: {error:#}");
+            ExitCode::from(2)
+        }
+        Ok(Outcome::Session(failure)) => {
+            eprintln!("erebus: {failure}");
+            ExitCode::from(match failure.fault {
+                Fault::Closed => 0,
+                Fault::Config | Fault::PeerIncompatible => 2,
+                Fault::Auth => 3,
+                _ => 4,
+            })
+        }
+        Err(error) => {
+            eprintln!("erebus: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<Outcome> {
+    let loaded = match LoadedProfile::load(&args.config) {
+        Ok(loaded) => loaded,
+        Err(error) => return Ok(Outcome::Config(error.into())),
+    };
+    for warning in &loaded.warnings {
+        tracing::warn!(
+            "{}: line {}: {}: {}",
+            loaded.path.display(),
+            warning.line,
+            warning.directive,
+            warning.message
+        );
+    }
+    let profile = &loaded.profile;
+    let Some(connection) = profile.connections.first() else {
+        return Ok(Outcome::Config(anyhow::anyhow!(
+            "the profile names no remote"
+        )));
+    };
+    // Only the VPN server's own name uses the host's resolver; everything proxied resolves
+    // through the tunnel.
+    let remote = match (connection.host.as_str(), connection.port).to_socket_addrs() {
+        Ok(mut addrs) => match addrs.next() {
+            Some(addr) => addr,
+            None => {
+                return Ok(Outcome::Session(Failure::new(
+                    Fault::Timeout,
+                    format!("the server name {} has no address", connection.host),
+                )));
+            }
+        },
+        Err(e) => {
+            return Ok(Outcome::Session(Failure::new(
+                Fault::Timeout,
+                format!("cannot resolve the server name {}: {e}", connection.host),
+            )));
+        }
+    };
+
+    let seed = os_seed()?;
+    let clock = Clock::start();
+    let session = match profile.mode() {
+        Mode::Plaintext | Mode::StaticKey => {
+            let secret = match &profile.secret {
+                Some(secret) => Some(loaded.material(&secret.key)?),
+                None => None,
+            };
+            let config = match p2p_config(
+                profile,
+                connection,
+                remote,
+                secret.as_deref().map(Vec::as_slice),
+                clock.wall_clock(),
+            ) {
+                Ok(config) => config,
+                Err(error) => return Ok(Outcome::Config(error.into())),
+            };
+            match P2pSession::new(config, &seed.child("openvpn.session"), clock.now()) {
+                Ok(session) => session,
+                Err(error) => return Ok(Outcome::Config(error.into())),
+            }
+        }
+        Mode::Tls => {
+            return Ok(Outcome::Config(anyhow::anyhow!(
+                "{}: TLS client mode is not supported yet; plaintext and static-key \
+                 point-to-point profiles are",
+                loaded.path.display()
+            )));
+        }
+    };
+
+    let mut listeners = Vec::new();
+    let mut front_ends = Vec::new();
+    let mut summary = Vec::new();
+    let proxy = ProxyConfig::default();
+    if !args.no_http {
+        listeners.push(bind(args.http, "HTTP proxy", proxy.auth.is_some())?);
+        front_ends.push(FrontEnd::Http);
+        summary.push(format!("HTTP proxy {}", args.http));
+    }
+    if !args.no_socks {
+        listeners.push(bind(args.socks, "SOCKS5 proxy", proxy.auth.is_some())?);
+        front_ends.push(FrontEnd::Socks5);
+        summary.push(format!("SOCKS5 {}", args.socks));
+    }
+    for spec in &args.forward {
+        let forward = match ForwardSpec::parse(spec) {
+            Ok(forward) => forward,
+            Err(error) => {
+                return Ok(Outcome::Config(anyhow::anyhow!("-L {spec}: {error}")));
+            }
+        };
+        listeners.push(bind(forward.bind, "port forward", false)?);
+        summary.push(format!(
+            "forward {} -> {}:{}",
+            forward.bind, forward.host, forward.host_port
+        ));
+        front_ends.push(FrontEnd::Forward {
+            host: forward.host,
+            port: forward.host_port,
+        });
+    }
+    let client_config = ClientConfig {
+        listeners: front_ends,
+        proxy,
+        tcp: TcpConfig::default(),
+    };
+    let client = Client::new(session, client_config, &seed.child("client"), clock.now());
+    let recorder = match &args.record {
+        Some(dir) => Some(
+            Recorder::create(dir, &seed, &loaded.bytes, clock.wall_clock())
+                .with_context(|| format!("cannot record into {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    tracing::info!("connecting to {remote} ({:?})", connection.transport);
+    let listeners_line = summary.join(", ");
+    let on_event = move |event: &Event| match event {
+        Event::Connected(config) => eprintln!("erebus: up: {}; {listeners_line}", describe(config)),
+        Event::Reconnecting(failure) => eprintln!("erebus: reconnecting: {failure}"),
+        Event::Down(_) => {}
+        _ => {}
+    };
+
+    let failure = match args.runtime {
+        Runtime::Mio => {
+            let mut driver = erebus::mio_driver::MioDriver::new(client, clock, listeners)?;
+            driver.on_event(on_event);
+            if let Some(recorder) = recorder {
+                driver.record(Box::new(recorder));
+            }
+            let stop = driver.stop_handle();
+            ctrlc::set_handler(move || stop.stop()).context("cannot install the Ctrl-C handler")?;
+            driver.run()?
+        }
+        Runtime::Smol => {
+            let mut driver = erebus::smol_driver::SmolDriver::new(client, clock, listeners)?;
+            driver.on_event(on_event);
+            if let Some(recorder) = recorder {
+                driver.record(Box::new(recorder));
+            }
+            let stop = driver.stop_handle();
+            ctrlc::set_handler(move || stop.stop()).context("cannot install the Ctrl-C handler")?;
+            smol::block_on(driver.run())?
+        }
+    };
+    if failure.fault == Fault::Closed {
+        eprintln!("erebus: {failure}");
+        return Ok(Outcome::Clean);
+    }
+    Ok(Outcome::Session(failure))
+}
+
+/// Binds a listener, warning when it is reachable from other hosts without authentication.
+fn bind(addr: SocketAddr, what: &str, authenticated: bool) -> anyhow::Result<TcpListener> {
+    if !addr.ip().is_loopback() && !authenticated {
+        tracing::warn!(
+            "the {what} listens on {addr}, reachable from other hosts, without authentication: \
+             anyone who can reach it can use the tunnel"
+        );
+    }
+    TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} for the {what}"))
+}
+
+/// One line about a tunnel configuration: address, routes, DNS.
+fn describe(config: &TunnelConfig) -> String {
+    let mut parts = Vec::new();
+    if let Some(net) = config.ipv4 {
+        parts.push(format!("address {net}"));
+    }
+    if let Some(net) = config.ipv6 {
+        parts.push(format!("address {net}"));
+    }
+    if let Some(gateway) = config.gateway {
+        parts.push(format!("peer {gateway}"));
+    }
+    if !config.routes.is_empty() {
+        let routes: Vec<String> = config.routes.iter().map(ToString::to_string).collect();
+        parts.push(format!("routes {}", routes.join(" ")));
+    }
+    if !config.dns_servers.is_empty() {
+        let dns: Vec<String> = config.dns_servers.iter().map(ToString::to_string).collect();
+        parts.push(format!("DNS {}", dns.join(" ")));
+    }
+    parts.join(", ")
+}
