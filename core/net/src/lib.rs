@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod assembler;
+pub mod dns;
 pub mod ring;
 pub mod stack;
 pub mod tcp;
