@@ -1,0 +1,179 @@
+//! erebus end to end against a real OpenVPN 2.6 server in network namespaces the test creates:
+//! the `erebus` binary runs unprivileged (as nobody) in the client namespace with the
+//! harness's profile, and curl reaches the HTTP server behind the tunnel through erebus's HTTP
+//! proxy (absolute-form and CONNECT), its SOCKS5 proxy and a port forward. Nothing else leads
+//! to the server's tunnel address, so every success went through erebus.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::time::Duration;
+
+use erebus_testvectors::netns::{
+    self, HTTP_MARKER, OpenVpnServer, RunAs, ServerProfile, Transport,
+};
+
+const EREBUS: &str = env!("CARGO_BIN_EXE_erebus");
+
+/// Runs curl as nobody in the client namespace and returns its stdout; fails with curl's
+/// stderr and erebus's log when curl fails.
+fn curl(server: &OpenVpnServer, erebus_log: &str, args: &[&str]) -> Vec<u8> {
+    let curl = netns::find_program("curl").expect("curl is installed");
+    let curl = curl.to_str().unwrap();
+    let mut argv = vec![curl, "-sS", "--fail", "--max-time", "60"];
+    argv.extend_from_slice(args);
+    let output = server
+        .run_in_client(RunAs::Nobody, &argv, Duration::from_secs(90))
+        .unwrap();
+    assert!(
+        output.success(),
+        "curl {args:?} failed: {}\n--- erebus ---\n{erebus_log}",
+        output.stderr_text()
+    );
+    output.stdout
+}
+
+fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
+    let name = format!("erebus_{}_{}_{runtime}", profile.name(), transport.name());
+    if !netns::should_run_interop(&name) {
+        return;
+    }
+    let server = OpenVpnServer::start(profile, transport).unwrap();
+    let config = server.client_profile_path();
+    let mut erebus = server
+        .spawn_in_client(
+            RunAs::Nobody,
+            &[
+                EREBUS,
+                "--config",
+                config.to_str().unwrap(),
+                "--runtime",
+                runtime,
+                "--http",
+                "127.0.0.1:8080",
+                "--socks",
+                "127.0.0.1:1080",
+                "-L",
+                "9090:10.8.0.1:8080",
+            ],
+            "erebus.log",
+        )
+        .unwrap();
+    erebus
+        .wait_until_listening(8080, Duration::from_secs(10))
+        .unwrap();
+    erebus
+        .wait_until_listening(9090, Duration::from_secs(10))
+        .unwrap();
+    let log = || erebus_log(&server);
+
+    // Absolute-form GET through the HTTP proxy.
+    let page = curl(
+        &server,
+        &log(),
+        &["-x", "http://127.0.0.1:8080", &server.http_url()],
+    );
+    assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
+    // CONNECT through the HTTP proxy.
+    let page = curl(
+        &server,
+        &log(),
+        &["-p", "-x", "http://127.0.0.1:8080", &server.http_url()],
+    );
+    assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
+    // SOCKS5 to an address.
+    let echo_url = format!("{}echo", server.http_url());
+    let echo = curl(&server, &log(), &["--socks5", "127.0.0.1:1080", &echo_url]);
+    let echo = String::from_utf8_lossy(&echo);
+    assert!(echo.starts_with("GET /echo HTTP/1.1"), "{echo}");
+    // The port forward.
+    let page = curl(&server, &log(), &["http://127.0.0.1:9090/"]);
+    assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
+
+    // 8 MiB down, checked against the server's deterministic pattern.
+    const DOWN: usize = 8 << 20;
+    let url = format!("{}bytes/{DOWN}", server.http_url());
+    let body = curl(&server, &log(), &["-x", "http://127.0.0.1:8080", &url]);
+    assert_eq!(body.len(), DOWN);
+    assert_eq!(
+        netns::sha256(&body),
+        netns::pattern_sha256(DOWN as u64),
+        "download corrupted"
+    );
+
+    // 4 MiB up, counted and hashed by the server.
+    let sh = netns::find_program("sh").unwrap();
+    let upload = format!(
+        "head -c 4194304 /dev/zero | {} -sS --fail --max-time 60 -x http://127.0.0.1:8080 \
+         --data-binary @- -H 'Content-Type: application/octet-stream' {}upload",
+        netns::find_program("curl").unwrap().display(),
+        server.http_url()
+    );
+    let output = server
+        .run_in_client(
+            RunAs::Nobody,
+            &[sh.to_str().unwrap(), "-c", &upload],
+            Duration::from_secs(90),
+        )
+        .unwrap();
+    assert!(
+        output.success(),
+        "upload failed: {}\n{}",
+        output.stderr_text(),
+        log()
+    );
+    let zeros_sha = netns::hex(&netns::sha256(&vec![0u8; 4 << 20]));
+    assert_eq!(
+        output.stdout_text().trim(),
+        format!("bytes=4194304 sha256={zeros_sha}")
+    );
+
+    // SIGTERM: a clean exit (status 0), with the exit notification over UDP.
+    let status = erebus.stop(Duration::from_secs(10)).expect("erebus exited");
+    assert!(status.success(), "erebus exited with {status}\n{}", log());
+    if transport == Transport::Udp {
+        let seen = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::read_to_string(server.server_log())
+                .is_ok_and(|l| l.contains("OCC exit message received"))
+        });
+        assert!(
+            seen,
+            "the server did not see the exit notification:\n{}",
+            server.server_log_tail(20)
+        );
+    }
+}
+
+fn erebus_log(server: &OpenVpnServer) -> String {
+    std::fs::read_to_string(server.instance_dir().join("erebus.log")).unwrap_or_default()
+}
+
+#[test]
+fn plaintext_over_udp_with_mio() {
+    session(ServerProfile::Plaintext, Transport::Udp, "mio");
+}
+
+#[test]
+fn plaintext_over_tcp_with_smol() {
+    session(ServerProfile::Plaintext, Transport::Tcp, "smol");
+}
+
+#[test]
+fn static_key_over_udp_with_smol() {
+    session(ServerProfile::StaticKey, Transport::Udp, "smol");
+}
+
+#[test]
+fn static_key_over_tcp_with_mio() {
+    session(ServerProfile::StaticKey, Transport::Tcp, "mio");
+}
+
+#[test]
+fn static_key_over_udp_with_mio() {
+    session(ServerProfile::StaticKey, Transport::Udp, "mio");
+}
+
+#[test]
+fn plaintext_over_udp_with_smol() {
+    session(ServerProfile::Plaintext, Transport::Udp, "smol");
+}
