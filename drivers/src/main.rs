@@ -53,6 +53,10 @@ struct Args {
     /// Forward a local port through the tunnel: [bind:]port:host:hostport. Repeatable.
     #[arg(short = 'L', value_name = "SPEC")]
     forward: Vec<String>,
+    /// A DNS server inside the tunnel to resolve proxied names with, instead of those the
+    /// tunnel provides. Repeatable.
+    #[arg(long, value_name = "IP")]
+    dns: Vec<std::net::IpAddr>,
     /// The event loop that runs the client.
     #[arg(long, value_enum, default_value_t = Runtime::Mio)]
     runtime: Runtime,
@@ -215,6 +219,7 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         listeners: front_ends,
         proxy,
         tcp: TcpConfig::default(),
+        dns_servers: args.dns.clone(),
     };
     let client = Client::new(session, client_config, &seed.child("client"), clock.now());
     let recorder = match &args.record {

@@ -21,10 +21,13 @@
 pub mod framing;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 
+use erebus_net::dns::{
+    DnsTransport, Family, LookupId, ResolveError, Resolver, ResolverOptions, tcp_frame_len,
+};
 use erebus_net::stack::{SocketHandle, Stack, StackError};
 use erebus_net::tcp::{ConnectionError, Events, RecvError, State, TcpConfig};
 use erebus_proxy::{Action, FrontEnd, Host, ProxyConfig, ProxyConn, UpstreamFailure};
@@ -47,6 +50,8 @@ pub struct ClientConfig {
     pub proxy: ProxyConfig,
     /// Tunables of the user-space TCP sockets.
     pub tcp: TcpConfig,
+    /// DNS servers inside the tunnel to use instead of those the tunnel provides (`--dns`).
+    pub dns_servers: Vec<IpAddr>,
 }
 
 /// Counters of what the client moved and dropped.
@@ -105,6 +110,19 @@ struct Conn {
     write_blocked: bool,
     /// The driver dropped the connection (reset) or we told it to close.
     gone: bool,
+    /// The name lookup in progress for the upstream, if any.
+    lookup: Option<LookupId>,
+}
+
+/// A DNS query that fell back to TCP (a truncated answer), on its own stack socket.
+#[derive(Debug)]
+struct DnsOverTcp {
+    server: SocketAddr,
+    id: u16,
+    /// The length-prefixed query, until the socket has taken it all.
+    query: Vec<u8>,
+    /// What arrived so far.
+    answer: Vec<u8>,
 }
 
 /// The client: a [`Driven`] machine over a [`Tunnel`].
@@ -126,6 +144,13 @@ pub struct Client<T> {
     commands: VecDeque<(ConnId, LocalCommand)>,
     events: VecDeque<Event>,
     tunnel_config: Option<TunnelConfig>,
+    resolver: Resolver,
+    /// Lookups in flight: the connection and port waiting for each.
+    lookups: BTreeMap<LookupId, (ConnId, u16)>,
+    /// UDP ports bound for the resolver's queries.
+    dns_ports: BTreeSet<u16>,
+    dns_tcp: BTreeMap<SocketHandle, DnsOverTcp>,
+    dns_servers: Vec<IpAddr>,
     down: bool,
     now: Instant,
     stats: ClientStats,
@@ -143,6 +168,11 @@ impl<T: Tunnel> Client<T> {
             config.tcp,
             &seed.child("client.stack"),
         );
+        let resolver = Resolver::new(
+            &TunnelConfig::default(),
+            ResolverOptions::default(),
+            &seed.child("client.dns"),
+        );
         Self {
             tunnel,
             stack,
@@ -158,6 +188,11 @@ impl<T: Tunnel> Client<T> {
             commands: VecDeque::new(),
             events: VecDeque::new(),
             tunnel_config: None,
+            resolver,
+            lookups: BTreeMap::new(),
+            dns_ports: BTreeSet::new(),
+            dns_tcp: BTreeMap::new(),
+            dns_servers: config.dns_servers,
             down: false,
             now,
             stats: ClientStats::default(),
@@ -316,6 +351,7 @@ impl<T: Tunnel> Client<T> {
                     upstream_eof_sent: false,
                     write_blocked: false,
                     gone: false,
+                    lookup: None,
                 },
             );
             self.dirty.insert(id);
@@ -343,6 +379,7 @@ impl<T: Tunnel> Client<T> {
     fn on_timeout(&mut self) {
         let now = self.now;
         self.tunnel.handle_timeout(now);
+        self.resolver.handle_timeout(now);
         for (id, conn) in &mut self.conns {
             if conn
                 .proxy
@@ -361,8 +398,12 @@ impl<T: Tunnel> Client<T> {
             return false;
         };
         match event {
-            TunnelEvent::Up(config) => {
+            TunnelEvent::Up(mut config) => {
+                if !self.dns_servers.is_empty() {
+                    config.dns_servers.clone_from(&self.dns_servers);
+                }
                 self.stack.set_tunnel_config(&config);
+                self.resolver.set_tunnel_config(&config);
                 self.tunnel_config = Some(config.clone());
                 self.events.push_back(Event::Connected(config));
             }
@@ -428,15 +469,28 @@ impl<T: Tunnel> Client<T> {
                 .on_upstream_failed(now, UpstreamFailure::TunnelDown);
             return;
         }
-        let ip = match host {
-            Host::Ip(ip) => *ip,
+        match host {
+            Host::Ip(ip) => self.connect_ip(id, *ip, port),
             Host::Name(name) => {
-                // Resolution through the tunnel's DNS servers is wired in with the DNS stub.
-                tracing::debug!(conn = id.0, %name, "no resolver for this name yet");
-                conn.proxy
-                    .on_upstream_failed(now, UpstreamFailure::NameNotFound);
-                return;
+                // Through the tunnel's DNS servers only: never the host's resolver.
+                match self.resolver.resolve(now, name, Family::V4) {
+                    Ok(lookup) => {
+                        conn.lookup = Some(lookup);
+                        self.lookups.insert(lookup, (id, port));
+                    }
+                    Err(error) => {
+                        tracing::debug!(conn = id.0, %name, "cannot resolve: {error}");
+                        conn.proxy.on_upstream_failed(now, resolve_failure(error));
+                    }
+                }
             }
+        }
+    }
+
+    fn connect_ip(&mut self, id: ConnId, ip: IpAddr, port: u16) {
+        let now = self.now;
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
         };
         match self.stack.connect(now, SocketAddr::new(ip, port)) {
             Ok(handle) => {
@@ -454,6 +508,145 @@ impl<T: Tunnel> Client<T> {
                 conn.proxy.on_upstream_failed(now, failure);
             }
         }
+    }
+
+    /// Moves DNS traffic between the resolver and the stack, and hands finished lookups to
+    /// their connections. Returns whether anything happened.
+    fn pump_dns(&mut self) -> bool {
+        let now = self.now;
+        let mut any = false;
+        while let Some(query) = self.resolver.poll_transmit(now) {
+            any = true;
+            match query.transport {
+                DnsTransport::Udp => {
+                    if !self.stack.udp_is_bound(query.local_port)
+                        && self.stack.udp_bind(query.local_port).is_ok()
+                    {
+                        self.dns_ports.insert(query.local_port);
+                    }
+                    if let Err(e) =
+                        self.stack
+                            .udp_send(query.local_port, query.server, &query.bytes)
+                    {
+                        tracing::debug!("DNS query to {} not sent: {e}", query.server);
+                    }
+                }
+                DnsTransport::Tcp => match self.stack.connect(now, query.server) {
+                    Ok(handle) => {
+                        self.dns_tcp.insert(
+                            handle,
+                            DnsOverTcp {
+                                server: query.server,
+                                id: query.id,
+                                query: query.bytes,
+                                answer: Vec::new(),
+                            },
+                        );
+                    }
+                    Err(_) => {
+                        self.resolver
+                            .handle_tcp_failure(now, query.server, query.id);
+                    }
+                },
+            }
+        }
+        while let Some(datagram) = self.stack.udp_recv() {
+            any = true;
+            let result = self.resolver.handle_udp_response(
+                now,
+                datagram.remote,
+                datagram.local_port,
+                &datagram.payload,
+            );
+            if let Err(drop) = result {
+                tracing::debug!("DNS response from {} dropped: {drop:?}", datagram.remote);
+            }
+        }
+        any |= self.pump_dns_tcp();
+        while let Some((lookup, result)) = self.resolver.poll_result() {
+            any = true;
+            let Some((id, port)) = self.lookups.remove(&lookup) else {
+                continue;
+            };
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            conn.lookup = None;
+            self.dirty.insert(id);
+            match result {
+                Ok(addresses) => match addresses.first() {
+                    Some(ip) => self.connect_ip(id, *ip, port),
+                    None => conn
+                        .proxy
+                        .on_upstream_failed(now, UpstreamFailure::NameNotFound),
+                },
+                Err(error) => conn.proxy.on_upstream_failed(now, resolve_failure(error)),
+            }
+        }
+        let idle: Vec<u16> = self
+            .dns_ports
+            .iter()
+            .copied()
+            .filter(|port| !self.resolver.is_listening_on(*port))
+            .collect();
+        for port in idle {
+            self.dns_ports.remove(&port);
+            self.stack.udp_unbind(port);
+        }
+        any
+    }
+
+    /// Drives the DNS queries that fell back to TCP. Returns whether anything happened.
+    fn pump_dns_tcp(&mut self) -> bool {
+        let now = self.now;
+        let mut finished = Vec::new();
+        for (handle, query) in &mut self.dns_tcp {
+            let Some(socket) = self.stack.socket_mut(*handle) else {
+                finished.push((*handle, None));
+                continue;
+            };
+            if !query.query.is_empty()
+                && socket.may_send()
+                && let Ok(n) = socket.send(&query.query)
+            {
+                query.query.drain(..n);
+            }
+            let answer = &mut query.answer;
+            let read = socket.recv_with(|data| {
+                answer.extend_from_slice(data);
+                data.len()
+            });
+            if let Some(len) = tcp_frame_len(&query.answer)
+                && query.answer.len() >= len
+            {
+                finished.push((*handle, Some(true)));
+            } else if read.is_err() || socket.error().is_some() {
+                finished.push((*handle, Some(false)));
+            }
+        }
+        let any = !finished.is_empty();
+        for (handle, answered) in finished {
+            let Some(query) = self.dns_tcp.remove(&handle) else {
+                continue;
+            };
+            match answered {
+                Some(true) => {
+                    let len = tcp_frame_len(&query.answer).unwrap_or(0);
+                    let frame = query.answer.get(..len).unwrap_or_default();
+                    let _ = self.resolver.handle_tcp_response(now, query.server, frame);
+                }
+                _ => {
+                    self.resolver
+                        .handle_tcp_failure(now, query.server, query.id);
+                }
+            }
+            if let Some(socket) = self.stack.socket_mut(handle) {
+                socket.close();
+                self.closing.insert(handle);
+                self.reap(handle);
+            }
+        }
+        any
     }
 
     fn release_upstream(&mut self, id: ConnId) {
@@ -646,6 +839,22 @@ impl<T: Tunnel> Client<T> {
     }
 }
 
+fn resolve_failure(error: ResolveError) -> UpstreamFailure {
+    match error {
+        ResolveError::Timeout => UpstreamFailure::Timeout,
+        ResolveError::NoServers => {
+            tracing::warn!(
+                "a name cannot be resolved: the tunnel provides no DNS server (give one with --dns)"
+            );
+            UpstreamFailure::NameNotFound
+        }
+        ResolveError::NameNotFound | ResolveError::NoAddresses | ResolveError::InvalidName => {
+            UpstreamFailure::NameNotFound
+        }
+        _ => UpstreamFailure::Other,
+    }
+}
+
 fn upstream_failure(error: ConnectionError) -> UpstreamFailure {
     match error {
         ConnectionError::Refused => UpstreamFailure::Refused,
@@ -690,6 +899,9 @@ impl<T: Tunnel> Driven for Client<T> {
                 break step;
             }
             if self.drain_socket_events() {
+                continue;
+            }
+            if self.pump_dns() {
                 continue;
             }
             if let Some(id) = self.dirty.pop_first() {

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 
 use erebus_client::{Client, ClientConfig};
@@ -96,6 +96,7 @@ impl World {
             listeners: vec![FrontEnd::Http, FrontEnd::Socks5],
             proxy: ProxyConfig::default(),
             tcp: TcpConfig::default(),
+            dns_servers: vec![IpAddr::V4(SERVER_IP)],
         };
         let tunnel = PassThrough {
             up_sent: false,
@@ -244,6 +245,91 @@ fn connect_relays_bytes_both_ways_through_the_tunnel() {
     let body = &received[b"HTTP/1.1 200 Connection established\r\n\r\n".len()..];
     assert_eq!(body.len(), payload.len());
     assert!(body == payload.as_slice());
+}
+
+/// Answers every A query in `query` with `answer` (a minimal authoritative DNS server).
+fn dns_answer(query: &[u8], answer: Option<Ipv4Addr>) -> Vec<u8> {
+    let mut response = query.to_vec();
+    response[2] = 0x84 | (query[2] & 0x01); // QR, AA, RD copied
+    response[3] = if answer.is_some() { 0x80 } else { 0x83 }; // RA; NXDOMAIN without an answer
+    if let Some(ip) = answer {
+        response[7] = 1; // ANCOUNT
+        response.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        response.extend_from_slice(&ip.octets());
+    }
+    response
+}
+
+#[test]
+fn names_resolve_through_the_tunnel_dns_server() {
+    let mut world = World::new();
+    let listener = world.server.listen(80).unwrap();
+    world.server.udp_bind(53).unwrap();
+    world.local(
+        5,
+        LocalEvent::Accepted {
+            listener: ListenerId(1),
+        },
+    );
+    world.local(5, LocalEvent::Data(&[5, 1, 0]));
+    // SOCKS5 CONNECT to the name web.erebus.test:80, resolved remotely.
+    let mut request = vec![5, 1, 0, 3, 15];
+    request.extend_from_slice(b"web.erebus.test");
+    request.extend_from_slice(&[0, 80]);
+    world.local(5, LocalEvent::Data(&request));
+    let query = world
+        .server
+        .udp_recv()
+        .expect("a DNS query went through the tunnel");
+    assert_eq!(query.remote.ip(), IpAddr::V4(CLIENT_IP));
+    assert!(
+        query.payload.windows(3).any(|w| w == b"web"),
+        "the query names the host"
+    );
+    world
+        .server
+        .udp_send(
+            53,
+            query.remote,
+            &dns_answer(&query.payload, Some(SERVER_IP)),
+        )
+        .unwrap();
+    world.run_until(Instant::from_millis(50));
+    let reply = &world.received[&ConnId(5)];
+    assert_eq!(
+        reply[2..4],
+        [5, 0],
+        "SOCKS5 success after resolving through the tunnel"
+    );
+    assert_eq!(
+        world.server_socket(listener).state(),
+        erebus_net::State::Established
+    );
+
+    // An unknown name: NXDOMAIN from the tunnel's server is a 502 for an HTTP client.
+    world.local(
+        6,
+        LocalEvent::Accepted {
+            listener: ListenerId(0),
+        },
+    );
+    world.local(
+        6,
+        LocalEvent::Data(
+            b"GET http://nowhere.erebus.test/ HTTP/1.1\r\nHost: nowhere.erebus.test\r\n\r\n",
+        ),
+    );
+    let query = world
+        .server
+        .udp_recv()
+        .expect("a DNS query for the unknown name");
+    world
+        .server
+        .udp_send(53, query.remote, &dns_answer(&query.payload, None))
+        .unwrap();
+    world.run_until(Instant::from_millis(100));
+    let answer = String::from_utf8_lossy(&world.received[&ConnId(6)]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub mod ring;
 pub mod stack;
 pub mod tcp;
 
-pub use stack::{IngressError, SocketHandle, Stack, StackError, StackStats};
+pub use stack::{IngressError, SocketHandle, Stack, StackError, StackStats, UdpDatagram};
 pub use tcp::{
     ConnectError, ConnectionError, Events, ListenError, RecvError, SendError, State, TcpConfig,
     TcpSocket, TcpStats,

@@ -10,7 +10,7 @@
 
 use core::fmt;
 use core::ops::Bound;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use erebus_sansio::{Instant, Seed, SeededRng, TunnelConfig};
@@ -18,6 +18,7 @@ use erebus_wire::IpProtocol;
 use erebus_wire::icmp::{IcmpPacket, IcmpRepr};
 use erebus_wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use erebus_wire::tcp::{TcpPacket, TcpRepr};
+use erebus_wire::udp::{UdpPacket, UdpRepr};
 
 use crate::tcp::{self, Events, TcpConfig, TcpSocket};
 
@@ -55,6 +56,15 @@ pub enum StackError {
     /// A socket already listens on that port.
     #[error("port already in use")]
     PortInUse,
+    /// A UDP datagram from a port that is not bound.
+    #[error("UDP port not bound")]
+    NotBound,
+    /// A UDP payload too large for the tunnel's MTU (there is no IP fragmentation).
+    #[error("datagram larger than the tunnel MTU")]
+    TooLarge,
+    /// Too many datagrams are already queued for sending.
+    #[error("send queue full")]
+    QueueFull,
     /// The socket refused the operation.
     #[error("socket: {0}")]
     Connect(#[from] tcp::ConnectError),
@@ -72,9 +82,12 @@ pub enum IngressError {
     /// The packet is addressed to someone else.
     #[error("packet not addressed to us")]
     NotForUs,
-    /// A well-formed packet this stack does not handle (IPv6, UDP, fragments, other ICMP).
+    /// A well-formed packet this stack does not handle (IPv6, fragments, other ICMP).
     #[error("unsupported packet")]
     Unsupported,
+    /// A UDP datagram to a port nothing is bound to, or one more than the receive queue holds.
+    #[error("no UDP socket takes the datagram")]
+    UdpNotDelivered,
 }
 
 /// Counters of the stack.
@@ -90,7 +103,25 @@ pub struct StackStats {
     pub resets_sent: u64,
     /// Segments that did not fit the caller's egress buffer (they count as lost).
     pub tx_too_big: u64,
+    /// UDP datagrams delivered to a bound port.
+    pub udp_rx: u64,
+    /// UDP datagrams sent.
+    pub udp_tx: u64,
 }
+
+/// A UDP datagram received on a bound port ([`Stack::udp_recv`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpDatagram {
+    /// Our port it was sent to.
+    pub local_port: u16,
+    /// Who sent it.
+    pub remote: SocketAddr,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// Datagrams queued either way per stack; more are dropped, like a full socket buffer.
+const MAX_UDP_QUEUE: usize = 256;
 
 /// Replies queued for sending without a socket (resets); more are dropped, as a flood of
 /// stray segments must not grow memory.
@@ -117,6 +148,12 @@ pub struct Stack {
     next_port: u16,
     replies: VecDeque<(SocketAddr, SocketAddr, TcpRepr<'static>)>,
     cursor: Option<SocketHandle>,
+    /// Bound UDP ports.
+    udp_ports: BTreeSet<u16>,
+    /// Whole IPv4 packets carrying UDP, ready to go. UDP here is control-plane traffic (DNS),
+    /// so owning each datagram is fine.
+    udp_out: VecDeque<Vec<u8>>,
+    udp_in: VecDeque<UdpDatagram>,
     stats: StackStats,
 }
 
@@ -152,6 +189,9 @@ impl Stack {
             next_port,
             replies: VecDeque::new(),
             cursor: None,
+            udp_ports: BTreeSet::new(),
+            udp_out: VecDeque::new(),
+            udp_in: VecDeque::new(),
             stats: StackStats::default(),
         };
         stack.set_tunnel_config(tunnel);
@@ -278,10 +318,92 @@ impl Stack {
         })
     }
 
+    /// Binds a UDP port of our tunnel address, so datagrams to it are kept for
+    /// [`udp_recv`](Self::udp_recv).
+    ///
+    /// # Errors
+    ///
+    /// [`StackError::PortInUse`] when it is bound already.
+    pub fn udp_bind(&mut self, port: u16) -> Result<(), StackError> {
+        if port == 0 || !self.udp_ports.insert(port) {
+            return Err(StackError::PortInUse);
+        }
+        Ok(())
+    }
+
+    /// Unbinds a UDP port; datagrams to it are dropped from now on, and queued ones discarded.
+    pub fn udp_unbind(&mut self, port: u16) {
+        self.udp_ports.remove(&port);
+        self.udp_in.retain(|d| d.local_port != port);
+    }
+
+    /// Whether a UDP port is bound.
+    pub fn udp_is_bound(&self, port: u16) -> bool {
+        self.udp_ports.contains(&port)
+    }
+
+    /// Queues a UDP datagram from our `local_port` to `remote`; it goes out with the next
+    /// [`poll_egress`](Self::poll_egress).
+    ///
+    /// # Errors
+    ///
+    /// No route, no address, an unbound port, a payload over the MTU, or a full queue.
+    pub fn udp_send(
+        &mut self,
+        local_port: u16,
+        remote: SocketAddr,
+        payload: &[u8],
+    ) -> Result<(), StackError> {
+        if !self.udp_ports.contains(&local_port) {
+            return Err(StackError::NotBound);
+        }
+        if !self.tunnel.routes_to(remote.ip()) {
+            return Err(StackError::NoRoute);
+        }
+        let SocketAddr::V4(remote) = remote else {
+            return Err(StackError::Unsupported);
+        };
+        let local_ip = self.tunnel.local_ipv4().ok_or(StackError::NoLocalAddress)?;
+        if self.udp_out.len() >= MAX_UDP_QUEUE {
+            return Err(StackError::QueueFull);
+        }
+        let repr = UdpRepr {
+            src_port: local_port,
+            dst_port: remote.port(),
+        };
+        let ip = Ipv4Repr {
+            src_addr: local_ip,
+            dst_addr: *remote.ip(),
+            protocol: IpProtocol::Udp,
+            payload_len: repr.buffer_len(payload.len()),
+            ttl: TTL,
+        };
+        if ip.buffer_len() > self.mtu || payload.len() > UdpRepr::MAX_PAYLOAD_LEN {
+            return Err(StackError::TooLarge);
+        }
+        let mut packet = vec![0; ip.buffer_len()];
+        ip.emit(&mut Ipv4Packet::new_unchecked(&mut packet[..]));
+        let mut datagram = UdpPacket::new_unchecked(&mut packet[ipv4::HEADER_LEN..]);
+        repr.emit(
+            &mut datagram,
+            IpAddr::V4(local_ip),
+            IpAddr::V4(*remote.ip()),
+            payload.len(),
+            |out| out.copy_from_slice(payload),
+        );
+        self.udp_out.push_back(packet);
+        Ok(())
+    }
+
+    /// The next datagram received on a bound port.
+    pub fn udp_recv(&mut self) -> Option<UdpDatagram> {
+        self.udp_in.pop_front()
+    }
+
     /// When the stack next needs [`poll_egress`](Self::poll_egress) without new input; an
     /// instant in the past means "now".
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.replies.is_empty() {
+        if !self.replies.is_empty() || !self.udp_out.is_empty() {
             return Some(Instant::ZERO);
         }
         self.sockets.values().filter_map(TcpSocket::poll_at).min()
@@ -318,6 +440,7 @@ impl Stack {
         match ip.protocol {
             IpProtocol::Tcp => self.ingress_tcp(now, ip.src_addr, ip.dst_addr, payload),
             IpProtocol::Icmp => self.ingress_icmp(payload),
+            IpProtocol::Udp => self.ingress_udp(ip.src_addr, ip.dst_addr, payload),
             _ => Err(IngressError::Unsupported),
         }
     }
@@ -355,6 +478,26 @@ impl Stack {
         if let Some(reply) = reply {
             self.queue_reply(local, remote, reply);
         }
+        Ok(())
+    }
+
+    fn ingress_udp(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        datagram: &[u8],
+    ) -> Result<(), IngressError> {
+        let packet = UdpPacket::new_checked(datagram)?;
+        let repr = UdpRepr::parse(&packet, IpAddr::V4(src), IpAddr::V4(dst))?;
+        if !self.udp_ports.contains(&repr.dst_port) || self.udp_in.len() >= MAX_UDP_QUEUE {
+            return Err(IngressError::UdpNotDelivered);
+        }
+        self.stats.udp_rx += 1;
+        self.udp_in.push_back(UdpDatagram {
+            local_port: repr.dst_port,
+            remote: SocketAddr::V4(SocketAddrV4::new(src, repr.src_port)),
+            payload: packet.payload().to_vec(),
+        });
         Ok(())
     }
 
@@ -398,6 +541,15 @@ impl Stack {
     /// nothing is due. Call it until it returns `None`. `buf` must hold [`mtu`](Self::mtu)
     /// bytes; a segment that does not fit is counted and treated as lost.
     pub fn poll_egress(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        while let Some(packet) = self.udp_out.pop_front() {
+            if let Some(out) = buf.get_mut(..packet.len()) {
+                out.copy_from_slice(&packet);
+                self.stats.tx_packets += 1;
+                self.stats.udp_tx += 1;
+                return Some(packet.len());
+            }
+            self.stats.tx_too_big += 1;
+        }
         while let Some((local, remote, reply)) = self.replies.pop_front() {
             if let Some(len) = write_packet(buf, local, remote, &reply) {
                 self.stats.tx_packets += 1;
@@ -589,6 +741,57 @@ mod tests {
 
     fn addr(d: u8, port: u16) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(v4(d), port))
+    }
+
+    #[test]
+    fn udp_datagrams_go_both_ways_between_two_stacks() {
+        let mut a = Stack::new(&tunnel(2), TcpConfig::default(), &Seed::from_byte(1));
+        let mut b = Stack::new(&tunnel(1), TcpConfig::default(), &Seed::from_byte(2));
+        assert_eq!(
+            a.udp_send(5353, addr(1, 53), b"q"),
+            Err(StackError::NotBound)
+        );
+        a.udp_bind(5353).unwrap();
+        assert_eq!(a.udp_bind(5353), Err(StackError::PortInUse));
+        assert_eq!(
+            a.udp_send(5353, "192.0.2.1:53".parse().unwrap(), b"q"),
+            Err(StackError::NoRoute)
+        );
+        assert_eq!(
+            a.udp_send(5353, addr(1, 53), &[0; 1400]),
+            Err(StackError::TooLarge)
+        );
+        a.udp_send(5353, addr(1, 53), b"query").unwrap();
+        assert_eq!(a.poll_timeout(), Some(Instant::ZERO));
+        let mut buf = [0u8; 1400];
+        let len = a.poll_egress(Instant::ZERO, &mut buf).unwrap();
+        // Nothing listens on b's port 53 yet: the datagram is refused and counted.
+        assert_eq!(
+            b.ingress(Instant::ZERO, &buf[..len]),
+            Err(IngressError::UdpNotDelivered)
+        );
+        b.udp_bind(53).unwrap();
+        b.ingress(Instant::ZERO, &buf[..len]).unwrap();
+        let got = b.udp_recv().unwrap();
+        assert_eq!(
+            (got.local_port, got.remote, &got.payload[..]),
+            (53, addr(2, 5353), &b"query"[..])
+        );
+        b.udp_send(53, got.remote, b"answer").unwrap();
+        let len = b.poll_egress(Instant::ZERO, &mut buf).unwrap();
+        a.ingress(Instant::ZERO, &buf[..len]).unwrap();
+        assert_eq!(a.udp_recv().unwrap().payload, b"answer");
+        // A corrupted checksum is a drop, not a delivery.
+        b.udp_send(53, got.remote, b"again").unwrap();
+        let len = b.poll_egress(Instant::ZERO, &mut buf).unwrap();
+        buf[len - 1] ^= 1;
+        assert!(matches!(
+            a.ingress(Instant::ZERO, &buf[..len]),
+            Err(IngressError::Malformed(_))
+        ));
+        a.udp_unbind(5353);
+        assert!(!a.udp_is_bound(5353));
+        assert_eq!(a.stats().udp_rx, 1);
     }
 
     #[test]
