@@ -39,6 +39,31 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
     }
     let server = OpenVpnServer::start(profile, transport).unwrap();
     let config = server.client_profile_path();
+    // Everything that leaves the client namespace on the outer link, for the leak check.
+    let capture = server.instance_dir().join("outer.pcap");
+    let tcpdump = netns::find_program("tcpdump").expect("tcpdump is installed");
+    let tcpdump = server
+        .spawn_in_client(
+            RunAs::Root,
+            &[
+                tcpdump.to_str().unwrap(),
+                "-i",
+                "vcli",
+                "-U",
+                "-n",
+                "-w",
+                capture.to_str().unwrap(),
+                "port 53 or port 1194",
+            ],
+            "tcpdump.log",
+        )
+        .unwrap();
+    let listening = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::read_to_string(server.instance_dir().join("tcpdump.log"))
+            .is_ok_and(|l| l.contains("listening on"))
+    });
+    assert!(listening, "tcpdump did not start");
     let mut erebus = server
         .spawn_in_client(
             RunAs::Nobody,
@@ -54,6 +79,8 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
                 "127.0.0.1:1080",
                 "-L",
                 "9090:10.8.0.1:8080",
+                "--dns",
+                "10.8.0.1",
             ],
             "erebus.log",
         )
@@ -85,6 +112,30 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
     let echo = curl(&server, &log(), &["--socks5", "127.0.0.1:1080", &echo_url]);
     let echo = String::from_utf8_lossy(&echo);
     assert!(echo.starts_with("GET /echo HTTP/1.1"), "{echo}");
+    // Names only the tunnel's DNS server knows, resolved through the tunnel (socks5h
+    // semantics), through SOCKS5 and through the HTTP proxy.
+    let page = curl(
+        &server,
+        &log(),
+        &[
+            "--socks5-hostname",
+            "127.0.0.1:1080",
+            &server.http_name_url(),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
+    let named_echo = format!("{}echo", server.http_name_url());
+    let echo = curl(
+        &server,
+        &log(),
+        &["-x", "http://127.0.0.1:8080", &named_echo],
+    );
+    assert!(String::from_utf8_lossy(&echo).contains("web.erebus.test"));
+    let dns_log = std::fs::read_to_string(server.dnsmasq_log()).unwrap();
+    assert!(
+        dns_log.contains(&format!("query[A] {} from 10.8.0.2", netns::DNS_NAME)),
+        "dnsmasq did not see erebus's query through the tunnel:\n{dns_log}"
+    );
     // The port forward.
     let page = curl(&server, &log(), &["http://127.0.0.1:9090/"]);
     assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
@@ -127,6 +178,16 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
         format!("bytes=4194304 sha256={zeros_sha}")
     );
 
+    // No DNS query left outside the tunnel: the outer link carried the tunnel and nothing on
+    // port 53.
+    tcpdump.stop(Duration::from_secs(5));
+    let (tunnel_packets, dns_packets) = count_outer_packets(&std::fs::read(&capture).unwrap());
+    assert!(
+        tunnel_packets > 100,
+        "the capture saw only {tunnel_packets} tunnel packets"
+    );
+    assert_eq!(dns_packets, 0, "DNS leaked outside the tunnel");
+
     // SIGTERM: a clean exit (status 0), with the exit notification over UDP.
     let status = erebus.stop(Duration::from_secs(10)).expect("erebus exited");
     assert!(status.success(), "erebus exited with {status}\n{}", log());
@@ -142,6 +203,31 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
             server.server_log_tail(20)
         );
     }
+}
+
+/// Counts the packets of an Ethernet pcap by port: (port 1194, port 53).
+fn count_outer_packets(pcap: &[u8]) -> (usize, usize) {
+    let mut reader = pcap_file::pcap::PcapReader::new(pcap).unwrap();
+    let (mut tunnel, mut dns) = (0, 0);
+    while let Some(packet) = reader.next_packet() {
+        let data = packet.unwrap().data;
+        // Ethernet, then IPv4 with its header length, then the ports of UDP or TCP.
+        let Some(&version_ihl) = data.get(14) else {
+            continue;
+        };
+        let l4 = 14 + usize::from(version_ihl & 0x0f) * 4;
+        let Some(ports) = data.get(l4..l4 + 4) else {
+            continue;
+        };
+        let src = u16::from_be_bytes([ports[0], ports[1]]);
+        let dst = u16::from_be_bytes([ports[2], ports[3]]);
+        if src == 53 || dst == 53 {
+            dns += 1;
+        } else if src == 1194 || dst == 1194 {
+            tunnel += 1;
+        }
+    }
+    (tunnel, dns)
 }
 
 fn erebus_log(server: &OpenVpnServer) -> String {
