@@ -3,12 +3,14 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod data;
 pub mod keys;
 pub mod p2p;
 pub mod packet;
 pub mod replay;
 pub mod setup;
+pub mod tls;
 
 pub use data::DataChannel;
 pub use keys::StaticKey;
