@@ -2,8 +2,8 @@
 //! in place in the caller's buffer.
 //!
 //! A [`DataChannel`] holds one key's state for both directions: the send and receive keys, the
-//! sending packet-id counter, the receive replay window and the drop counters. Two layouts
-//! exist today:
+//! sending packet-id counter, the receive replay window and the drop counters. Three layouts
+//! exist:
 //!
 //! - **plaintext** (point-to-point without `--secret`): the payload is the packet, nothing is
 //!   added or checked;
@@ -18,17 +18,43 @@
 //!   (counter and time) and no header; TLS mode uses the short one behind a
 //!   [`DataHeader`].
 //!
-//! The AEAD layout of TLS mode (AES-GCM, ChaCha20-Poly1305) is a third layout of the same
-//! [`DataChannel`]: its header is part of the additional data, so the header lives in the channel
-//! rather than with the caller.
+//! - **AEAD** (TLS mode with AES-GCM or ChaCha20-Poly1305, see [`aead`]):
+//!
+//!   ```text
+//!   [header][packet id][tag][AEAD(payload)]
+//!   ```
+//!
+//!   The `P_DATA_V2` header is part of the additional data, so the header lives in the channel
+//!   rather than with the caller.
+//!
+//! Inside the encryption, the payload carries the compression framing the server configured
+//! ([`compress`]); the channel adds it when sealing and removes it when opening, so callers only
+//! ever see inner packets, pings and OCC messages.
 //!
 //! Packet order of the receive path, as in OpenVPN: verify the HMAC (constant time), decrypt,
 //! strip the padding, read the packet id, check it against the replay window, and only then
-//! commit it. A packet that fails any step changes nothing but a drop counter.
+//! commit it; the AEAD layout checks the replay window before decrypting too, and commits only
+//! after the tag verified. A packet that fails any step changes nothing but a drop counter.
+//!
+//! A TLS session has up to three keys at once (a new one being negotiated, the current one, and
+//! the previous one kept for late packets): [`DataKeys`] routes packets to the right
+//! [`DataChannel`] by key id. [`DataChannel::from_key2`] builds a channel from the 256 key bytes
+//! the TLS handshake exports.
 
+pub mod aead;
+pub mod compress;
 pub mod inband;
+pub mod key2;
+pub mod slots;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
+
+pub use aead::AeadAlg;
+pub use compress::Compression;
+pub use key2::{DataCipher, DataConfig, Key2Role};
+pub use slots::{DataKeys, SlotError};
 
 use core::fmt;
 use core::ops::Range;
@@ -43,7 +69,7 @@ use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 
 use crate::keys::{DirectionalKeys, KeySlot};
-use crate::packet::DataHeader;
+use crate::packet::{DataHeader, KeyId};
 use crate::replay::{PacketId, PacketIdForm, PacketIdSender, ReplayConfig, ReplayWindow};
 
 /// A data-channel cipher (`--cipher`).
@@ -170,13 +196,16 @@ pub enum SealError {
     /// The packet-id counter is exhausted: the key must not send any more.
     #[error("packet id space exhausted")]
     PacketIdExhausted,
+    /// No key to send with yet.
+    #[error("no data-channel key yet")]
+    NoKey,
 }
 
 impl From<SealError> for DropReason {
     fn from(error: SealError) -> Self {
         match error {
             SealError::Empty | SealError::NoRoom => Self::Malformed,
-            SealError::PacketIdExhausted => Self::NotReady,
+            SealError::PacketIdExhausted | SealError::NoKey => Self::NotReady,
         }
     }
 }
@@ -395,13 +424,19 @@ struct CbcHmac {
 enum Layout {
     Plaintext,
     CbcHmac(Box<CbcHmac>),
+    Aead(Box<aead::AeadState>),
 }
+
+/// The packet id from which a TLS-mode key should be renegotiated, as OpenVPN does: far enough
+/// from the end of the 32-bit space that the new key is ready before the old one runs out.
+pub const REKEY_PACKET_ID: u32 = 0xFF00_0000;
 
 /// One key's data channel in both directions. See the [module documentation](self).
 #[derive(Clone)]
 pub struct DataChannel {
     header: Option<DataHeader>,
     layout: Layout,
+    compression: Compression,
     drops: DropCounts,
 }
 
@@ -411,8 +446,31 @@ impl DataChannel {
         Self {
             header: None,
             layout: Layout::Plaintext,
+            compression: Compression::None,
             drops: DropCounts::default(),
         }
+    }
+
+    /// The AEAD channel of TLS mode (see [`aead`]): `keys.send` encrypts with its cipher slot and
+    /// takes its implicit IV from the first 8 bytes of its HMAC slot, `keys.recv` likewise for
+    /// decryption. Every packet starts with `header`, which names the key id.
+    ///
+    /// # Errors
+    ///
+    /// [`DataChannelError::ZeroCipherKey`] when a cipher key is all zeros.
+    pub fn aead(
+        keys: &DirectionalKeys,
+        alg: AeadAlg,
+        header: DataHeader,
+        replay: ReplayConfig,
+    ) -> Result<Self, DataChannelError> {
+        let state = aead::AeadState::new(keys, alg, replay)?;
+        Ok(Self {
+            header: Some(header),
+            layout: Layout::Aead(Box::new(state)),
+            compression: Compression::None,
+            drops: DropCounts::default(),
+        })
     }
 
     /// The static-key (`--secret`) channel: CBC (or no cipher) plus HMAC (or none), long-form
@@ -465,6 +523,7 @@ impl DataChannel {
         Ok(Self {
             header: None,
             layout: Layout::CbcHmac(Box::new(state)),
+            compression: Compression::None,
             drops: DropCounts::default(),
         })
     }
@@ -476,8 +535,32 @@ impl DataChannel {
         self
     }
 
+    /// Frames every sealed payload and unframes every opened one with `compression`.
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// The header in front of every packet (TLS mode), if any.
+    pub const fn header(&self) -> Option<DataHeader> {
+        self.header
+    }
+
+    /// The key id this channel's packets carry (TLS mode), if it has a header.
+    pub fn key_id(&self) -> Option<KeyId> {
+        self.header.map(|h| h.key_id())
+    }
+
+    /// The compression framing in force.
+    pub const fn compression(&self) -> Compression {
+        self.compression
+    }
+
     /// Starts over as after a restart: a fresh replay window and a packet-id counter whose time
     /// is later than before, with the same keys. Drop counters are kept.
+    ///
+    /// The AEAD layout ignores this: its nonce is the packet id, so restarting the counter under
+    /// the same key would reuse nonces. TLS mode restarts with new keys instead.
     pub fn restart(&mut self) {
         if let Layout::CbcHmac(state) = &mut self.layout {
             state.sender = state.sender.restarted();
@@ -485,8 +568,33 @@ impl DataChannel {
         }
     }
 
-    /// Bytes needed before and after an inner packet to seal it in place.
-    pub fn overhead(&self) -> Overhead {
+    /// Whether the key is near the end of its packet-id space (at least [`REKEY_PACKET_ID`]
+    /// sent) and the session should renegotiate. Only short-form (TLS-mode) counters run out;
+    /// the long form moves its time on instead.
+    pub fn needs_rekey(&self) -> bool {
+        match &self.layout {
+            Layout::Plaintext => false,
+            Layout::CbcHmac(state) => {
+                state.sender.form() == PacketIdForm::Short
+                    && state.sender.last().id >= REKEY_PACKET_ID
+            }
+            Layout::Aead(state) => state.last_sent() >= REKEY_PACKET_ID,
+        }
+    }
+
+    /// Whether another packet may be sealed: false once a short-form counter is exhausted.
+    fn can_send(&self) -> bool {
+        match &self.layout {
+            Layout::Plaintext => true,
+            Layout::CbcHmac(state) => {
+                state.sender.form() == PacketIdForm::Long || state.sender.last().id < u32::MAX
+            }
+            Layout::Aead(state) => state.can_send(),
+        }
+    }
+
+    /// Bytes the encryption layout and header need around the framed payload.
+    fn crypto_overhead(&self) -> Overhead {
         let header = self.header.map_or(0, |h| h.len());
         match &self.layout {
             Layout::Plaintext => Overhead {
@@ -501,6 +609,20 @@ impl DataChannel {
                 // PKCS#7 always adds 1..=block bytes.
                 tailroom: state.cipher.block_len(),
             },
+            Layout::Aead(state) => Overhead {
+                headroom: header + state.alg().headroom(),
+                tailroom: 0,
+            },
+        }
+    }
+
+    /// Bytes needed before and after an inner packet to seal it in place: the header, the
+    /// layout's fields and the compression framing at its largest.
+    pub fn overhead(&self) -> Overhead {
+        let crypto = self.crypto_overhead();
+        Overhead {
+            headroom: crypto.headroom + self.compression.headroom(),
+            tailroom: crypto.tailroom + self.compression.tailroom(),
         }
     }
 
@@ -514,16 +636,22 @@ impl DataChannel {
         match &self.layout {
             Layout::Plaintext => None,
             Layout::CbcHmac(state) => Some(state.sender.last()),
+            Layout::Aead(state) => Some(PacketId {
+                id: state.last_sent(),
+                time: 0,
+            }),
         }
     }
 
     /// Seals the inner packet at `buf[inner]` in place and returns the range of `buf` holding
-    /// the outer packet. The outer packet starts exactly [`Overhead::headroom`] bytes before
-    /// `inner.start`.
+    /// the outer packet. The outer packet starts [`Overhead::headroom`] bytes before
+    /// `inner.start`, except under the stub-v2 and lz4-v2 framings, whose two escape bytes
+    /// (counted in the headroom) precede only payloads that start with `0x50`.
     ///
     /// # Errors
     ///
-    /// A [`SealError`]; nothing is consumed (no packet id is used) when the room is missing.
+    /// A [`SealError`]; nothing is consumed (no packet id is used) and `buf` is unchanged when
+    /// the room is missing or the packet ids are exhausted.
     pub fn seal(
         &mut self,
         now: Instant,
@@ -556,7 +684,7 @@ impl DataChannel {
             return Err(SealError::Empty);
         }
         let overhead = self.overhead();
-        let start = inner
+        inner
             .start
             .checked_sub(overhead.headroom)
             .ok_or(SealError::NoRoom)?;
@@ -567,26 +695,49 @@ impl DataChannel {
         if room_end > buf.len() {
             return Err(SealError::NoRoom);
         }
-        let end = match &mut self.layout {
-            Layout::Plaintext => inner.end,
-            Layout::CbcHmac(state) => state.seal(now, buf, inner, iv)?,
-        };
-        if let Some(header) = self.header {
-            header
-                .emit(buf.get_mut(start..).unwrap_or(&mut []))
-                .map_err(|_| SealError::NoRoom)?;
+        if !self.can_send() {
+            return Err(SealError::PacketIdExhausted);
         }
+        // Room for the largest framing was checked above, so framing cannot fail here.
+        let framed = self
+            .compression
+            .frame(buf, inner)
+            .ok_or(SealError::NoRoom)?;
+        let start = framed
+            .start
+            .checked_sub(self.crypto_overhead().headroom)
+            .ok_or(SealError::NoRoom)?;
+        // The header goes first: the AEAD layout authenticates it.
+        let header_len = match self.header {
+            Some(header) => header
+                .emit(buf.get_mut(start..).unwrap_or(&mut []))
+                .map_err(|_| SealError::NoRoom)?,
+            None => 0,
+        };
+        let end = match &mut self.layout {
+            Layout::Plaintext => framed.end,
+            Layout::CbcHmac(state) => state.seal(now, buf, framed, iv)?,
+            Layout::Aead(state) => {
+                let packet = buf.get_mut(start..framed.end).ok_or(SealError::NoRoom)?;
+                state.seal(packet, header_len).ok_or(SealError::NoRoom)?;
+                framed.end
+            }
+        };
         Ok(start..end)
     }
 
     /// Opens the outer packet in `packet` in place and returns where the payload now lies.
-    /// The payload may be an inner IP packet or an in-band message ([`inband::classify`]).
+    /// The payload may be an inner IP packet or an in-band message ([`inband::classify`]); the
+    /// compression framing is already removed.
     ///
     /// # Errors
     ///
     /// The [`DropReason`], which is also counted: [`DropReason::Malformed`] for lengths that
-    /// cannot be, bad padding or an empty payload, [`DropReason::Unauthentic`] for a wrong HMAC,
-    /// [`DropReason::Replayed`] for a replayed or too old packet id.
+    /// cannot be, a header that is no data header, bad padding, a framing byte the configured
+    /// compression does not define, or an empty payload; [`DropReason::Unauthentic`] for a
+    /// wrong HMAC or tag; [`DropReason::Replayed`] for a replayed or too old packet id;
+    /// [`DropReason::UnknownKey`] for a header naming another key id;
+    /// [`DropReason::Unsupported`] for a payload the peer really compressed.
     pub fn open(&mut self, now: Instant, packet: &mut [u8]) -> Result<Range<usize>, DropReason> {
         let result = self.open_uncounted(now, packet);
         if let Err(reason) = result {
@@ -600,16 +751,38 @@ impl DataChannel {
         now: Instant,
         packet: &mut [u8],
     ) -> Result<Range<usize>, DropReason> {
-        let header_len = self.header.map_or(0, |h| h.len());
+        // The received header, not ours, is what the peer authenticated: P_DATA_V1 and V2 are
+        // both accepted, whatever we send.
+        let header_len = match self.header {
+            None => 0,
+            Some(ours) => {
+                let theirs = DataHeader::parse(packet).map_err(|_| DropReason::Malformed)?;
+                if theirs.key_id() != ours.key_id() {
+                    return Err(DropReason::UnknownKey);
+                }
+                theirs.len()
+            }
+        };
         if packet.len() <= header_len {
             return Err(DropReason::Malformed);
         }
-        let body = packet.get_mut(header_len..).ok_or(DropReason::Malformed)?;
         let payload = match &mut self.layout {
-            Layout::Plaintext => 0..body.len(),
-            Layout::CbcHmac(state) => state.open(now, body)?,
+            Layout::Plaintext => header_len..packet.len(),
+            Layout::CbcHmac(state) => {
+                let body = packet.get_mut(header_len..).ok_or(DropReason::Malformed)?;
+                let payload = state.open(now, body)?;
+                payload.start + header_len..payload.end + header_len
+            }
+            Layout::Aead(state) => state.open(now, packet, header_len)?..packet.len(),
         };
-        Ok(payload.start + header_len..payload.end + header_len)
+        let payload = self.compression.unframe(packet, payload).map_err(|error| {
+            tracing::debug!(%error, "dropped a data-channel payload");
+            DropReason::from(error)
+        })?;
+        if payload.is_empty() {
+            return Err(DropReason::Malformed);
+        }
+        Ok(payload)
     }
 }
 
@@ -624,8 +797,14 @@ impl fmt::Debug for DataChannel {
                 .field("auth", &state.auth)
                 .field("last_sent", &state.sender.last())
                 .field("highest_received", &state.replay.highest()),
+            Layout::Aead(state) => out
+                .field("cipher", &state.alg())
+                .field("last_sent", &state.last_sent())
+                .field("highest_received", &state.highest_received()),
         };
-        out.field("drops", &self.drops).finish_non_exhaustive()
+        out.field("compression", &self.compression)
+            .field("drops", &self.drops)
+            .finish_non_exhaustive()
     }
 }
 

@@ -480,6 +480,7 @@ impl DataChannel {
         match &self.layout {
             Layout::Plaintext => PacketId::default(),
             Layout::CbcHmac(state) => state.replay.highest(),
+            Layout::Aead(state) => state.highest_received(),
         }
     }
 }
