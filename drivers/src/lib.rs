@@ -9,8 +9,10 @@
 
 pub mod clock;
 pub mod mio_driver;
+pub mod ping;
 pub mod profile;
 pub mod record;
+pub mod session;
 pub mod smol_driver;
 
 pub use clock::{Clock, os_seed};

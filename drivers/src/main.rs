@@ -1,7 +1,7 @@
 //! The `erebus` command: a rootless VPN client that exposes the private network through local
 //! proxies.
 
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,12 +9,10 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use erebus::profile::LoadedProfile;
 use erebus::record::Recorder;
+use erebus::session::{SetupError, build_tunnel, first_connection, resolve_remote};
 use erebus::{Clock, os_seed};
 use erebus_client::{Client, ClientConfig};
 use erebus_net::tcp::TcpConfig;
-use erebus_openvpn::P2pSession;
-use erebus_openvpn::config::Mode;
-use erebus_openvpn::setup::p2p_config;
 use erebus_proxy::{ForwardSpec, FrontEnd, ProxyConfig};
 use erebus_sansio::io::Event;
 use erebus_sansio::tunnel::{Failure, Fault, TunnelConfig};
@@ -126,62 +124,21 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
             warning.message
         );
     }
-    let profile = &loaded.profile;
-    let Some(connection) = profile.connections.first() else {
-        return Ok(Outcome::Config(anyhow::anyhow!(
-            "the profile names no remote"
-        )));
+    let setup = first_connection(&loaded).and_then(|connection| {
+        let remote = resolve_remote(connection)?;
+        Ok((connection, remote))
+    });
+    let (connection, remote) = match setup {
+        Ok(pair) => pair,
+        Err(SetupError::Config(error)) => return Ok(Outcome::Config(error)),
+        Err(SetupError::Network(failure)) => return Ok(Outcome::Session(failure)),
     };
-    // Only the VPN server's own name uses the host's resolver; everything proxied resolves
-    // through the tunnel.
-    let remote = match (connection.host.as_str(), connection.port).to_socket_addrs() {
-        Ok(mut addrs) => match addrs.next() {
-            Some(addr) => addr,
-            None => {
-                return Ok(Outcome::Session(Failure::new(
-                    Fault::Timeout,
-                    format!("the server name {} has no address", connection.host),
-                )));
-            }
-        },
-        Err(e) => {
-            return Ok(Outcome::Session(Failure::new(
-                Fault::Timeout,
-                format!("cannot resolve the server name {}: {e}", connection.host),
-            )));
-        }
-    };
-
     let seed = os_seed()?;
     let clock = Clock::start();
-    let session = match profile.mode() {
-        Mode::Plaintext | Mode::StaticKey => {
-            let secret = match &profile.secret {
-                Some(secret) => Some(loaded.material(&secret.key)?),
-                None => None,
-            };
-            let config = match p2p_config(
-                profile,
-                connection,
-                remote,
-                secret.as_deref().map(Vec::as_slice),
-                clock.wall_clock(),
-            ) {
-                Ok(config) => config,
-                Err(error) => return Ok(Outcome::Config(error.into())),
-            };
-            match P2pSession::new(config, &seed.child("openvpn.session"), clock.now()) {
-                Ok(session) => session,
-                Err(error) => return Ok(Outcome::Config(error.into())),
-            }
-        }
-        Mode::Tls => {
-            return Ok(Outcome::Config(anyhow::anyhow!(
-                "{}: TLS client mode is not supported yet; plaintext and static-key \
-                 point-to-point profiles are",
-                loaded.path.display()
-            )));
-        }
+    let session = match build_tunnel(&loaded, connection, remote, &seed, &clock, clock.now()) {
+        Ok(session) => session,
+        Err(SetupError::Config(error)) => return Ok(Outcome::Config(error)),
+        Err(SetupError::Network(failure)) => return Ok(Outcome::Session(failure)),
     };
 
     let mut listeners = Vec::new();

@@ -342,6 +342,50 @@ pub trait Tunnel {
     fn poll_timeout(&self) -> Option<(Instant, &'static str)>;
 }
 
+/// A boxed tunnel is a tunnel, so a program can pick the protocol at run time.
+impl<T: Tunnel + ?Sized> Tunnel for Box<T> {
+    fn transport(&self) -> TransportSpec {
+        (**self).transport()
+    }
+
+    fn overhead(&self) -> Overhead {
+        (**self).overhead()
+    }
+
+    fn decapsulate(&mut self, now: Instant, packet: &mut [u8]) -> Result<Decapsulated, DropReason> {
+        (**self).decapsulate(now, packet)
+    }
+
+    fn encapsulate(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        inner: Range<usize>,
+    ) -> Result<Range<usize>, DropReason> {
+        (**self).encapsulate(now, buf, inner)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        (**self).handle_timeout(now);
+    }
+
+    fn close(&mut self, now: Instant) {
+        (**self).close(now);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Result<usize, usize>> {
+        (**self).poll_transmit(now, buf)
+    }
+
+    fn poll_event(&mut self) -> Option<TunnelEvent> {
+        (**self).poll_event()
+    }
+
+    fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
+        (**self).poll_timeout()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

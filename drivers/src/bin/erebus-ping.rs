@@ -1,0 +1,89 @@
+//! `erebus-ping`: checks a VPN profile by sending ICMP echo requests to an address inside the
+//! tunnel, written as raw IPv4 packets straight into the tunnel (no TCP/IP stack, no proxy),
+//! and printing the replies. Needs no root, like erebus itself.
+
+#![allow(clippy::print_stdout)] // Printing the replies is what this command is for.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use erebus::mio_driver::MioDriver;
+use erebus::ping::PingProbe;
+use erebus::profile::LoadedProfile;
+use erebus::session::{SetupError, build_tunnel, first_connection, resolve_remote};
+use erebus::{Clock, os_seed};
+use erebus_sansio::tunnel::Fault;
+
+/// Pings an address inside the VPN tunnel a profile opens.
+#[derive(Parser, Debug)]
+#[command(name = "erebus-ping", version)]
+struct Args {
+    /// The OpenVPN profile (.ovpn) to connect with.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// How many echo requests to send.
+    #[arg(short = 'c', long, default_value_t = 3)]
+    count: u16,
+    /// Seconds between requests.
+    #[arg(short = 'i', long, default_value_t = 1.0)]
+    interval: f64,
+    /// Seconds to wait for replies after the last request.
+    #[arg(short = 'W', long, default_value_t = 5.0)]
+    wait: f64,
+    /// The address inside the tunnel to ping.
+    target: Ipv4Addr,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("erebus-ping: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<ExitCode, SetupError> {
+    let loaded = LoadedProfile::load(&args.config).map_err(|e| SetupError::Config(e.into()))?;
+    let connection = first_connection(&loaded)?;
+    let remote = resolve_remote(connection)?;
+    let seed = os_seed().map_err(SetupError::Config)?;
+    let clock = Clock::start();
+    let tunnel = build_tunnel(&loaded, connection, remote, &seed, &clock, clock.now())?;
+    let interval = Duration::from_secs_f64(args.interval.clamp(0.01, 3600.0));
+    let wait = Duration::from_secs_f64(args.wait.clamp(0.0, 3600.0));
+    let ident = seed.child("ping").rng().next_u32() as u16;
+    let probe = PingProbe::new(
+        tunnel,
+        args.target,
+        args.count,
+        interval,
+        wait,
+        ident,
+        clock.now(),
+    );
+    let mut driver = MioDriver::new(probe, clock, Vec::new())
+        .map_err(|e| SetupError::Config(anyhow::anyhow!("cannot start the event loop: {e}")))?;
+    let outcome = driver
+        .run()
+        .map_err(|e| SetupError::Config(anyhow::anyhow!("event loop failed: {e}")))?;
+    for reply in driver.machine().replies() {
+        println!(
+            "reply from {}: icmp_seq={} time={:.2} ms",
+            args.target,
+            reply.seq,
+            reply.rtt.as_secs_f64() * 1000.0
+        );
+    }
+    println!("{}", outcome.message);
+    Ok(if outcome.fault == Fault::Closed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
+}
