@@ -140,8 +140,8 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
     let page = curl(&server, &log(), &["http://127.0.0.1:9090/"]);
     assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
 
-    // 8 MiB down, checked against the server's deterministic pattern.
-    const DOWN: usize = 8 << 20;
+    // 64 MiB down, checked against the server's deterministic pattern.
+    const DOWN: usize = 64 << 20;
     let url = format!("{}bytes/{DOWN}", server.http_url());
     let body = curl(&server, &log(), &["-x", "http://127.0.0.1:8080", &url]);
     assert_eq!(body.len(), DOWN);
@@ -151,10 +151,10 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
         "download corrupted"
     );
 
-    // 4 MiB up, counted and hashed by the server.
+    // 10 MiB up, counted and hashed by the server.
     let sh = netns::find_program("sh").unwrap();
     let upload = format!(
-        "head -c 4194304 /dev/zero | {} -sS --fail --max-time 60 -x http://127.0.0.1:8080 \
+        "head -c 10485760 /dev/zero | {} -sS --fail --max-time 60 -x http://127.0.0.1:8080 \
          --data-binary @- -H 'Content-Type: application/octet-stream' {}upload",
         netns::find_program("curl").unwrap().display(),
         server.http_url()
@@ -172,11 +172,67 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
         output.stderr_text(),
         log()
     );
-    let zeros_sha = netns::hex(&netns::sha256(&vec![0u8; 4 << 20]));
+    let zeros_sha = netns::hex(&netns::sha256(&vec![0u8; 10 << 20]));
     assert_eq!(
         output.stdout_text().trim(),
-        format!("bytes=4194304 sha256={zeros_sha}")
+        format!("bytes=10485760 sha256={zeros_sha}")
     );
+
+    // Keep-alive: two requests on one client connection reuse one upstream stream (the
+    // server sees the same source port twice).
+    let output = curl(
+        &server,
+        &log(),
+        &[
+            "-i",
+            "-x",
+            "http://127.0.0.1:8080",
+            &echo_url,
+            &echo_url,
+            "-w",
+            "connects=%{num_connects}\n",
+        ],
+    );
+    let text = String::from_utf8_lossy(&output);
+    let peers: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("X-Erebus-Peer: "))
+        .map(str::trim)
+        .collect();
+    assert_eq!(peers.len(), 2, "{text}");
+    assert_eq!(
+        peers[0], peers[1],
+        "the upstream stream was not reused: {text}"
+    );
+    assert!(
+        text.contains("connects=1") && text.contains("connects=0"),
+        "{text}"
+    );
+
+    // 100 concurrent connections through the HTTP proxy, each fetching 64 KiB.
+    let url = format!("{}bytes/65536", server.http_url());
+    let mut args = vec![
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        "100",
+        "-x",
+        "http://127.0.0.1:8080",
+    ];
+    let urls = vec![url.as_str(); 100];
+    for url in &urls {
+        args.extend_from_slice(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}\n",
+            url,
+        ]);
+    }
+    let output = curl(&server, &log(), &args);
+    let text = String::from_utf8_lossy(&output);
+    let done = text.lines().filter(|l| *l == "200 65536").count();
+    assert_eq!(done, 100, "not every concurrent fetch completed:\n{text}");
 
     // No DNS query left outside the tunnel: the outer link carried the tunnel and nothing on
     // port 53.
