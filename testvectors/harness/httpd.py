@@ -14,6 +14,10 @@ It listens on the server's tunnel address, so it can only be reached through a V
 Every answer says who connected in the header X-Erebus-Peer (address:port). Connections are
 kept alive (HTTP/1.1) and each one is served by its own thread.
 
+With --tls-port, --tls-cert and --tls-key it also serves the same paths over HTTPS on a second
+port of the same address. The TLS handshake runs in the connection's own thread, so a client
+that connects and never speaks does not hold up the others.
+
 The pattern stream (erebus_testvectors::netns::PatternStream is the same generator in Rust):
   base      = SHA256("erebus-harness-bytes" || u32be(i)) for i in 0..2048     (64 KiB)
   chunk j   = base XOR (SHA256("erebus-harness-chunk" || u64be(j)) repeated 2048 times)
@@ -21,13 +25,16 @@ The pattern stream (erebus_testvectors::netns::PatternStream is the same generat
 It never repeats within 2^64 chunks, and it is cheap to make in Python (one big-integer XOR per
 64 KiB), so multi-GiB downloads are not limited by this server.
 
-usage: httpd.py --bind ADDRESS --port PORT
-The line "httpd: listening on ADDRESS:PORT" on stderr means the socket is bound and listening.
+usage: httpd.py --bind ADDRESS --port PORT [--tls-port PORT --tls-cert PEM --tls-key PEM]
+The line "httpd: listening on ADDRESS:PORT" on stderr means that socket is bound and listening;
+the HTTPS one is announced last, as "httpd: listening on ADDRESS:PORT (https)".
 """
 import argparse
 import hashlib
 import http.server
+import ssl
 import sys
+import threading
 import urllib.parse
 
 MARKER = "erebus-harness-ok"
@@ -77,7 +84,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
 
     def log_message(self, fmt, *args):
-        sys.stderr.write("httpd: %s:%d %s\n" % (self.client_address[0], self.client_address[1], fmt % args))
+        scheme = "https " if isinstance(self.connection, ssl.SSLSocket) else ""
+        sys.stderr.write("httpd: %s%s:%d %s\n" % (scheme, self.client_address[0], self.client_address[1], fmt % args))
         sys.stderr.flush()
 
     def _peer_header(self):
@@ -197,13 +205,56 @@ class Server(http.server.ThreadingHTTPServer):
     request_queue_size = 64
 
 
+class TlsServer(Server):
+    """The same server behind TLS. Each accepted connection is wrapped in its own thread."""
+
+    HANDSHAKE_TIMEOUT = 30.0
+
+    def __init__(self, address, handler, context):
+        self.tls_context = context
+        super().__init__(address, handler)
+
+    def finish_request(self, request, client_address):
+        request.settimeout(self.HANDSHAKE_TIMEOUT)
+        try:
+            tls = self.tls_context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as error:
+            sys.stderr.write("httpd: https %s:%d TLS handshake failed: %s\n" % (client_address[0], client_address[1], error))
+            sys.stderr.flush()
+            return
+        tls.settimeout(None)
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            # wrap_socket took over the accepted socket, so closing it is up to us. Send
+            # close_notify, but do not wait long for the client's.
+            try:
+                tls.settimeout(2.0)
+                tls.unwrap()
+            except (ssl.SSLError, OSError, ValueError):
+                pass
+            tls.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description="erebus interop harness HTTP server")
     parser.add_argument("--bind", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tls-port", type=int, help="also serve HTTPS on this port")
+    parser.add_argument("--tls-cert", help="PEM certificate chain for HTTPS")
+    parser.add_argument("--tls-key", help="PEM private key for HTTPS")
     args = parser.parse_args()
+    if args.tls_port is not None and not (args.tls_cert and args.tls_key):
+        parser.error("--tls-port needs --tls-cert and --tls-key")
     server = Server((args.bind, args.port), Handler)
     print("httpd: listening on %s:%d" % (args.bind, args.port), file=sys.stderr, flush=True)
+    if args.tls_port is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        tls_server = TlsServer((args.bind, args.tls_port), Handler, context)
+        threading.Thread(target=tls_server.serve_forever, daemon=True).start()
+        print("httpd: listening on %s:%d (https)" % (args.bind, args.tls_port), file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -5,9 +5,9 @@
 //!  netns <name>c (client side)                      netns <name>s (server side)
 //!  erebus as nobody, or the stock openvpn client    openvpn 2.6 (udp 10.99.0.1:1194 or tcp-server)
 //!  vcli 10.99.0.2/24 <============ veth ============> vsrv 10.99.0.1/24
-//!  (tun0 10.8.0.2 only for the stock client)        tun0 10.8.0.1 (peer 10.8.0.2)
+//!  (tun0 10.8.0.2 only for the stock client)        tun0 10.8.0.1 (peer 10.8.0.2, or /24)
 //!                                                   dnsmasq 10.8.0.1:53  *.erebus.test -> 10.8.0.1
-//!                                                   httpd.py 10.8.0.1:8080
+//!                                                   httpd.py 10.8.0.1:8080, https 10.8.0.1:8443
 //! ```
 //!
 //! [`OpenVpnServer::start`] builds a fresh pair of namespaces for every instance, so tests run
@@ -30,7 +30,12 @@
 //! [`OpenVpnServer`] inside the test that made it; do not share one through a `static`.
 //!
 //! The HTTP server also serves the [pattern stream](PatternStream) at `/bytes/N`, so tests can
-//! check the SHA-256 of large downloads without storing files.
+//! check the SHA-256 of large downloads without storing files. It serves the same paths over
+//! HTTPS on port 8443 with a certificate for `web.erebus.test` and `10.8.0.1`.
+//!
+//! The TLS profiles and the HTTPS server use a throw-away PKI made with `openssl` once per test
+//! process (certificates valid 2020-2049, whatever the clock says) and kept in memory; each
+//! instance writes the files it needs into its own directory.
 
 use std::fmt;
 use std::fs;
@@ -68,6 +73,23 @@ pub const DNS_DOMAIN: &str = "erebus.test";
 pub const DNS_NAME: &str = "web.erebus.test";
 /// Text contained in the page the HTTP server returns for `GET /`.
 pub const HTTP_MARKER: &str = "erebus-harness-ok";
+/// Port of the HTTPS server on [`SERVER_TUNNEL_ADDR`] (same paths as the HTTP server).
+pub const HTTPS_PORT: u16 = 8443;
+/// Common name (and DNS name) of the OpenVPN server's certificate. TLS client profiles pin it
+/// with `verify-x509-name server.erebus.test name`.
+pub const SERVER_CERT_NAME: &str = "server.erebus.test";
+/// Common name of the client certificate in the `tls-crypt` and `tls-legacy-prf` profiles.
+pub const CLIENT_CERT_NAME: &str = "client1";
+/// Username the username/password servers accept.
+pub const AUTH_USERNAME: &str = "erebus";
+/// The password the username/password servers accept for [`AUTH_USERNAME`].
+pub const AUTH_PASSWORD: &str = "erebus-harness-secret-7";
+/// A password the username/password servers refuse (`AUTH_FAILED`).
+pub const WRONG_AUTH_PASSWORD: &str = "not-the-erebus-password";
+/// Start of the validity of every harness certificate (`openssl ca -startdate`).
+pub const CERT_NOT_BEFORE: &str = "20200101000000Z";
+/// End of the validity of every harness certificate (`openssl ca -enddate`).
+pub const CERT_NOT_AFTER: &str = "20491231235959Z";
 /// Name of the veth end in the server namespace.
 pub const SERVER_VETH: &str = "vsrv";
 /// Name of the veth end in the client namespace.
@@ -82,6 +104,17 @@ const HTTPD_PY: &str = include_str!("../harness/httpd.py");
 const PROBE_PY: &str = include_str!("../harness/probe.py");
 const PLAINTEXT_CONF: &str = include_str!("../harness/server/plaintext.conf");
 const STATIC_KEY_CONF: &str = include_str!("../harness/server/static-key.conf");
+const TLS_CRYPT_CONF: &str = include_str!("../harness/server/tls-crypt.conf");
+const TLS_AUTH_USERPASS_CONF: &str = include_str!("../harness/server/tls-auth-userpass.conf");
+const TLS_AUTH_USERPASS_LZO_CONF: &str =
+    include_str!("../harness/server/tls-auth-userpass-lzo.conf");
+const TLS_LEGACY_PRF_CONF: &str = include_str!("../harness/server/tls-legacy-prf.conf");
+/// auth-user-pass-verify script of the username/password profiles.
+const VERIFY_USER_SH: &str = include_str!("../harness/server/verify-user.sh");
+/// client-connect script of the legacy-PRF profile.
+const CHECK_LEGACY_PRF_SH: &str = include_str!("../harness/server/check-legacy-prf.sh");
+/// Data ciphers of the certificate profiles, on the server and in the client profile.
+const TLS_CRYPT_DATA_CIPHERS: &str = "AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305";
 
 /// Default bound for the server, dnsmasq and the HTTP server to come up.
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -93,9 +126,13 @@ const LOG_TAIL_LINES: usize = 25;
 
 /// What the OpenVPN server in the namespace is configured for.
 ///
-/// TLS profiles (tls-crypt, tls-auth with username/password, client certificates) come next:
-/// each gets a variant, a config in `testvectors/harness/server/`, its keys generated at run
-/// time in the instance directory, and a branch in the client profile builder.
+/// Each profile has a config in `testvectors/harness/server/<name>.conf`; its keys are
+/// generated at run time into the instance directory and the client profile
+/// ([`OpenVpnServer::client_profile`]) carries everything inline, as a provider's would.
+///
+/// The TLS profiles run `server 10.8.0.0 255.255.255.0` with `topology subnet`, `dh none`,
+/// `keepalive 10 60`, and push `dhcp-option DNS 10.8.0.1` and `dhcp-option DOMAIN
+/// erebus.test`; the client always gets `10.8.0.2`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ServerProfile {
@@ -104,18 +141,64 @@ pub enum ServerProfile {
     /// Point-to-point with a pre-shared `--secret` key (key direction 0 on the server, 1 on
     /// the client), `cipher AES-256-CBC`, `auth SHA256`.
     StaticKey,
+    /// TLS with a client certificate (`CN=client1`), `tls-crypt`, data ciphers
+    /// `AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305`. The client profile pins the server with
+    /// `remote-cert-tls server` and `verify-x509-name server.erebus.test name`.
+    TlsCrypt,
+    /// TLS with username and password and no client certificate (`verify-client-cert none`),
+    /// `tls-auth` (key direction 0 on the server, 1 in the client profile) with `auth SHA512`,
+    /// `data-ciphers CHACHA20-POLY1305`, and `compress stub-v2` pushed. The client profile says
+    /// `auth-user-pass` without a file: pass [`OpenVpnServer::credentials_path`].
+    TlsAuthUserPass,
+    /// [`TlsAuthUserPass`](Self::TlsAuthUserPass) with `comp-lzo no` pushed instead of
+    /// `compress stub-v2`: every data-channel payload starts with the byte `0xFA`.
+    TlsAuthUserPassLzo,
+    /// The [`TlsCrypt`](Self::TlsCrypt) setup for clients that derive the data-channel keys
+    /// with the OpenVPN TLS PRF instead of TLS-EKM. OpenVPN 2.6 uses EKM whenever the client
+    /// announces `TLS_KEY_EXPORT` (bit 3 of `IV_PROTO`) and has no option against it, so this
+    /// server *refuses* every client that announces it (a `client-connect` script reads
+    /// `IV_PROTO`; the client gets `AUTH_FAILED`). A session that comes up here used the PRF.
+    /// The stock 2.6 client always announces the bit, so it is refused.
+    TlsLegacyPrf,
 }
 
 impl ServerProfile {
     /// Every profile the harness supports.
-    pub const ALL: [Self; 2] = [Self::Plaintext, Self::StaticKey];
+    pub const ALL: [Self; 6] = [
+        Self::Plaintext,
+        Self::StaticKey,
+        Self::TlsCrypt,
+        Self::TlsAuthUserPass,
+        Self::TlsAuthUserPassLzo,
+        Self::TlsLegacyPrf,
+    ];
+
+    /// The point-to-point profiles (no TLS).
+    pub const POINT_TO_POINT: [Self; 2] = [Self::Plaintext, Self::StaticKey];
+
+    /// The TLS (client/server mode) profiles.
+    pub const TLS: [Self; 4] = [
+        Self::TlsCrypt,
+        Self::TlsAuthUserPass,
+        Self::TlsAuthUserPassLzo,
+        Self::TlsLegacyPrf,
+    ];
 
     /// Short name, as used in file names and logs.
     pub fn name(self) -> &'static str {
         match self {
             Self::Plaintext => "plaintext",
             Self::StaticKey => "static-key",
+            Self::TlsCrypt => "tls-crypt",
+            Self::TlsAuthUserPass => "tls-auth-userpass",
+            Self::TlsAuthUserPassLzo => "tls-auth-userpass-lzo",
+            Self::TlsLegacyPrf => "tls-legacy-prf",
         }
+    }
+
+    /// The profile called `name` (see [`name`](Self::name)).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|profile| profile.name() == name)
     }
 
     /// The server configuration (`testvectors/harness/server/<name>.conf`).
@@ -123,6 +206,38 @@ impl ServerProfile {
         match self {
             Self::Plaintext => PLAINTEXT_CONF,
             Self::StaticKey => STATIC_KEY_CONF,
+            Self::TlsCrypt => TLS_CRYPT_CONF,
+            Self::TlsAuthUserPass => TLS_AUTH_USERPASS_CONF,
+            Self::TlsAuthUserPassLzo => TLS_AUTH_USERPASS_LZO_CONF,
+            Self::TlsLegacyPrf => TLS_LEGACY_PRF_CONF,
+        }
+    }
+
+    /// Whether the server runs TLS (`server` mode, pushed options), i.e. not point-to-point.
+    pub fn is_tls(self) -> bool {
+        !self.is_point_to_point()
+    }
+
+    /// Whether the client authenticates with a certificate (`<cert>` and `<key>` inline in
+    /// the client profile).
+    pub fn uses_client_certificate(self) -> bool {
+        matches!(self, Self::TlsCrypt | Self::TlsLegacyPrf)
+    }
+
+    /// Whether the client authenticates with [`AUTH_USERNAME`] and [`AUTH_PASSWORD`]
+    /// (`auth-user-pass` in the client profile).
+    pub fn uses_username_password(self) -> bool {
+        matches!(self, Self::TlsAuthUserPass | Self::TlsAuthUserPassLzo)
+    }
+
+    /// The option that protects the control channel with a pre-shared key: `tls-crypt` or
+    /// `tls-auth` (also the name of the inline block in the client profile); `None` without
+    /// TLS.
+    pub fn control_channel_key(self) -> Option<&'static str> {
+        match self {
+            Self::TlsCrypt | Self::TlsLegacyPrf => Some("tls-crypt"),
+            Self::TlsAuthUserPass | Self::TlsAuthUserPassLzo => Some("tls-auth"),
+            Self::Plaintext | Self::StaticKey => None,
         }
     }
 
@@ -308,6 +423,7 @@ struct Programs {
     python3: PathBuf,
     sysctl: PathBuf,
     kill: PathBuf,
+    openssl: PathBuf,
 }
 
 /// Looks a program up in the system directories (`/usr/sbin`, `/usr/bin`, `/sbin`, `/bin`)
@@ -350,6 +466,7 @@ fn find_programs() -> Result<Programs, String> {
         python3: need("python3", "python3"),
         sysctl: need("sysctl", "procps"),
         kill: need("kill", "procps"),
+        openssl: need("openssl", "openssl"),
     };
     if missing.is_empty() {
         Ok(programs)
@@ -368,7 +485,7 @@ fn programs() -> Result<&'static Programs, HarnessError> {
 
 /// Checks that this machine can run the interop harness: root, `/dev/net/tun`, working
 /// `ip netns`, and the programs it starts (`openvpn`, `dnsmasq`, `python3`, `setpriv`,
-/// `sysctl`, `kill`). The error lists everything that is missing, one item per line.
+/// `sysctl`, `kill`, `openssl`). The error lists everything that is missing, one item per line.
 pub fn require_netns() -> Result<(), String> {
     let mut missing = Vec::new();
     match effective_uid() {
@@ -447,7 +564,7 @@ pub fn should_run_interop(test_name: &str) -> bool {
     shout(&format!(
         "\n{rule}\n# INTEROP TEST NOT RUN: {test_name}\n#\n# This machine cannot run the \
          network-namespace harness. Missing:\n{missing_lines}\n#\n# Run the interop tests as \
-         root on Linux with /dev/net/tun; .ci/run installs the\n# packages (openvpn \
+         root on Linux with /dev/net/tun; .ci/run installs the\n# packages (openvpn openssl \
          dnsmasq-base iproute2 util-linux procps python3 curl).\n# {verdict}\n{rule}\n"
     ));
     if in_ci {
@@ -568,6 +685,13 @@ impl TrackedProcess {
     fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
         self.terminate();
         self.finish(grace)
+    }
+
+    /// Sends `SIGKILL` at once (while the child is not yet reaped).
+    fn kill_now(&mut self) {
+        if self.exit_status().is_none() {
+            let _ = self.child.kill();
+        }
     }
 }
 
@@ -748,7 +872,8 @@ static NETNS_LOCK: Mutex<()> = Mutex::new(());
 static INSTANCE_COUNTER: AtomicU32 = AtomicU32::new(0);
 static SWEEP: Once = Once::new();
 
-/// The PID embedded in a harness name (`ebt<pid>n<counter>...`), if it is one.
+/// The PID embedded in a harness name (`ebt<pid>n<counter>` plus `s`, `c` or `pki`), if it
+/// is one.
 fn owner_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(NAME_PREFIX)?;
     let (pid, tail) = rest.split_once('n')?;
@@ -757,7 +882,7 @@ fn owner_pid(name: &str) -> Option<u32> {
     let well_formed = !pid.is_empty()
         && pid.bytes().all(|b| b.is_ascii_digit())
         && counter_len > 0
-        && matches!(suffix, "" | "s" | "c");
+        && matches!(suffix, "" | "s" | "c" | "pki");
     if well_formed { pid.parse().ok() } else { None }
 }
 
@@ -845,6 +970,223 @@ fn sweep_leftovers(programs: &Programs) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The run-time test PKI
+// ---------------------------------------------------------------------------------------------
+
+/// Throw-away certificates and keys, made once per test process by [`test_pki`] and kept in
+/// memory (PEM text). Nothing here protects anything.
+#[derive(Debug)]
+struct TestPki {
+    /// The CA every harness certificate chains to.
+    ca_cert: String,
+    /// `CN=server.erebus.test`, EKU serverAuth, KU digitalSignature + keyEncipherment.
+    server_cert: String,
+    server_key: String,
+    /// `CN=client1`, EKU clientAuth.
+    client_cert: String,
+    client_key: String,
+    /// The HTTPS server: `CN=web.erebus.test`, SAN `web.erebus.test` and `10.8.0.1`.
+    web_cert: String,
+    web_key: String,
+    /// A CA that signed nothing the servers use: a client trusting it refuses the server.
+    wrong_ca_cert: String,
+    /// An OpenVPN static key that belongs to no server (`tls-crypt`, `tls-auth`, `secret`).
+    wrong_openvpn_key: String,
+}
+
+/// The `openssl ca` configuration: one database in the work directory, fixed validity given
+/// on the command line, extensions chosen per certificate.
+fn openssl_ca_config(dir: &Path) -> String {
+    format!(
+        "[ ca ]\n\
+         default_ca = harness_ca\n\
+         [ harness_ca ]\n\
+         dir = {dir}\n\
+         database = {dir}/index.txt\n\
+         serial = {dir}/serial\n\
+         new_certs_dir = {dir}\n\
+         default_md = sha256\n\
+         policy = policy_cn_only\n\
+         unique_subject = no\n\
+         copy_extensions = none\n\
+         email_in_dn = no\n\
+         [ policy_cn_only ]\n\
+         commonName = supplied\n\
+         [ req ]\n\
+         distinguished_name = req_subject\n\
+         prompt = no\n\
+         [ req_subject ]\n\
+         CN = unused\n\
+         [ ext_ca ]\n\
+         basicConstraints = critical, CA:TRUE\n\
+         keyUsage = critical, keyCertSign, cRLSign\n\
+         subjectKeyIdentifier = hash\n\
+         [ ext_openvpn_server ]\n\
+         basicConstraints = CA:FALSE\n\
+         keyUsage = critical, digitalSignature, keyEncipherment\n\
+         extendedKeyUsage = serverAuth\n\
+         subjectKeyIdentifier = hash\n\
+         authorityKeyIdentifier = keyid, issuer\n\
+         subjectAltName = DNS:{SERVER_CERT_NAME}\n\
+         [ ext_openvpn_client ]\n\
+         basicConstraints = CA:FALSE\n\
+         keyUsage = critical, digitalSignature, keyEncipherment\n\
+         extendedKeyUsage = clientAuth\n\
+         subjectKeyIdentifier = hash\n\
+         authorityKeyIdentifier = keyid, issuer\n\
+         [ ext_web ]\n\
+         basicConstraints = CA:FALSE\n\
+         keyUsage = critical, digitalSignature, keyEncipherment\n\
+         extendedKeyUsage = serverAuth\n\
+         subjectKeyIdentifier = hash\n\
+         authorityKeyIdentifier = keyid, issuer\n\
+         subjectAltName = DNS:{DNS_NAME}, IP:{SERVER_TUNNEL_ADDR}\n",
+        dir = dir.display()
+    )
+}
+
+/// The harness PKI, made on first use (about a second: three RSA keys, made in parallel) and
+/// shared by every instance of this process. Nothing of it stays on disk.
+fn test_pki(programs: &Programs) -> Result<&'static TestPki, HarnessError> {
+    static PKI: Mutex<Option<&'static TestPki>> = Mutex::new(None);
+    // Held while generating, so concurrent first starts wait for one generation.
+    let mut cached = PKI.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(pki) = *cached {
+        return Ok(pki);
+    }
+    let counter = INSTANCE_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("{NAME_PREFIX}{}n{counter}pki", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir(&dir).map_err(io_error(format!("creating {}", dir.display())))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+        .map_err(io_error(format!("chmod {}", dir.display())))?;
+    let generated = generate_pki(programs, &dir);
+    // The sweep removes it if this process dies in between.
+    let _ = fs::remove_dir_all(&dir);
+    let pki: &'static TestPki = Box::leak(Box::new(generated?));
+    *cached = Some(pki);
+    Ok(pki)
+}
+
+fn generate_pki(programs: &Programs, dir: &Path) -> Result<TestPki, HarnessError> {
+    let config = dir.join("ca.cnf");
+    fs::write(&config, openssl_ca_config(dir))
+        .map_err(io_error(format!("writing {}", config.display())))?;
+    fs::write(dir.join("index.txt"), "").map_err(io_error("writing index.txt"))?;
+    fs::write(dir.join("serial"), "1000\n").map_err(io_error("writing serial"))?;
+    let openssl = || {
+        let mut command = Command::new(&programs.openssl);
+        command.current_dir(dir).env("OPENSSL_CONF", &config);
+        command
+    };
+
+    // RSA keys for the OpenVPN certificates, as providers hand them out; they take a while,
+    // so all three are made at once. P-256 for the others.
+    let rsa_keys = ["ca", "server", "client"];
+    let mut pending = Vec::new();
+    for name in rsa_keys {
+        let mut command = openssl();
+        command
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
+            .args(["rsa_keygen_bits:2048", "-out", &format!("{name}.key")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let line = command_line(&command);
+        let child = command
+            .spawn()
+            .map_err(io_error(format!("starting `{line}`")))?;
+        pending.push((line, child));
+    }
+    for name in ["web", "wrong-ca"] {
+        run_checked(
+            openssl()
+                .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-out", &format!("{name}.key")]),
+        )?;
+    }
+    for (line, child) in pending {
+        let out = child
+            .wait_with_output()
+            .map_err(io_error(format!("waiting for `{line}`")))?;
+        if !out.status.success() {
+            return Err(HarnessError::Command {
+                command: line,
+                status: out.status.to_string(),
+                output: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+    }
+
+    let sign = |name: &str, subject: &str, extensions: &str, issuer: Option<&str>| {
+        run_checked(openssl().args(["req", "-new", "-key"]).args([
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN={subject}"),
+            "-out",
+            &format!("{name}.csr"),
+        ]))?;
+        let mut command = openssl();
+        command
+            .args(["ca", "-batch", "-notext", "-config"])
+            .arg(&config);
+        command.args(["-startdate", CERT_NOT_BEFORE, "-enddate", CERT_NOT_AFTER]);
+        command.args(["-extensions", extensions]);
+        match issuer {
+            Some(ca) => command.args([
+                "-cert",
+                &format!("{ca}.crt"),
+                "-keyfile",
+                &format!("{ca}.key"),
+            ]),
+            None => command.args(["-selfsign", "-keyfile", &format!("{name}.key")]),
+        };
+        command.args([
+            "-in",
+            &format!("{name}.csr"),
+            "-out",
+            &format!("{name}.crt"),
+        ]);
+        run_checked(&mut command).map(drop)
+    };
+    sign("ca", "erebus harness test CA", "ext_ca", None)?;
+    sign("server", SERVER_CERT_NAME, "ext_openvpn_server", Some("ca"))?;
+    sign("client", CLIENT_CERT_NAME, "ext_openvpn_client", Some("ca"))?;
+    sign("web", DNS_NAME, "ext_web", Some("ca"))?;
+    sign("wrong-ca", "erebus harness wrong CA", "ext_ca", None)?;
+    run_checked(openssl().args([
+        "verify",
+        "-CAfile",
+        "ca.crt",
+        "server.crt",
+        "client.crt",
+        "web.crt",
+    ]))?;
+    run_checked(Command::new(&programs.openvpn).current_dir(dir).args([
+        "--genkey",
+        "secret",
+        "wrong-openvpn.key",
+    ]))?;
+
+    let read = |name: &str| {
+        let path = dir.join(name);
+        fs::read_to_string(&path).map_err(io_error(format!("reading {}", path.display())))
+    };
+    Ok(TestPki {
+        ca_cert: read("ca.crt")?,
+        server_cert: read("server.crt")?,
+        server_key: read("server.key")?,
+        client_cert: read("client.crt")?,
+        client_key: read("client.key")?,
+        web_cert: read("web.crt")?,
+        web_key: read("web.key")?,
+        wrong_ca_cert: read("wrong-ca.crt")?,
+        wrong_openvpn_key: read("wrong-openvpn.key")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // The server
 // ---------------------------------------------------------------------------------------------
 
@@ -869,6 +1211,27 @@ impl Default for ServerOptions {
     }
 }
 
+impl ServerOptions {
+    /// Adds `--reneg-sec seconds`: the server renegotiates the TLS session (new data-channel
+    /// keys) that often. TLS profiles only.
+    pub fn with_reneg_sec(mut self, seconds: u32) -> Self {
+        self.extra_openvpn_args
+            .extend(["--reneg-sec".to_owned(), seconds.to_string()]);
+        self
+    }
+
+    /// Adds `args` to [`extra_openvpn_args`](Self::extra_openvpn_args).
+    pub fn with_openvpn_args<I, A>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<String>,
+    {
+        self.extra_openvpn_args
+            .extend(args.into_iter().map(Into::into));
+        self
+    }
+}
+
 /// A running OpenVPN server with its DNS and HTTP servers, in a namespace pair of its own.
 ///
 /// Dropping it stops everything and removes the namespaces and the instance directory (kept,
@@ -883,6 +1246,10 @@ pub struct OpenVpnServer {
     client_ns: String,
     dir: PathBuf,
     client_profile: String,
+    /// The process's test PKI (certificates of the TLS profiles and of the HTTPS server).
+    pki: &'static TestPki,
+    /// This instance's `secret`, `tls-crypt` or `tls-auth` key, if the profile has one.
+    openvpn_key: Option<String>,
     /// Namespaces created so far, deleted by `Drop`.
     namespaces: Vec<String>,
     /// Processes started in the server namespace, in start order.
@@ -907,6 +1274,7 @@ impl OpenVpnServer {
         require_netns().map_err(HarnessError::Unsupported)?;
         let programs = programs()?;
         SWEEP.call_once(|| sweep_leftovers(programs));
+        let pki = test_pki(programs)?;
 
         let counter = INSTANCE_COUNTER.fetch_add(1, Ordering::Relaxed);
         let base = format!("{NAME_PREFIX}{}n{counter}", std::process::id());
@@ -927,6 +1295,8 @@ impl OpenVpnServer {
             client_ns: format!("{base}c"),
             dir,
             client_profile: String::new(),
+            pki,
+            openvpn_key: None,
             namespaces: Vec::new(),
             processes: Vec::new(),
             command_counter: AtomicU32::new(0),
@@ -1023,15 +1393,53 @@ impl OpenVpnServer {
         self.write_file("httpd.py", HTTPD_PY, 0o644)?;
         self.write_file("probe.py", PROBE_PY, 0o644)?;
         self.write_file("server.conf", self.profile.server_config(), 0o644)?;
-        let static_key = match self.profile {
-            ServerProfile::StaticKey => Some(self.generate_openvpn_key("static.key")?),
-            ServerProfile::Plaintext => None,
+        // The HTTPS server's certificate, and the CA for the clients (readable by nobody).
+        self.write_file("ca.crt", &self.pki.ca_cert, 0o644)?;
+        self.write_file("web.crt", &self.pki.web_cert, 0o644)?;
+        self.write_file("web.key", &self.pki.web_key, 0o600)?;
+        // Credentials files for the stock client or erebus (as nobody), and the server's
+        // reference copy for verify-user.sh. Written for every profile; only the
+        // username/password profiles use them.
+        let pair = |password: &str| format!("{AUTH_USERNAME}\n{password}\n");
+        self.write_file("credentials.txt", &pair(AUTH_PASSWORD), 0o644)?;
+        self.write_file("wrong-credentials.txt", &pair(WRONG_AUTH_PASSWORD), 0o644)?;
+        self.write_file("auth-users.txt", &pair(AUTH_PASSWORD), 0o600)?;
+        if self.profile.is_tls() {
+            self.write_file("server.crt", &self.pki.server_cert, 0o644)?;
+            self.write_file("server.key", &self.pki.server_key, 0o600)?;
+        }
+        if self.profile.uses_username_password() {
+            self.write_file("verify-user.sh", VERIFY_USER_SH, 0o755)?;
+        }
+        if self.profile == ServerProfile::TlsLegacyPrf {
+            self.write_file("check-legacy-prf.sh", CHECK_LEGACY_PRF_SH, 0o755)?;
+        }
+        self.openvpn_key = match self.profile.control_channel_key() {
+            Some(option) => Some(self.generate_openvpn_key(&format!("{option}.key"))?),
+            None if self.profile == ServerProfile::StaticKey => {
+                Some(self.generate_openvpn_key("static.key")?)
+            }
+            None => None,
         };
         self.client_profile =
-            client_profile_text(self.profile, self.transport, static_key.as_deref());
-        // Readable by nobody: the profile's key is a throw-away test key of this instance.
+            self.client_profile_with(&self.pki.ca_cert, self.openvpn_key.as_deref());
+        // Readable by nobody: the profile's keys are throw-away test keys.
         self.write_file("client.ovpn", &self.client_profile, 0o644)?;
         Ok(())
+    }
+
+    /// This instance's client profile, with `ca` as the trusted CA and `key` as the
+    /// `secret`/`tls-crypt`/`tls-auth` key.
+    fn client_profile_with(&self, ca: &str, key: Option<&str>) -> String {
+        if self.profile.is_tls() {
+            let certificate = self
+                .profile
+                .uses_client_certificate()
+                .then_some((self.pki.client_cert.as_str(), self.pki.client_key.as_str()));
+            tls_client_profile_text(self.profile, self.transport, ca, certificate, key)
+        } else {
+            client_profile_text(self.profile, self.transport, key)
+        }
     }
 
     /// A command run as root in `namespace` that gets `SIGKILL` when the thread that started
@@ -1085,16 +1493,23 @@ impl OpenVpnServer {
             .args(["--config", "server.conf"])
             .args(["--proto", self.transport.server_proto()])
             .args(["--log", "server.log"])
-            .args(["--verb", &options.verb.to_string()])
-            .args(&options.extra_openvpn_args);
+            .args(["--verb", &options.verb.to_string()]);
+        if self.profile.is_tls() && self.transport == Transport::Udp {
+            // Tells clients to reconnect at once when the server stops (UDP only).
+            command.args(["--explicit-exit-notify", "1"]);
+        }
+        command.args(&options.extra_openvpn_args);
         // Messages printed before --log takes effect (deprecations, option errors) land here.
         let process = self.spawn_tracked("openvpn server", command, "server.stdout")?;
         self.processes.push(process);
 
         let log = self.server_log();
-        let ready_line = match self.transport {
-            Transport::Udp => "link local (bound)",
-            Transport::Tcp => "Listening for incoming TCP connection",
+        let ready_line = match (self.profile.is_tls(), self.transport) {
+            // A TLS server says so as soon as its socket and tun are set up.
+            (true, _) => "Initialization Sequence Completed",
+            // A p2p server says it only once a client has sent something.
+            (false, Transport::Udp) => "link local (bound)",
+            (false, Transport::Tcp) => "Listening for incoming TCP connection",
         };
         let ready = poll_until(options.startup_timeout, || {
             if let Some(status) = self
@@ -1240,14 +1655,17 @@ impl OpenVpnServer {
         command
             .arg(self.dir.join("httpd.py"))
             .args(["--bind", &SERVER_TUNNEL_ADDR.to_string()])
-            .args(["--port", &HTTP_PORT.to_string()]);
+            .args(["--port", &HTTP_PORT.to_string()])
+            .args(["--tls-port", &HTTPS_PORT.to_string()])
+            .args(["--tls-cert", "web.crt", "--tls-key", "web.key"]);
         let log = self.httpd_log();
+        // The HTTPS listener is announced last.
         self.start_helper(
             "the HTTP server (httpd.py)",
             command,
             "httpd.log",
             &log,
-            "httpd: listening on",
+            &format!("httpd: listening on {SERVER_TUNNEL_ADDR}:{HTTPS_PORT} (https)"),
             timeout,
         )
     }
@@ -1303,6 +1721,93 @@ impl OpenVpnServer {
     /// The tunnel DNS server, `10.8.0.1:53`.
     pub fn dns_server(&self) -> SocketAddrV4 {
         SocketAddrV4::new(SERVER_TUNNEL_ADDR, DNS_PORT)
+    }
+
+    /// `https://10.8.0.1:8443/`: the HTTP server's paths over TLS. The certificate names
+    /// `10.8.0.1` too, so this verifies with [`ca_cert_path`](Self::ca_cert_path).
+    pub fn https_url(&self) -> String {
+        format!("https://{SERVER_TUNNEL_ADDR}:{HTTPS_PORT}/")
+    }
+
+    /// `https://web.erebus.test:8443/`, for the CONNECT path of a proxy that resolves the name
+    /// through the tunnel DNS.
+    pub fn https_name_url(&self) -> String {
+        format!("https://{DNS_NAME}:{HTTPS_PORT}/")
+    }
+
+    /// The CA certificate (PEM, readable by nobody) that issued every harness certificate: the
+    /// OpenVPN server's (TLS profiles) and the HTTPS server's (all profiles). Give it to
+    /// `curl --cacert`.
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// A credentials file for `auth-user-pass FILE` (username line, password line) with
+    /// [`AUTH_USERNAME`] and [`AUTH_PASSWORD`], readable by nobody. It exists for every
+    /// profile; only [`ServerProfile::uses_username_password`] servers check it.
+    pub fn credentials_path(&self) -> PathBuf {
+        self.dir.join("credentials.txt")
+    }
+
+    /// Like [`credentials_path`](Self::credentials_path), with [`WRONG_AUTH_PASSWORD`]: the
+    /// server answers `AUTH_FAILED`.
+    pub fn wrong_credentials_path(&self) -> PathBuf {
+        self.dir.join("wrong-credentials.txt")
+    }
+
+    /// Writes a credentials file `name` (in the instance directory, readable by nobody) with
+    /// `username` and `password`, and returns its path.
+    pub fn write_credentials(
+        &self,
+        name: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<PathBuf, HarnessError> {
+        self.write_client_file(name, &format!("{username}\n{password}\n"))
+    }
+
+    /// Writes `contents` to the file `name` in the instance directory, readable by nobody
+    /// (e.g. an altered client profile), and returns its path. `name` must be a plain file
+    /// name; the harness's own files cannot be replaced (its fixed names, and anything ending
+    /// in `.key`, `.sh`, `.py`, `.crt`, `.conf`, `.log`, `.stdout`, `.stderr` or `.pid`).
+    pub fn write_client_file(&self, name: &str, contents: &str) -> Result<PathBuf, HarnessError> {
+        if !is_client_file_name(name) {
+            return Err(HarnessError::Io {
+                context: format!("writing {name:?} into {}", self.dir.display()),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a plain file name, or one the harness uses itself",
+                ),
+            });
+        }
+        self.write_file(name, contents, 0o644)
+    }
+
+    /// The client profile with a CA that did not issue the server's certificate: the client
+    /// must refuse the server (`VERIFY ERROR` in the stock client's log). `None` for the
+    /// point-to-point profiles, which have no CA.
+    pub fn client_profile_with_wrong_ca(&self) -> Option<String> {
+        self.profile
+            .is_tls()
+            .then(|| self.client_profile_with(&self.pki.wrong_ca_cert, self.openvpn_key.as_deref()))
+    }
+
+    /// The client profile with a `tls-crypt`, `tls-auth` or `secret` key that is not the
+    /// server's: the server drops every packet of that client (`tls-crypt unwrap error`,
+    /// `TLS Error: cannot locate HMAC in incoming packet`, or `Authenticate/Decrypt packet
+    /// error` for `secret`). `None` for [`ServerProfile::Plaintext`], which has no key.
+    pub fn client_profile_with_wrong_key(&self) -> Option<String> {
+        self.openvpn_key
+            .as_ref()
+            .map(|_| self.client_profile_with(&self.pki.ca_cert, Some(&self.pki.wrong_openvpn_key)))
+    }
+
+    /// `IV_PROTO` of the last client that connected, from the server log (`peer info:
+    /// IV_PROTO=990`); TLS profiles only. Bit 3 (8) is `TLS_KEY_EXPORT`: without it the
+    /// session derives its data-channel keys with the OpenVPN PRF.
+    pub fn last_client_iv_proto(&self) -> Option<u32> {
+        let log = fs::read(self.server_log()).ok()?;
+        parse_last_iv_proto(&String::from_utf8_lossy(&log))
     }
 
     /// The client profile for this instance, everything inline (keys included).
@@ -1457,25 +1962,45 @@ impl OpenVpnServer {
     }
 
     /// Starts the stock OpenVPN client (kernel tun, as root) in the client namespace with
-    /// this instance's client profile. Its log is `<instance dir>/<log_name>`.
+    /// this instance's client profile (and `--auth-user-pass` with
+    /// [`credentials_path`](Self::credentials_path) for the username/password profiles). Its
+    /// log is `<instance dir>/<log_name>`.
     pub fn start_stock_client(&self, log_name: &str) -> Result<NsProcess<'_>, HarnessError> {
+        let credentials = self.credentials_path().to_string_lossy().into_owned();
+        let extra: &[&str] = if self.profile.uses_username_password() {
+            &["--auth-user-pass", &credentials]
+        } else {
+            &[]
+        };
+        self.start_stock_client_with(log_name, &self.client_profile_path(), extra)
+    }
+
+    /// Starts the stock OpenVPN client (kernel tun, as root) with the client profile at
+    /// `profile` (e.g. one written by [`write_client_file`](Self::write_client_file)) and
+    /// `extra_args` after it (later options win; `--auth-user-pass FILE` for the
+    /// username/password profiles: the client has no terminal to ask on). It runs with
+    /// `--verb 4`, so its log shows the pushed options (`PUSH: Received control message`).
+    pub fn start_stock_client_with(
+        &self,
+        log_name: &str,
+        profile: &Path,
+        extra_args: &[&str],
+    ) -> Result<NsProcess<'_>, HarnessError> {
         let openvpn = self.programs.openvpn.to_string_lossy().into_owned();
         let dir = self.dir.to_string_lossy().into_owned();
-        let process = self.spawn_in_client(
-            RunAs::Root,
-            &[
-                &openvpn,
-                "--cd",
-                &dir,
-                "--config",
-                "client.ovpn",
-                "--disable-dco",
-                "--verb",
-                "4",
-            ],
-            log_name,
-        )?;
-        Ok(process)
+        let profile = profile.to_string_lossy().into_owned();
+        let mut argv = vec![
+            openvpn.as_str(),
+            "--cd",
+            &dir,
+            "--config",
+            &profile,
+            "--disable-dco",
+            "--verb",
+            "4",
+        ];
+        argv.extend_from_slice(extra_args);
+        self.spawn_in_client(RunAs::Root, &argv, log_name)
     }
 
     /// Waits until the client namespace has [`CLIENT_TUNNEL_ADDR`] on a tun device (the stock
@@ -1553,8 +2078,16 @@ impl OpenVpnServer {
 impl Drop for OpenVpnServer {
     fn drop(&mut self) {
         // Signal everything first so the processes wind down in parallel, then reap them.
-        for process in self.processes.iter_mut().rev() {
-            process.terminate();
+        // A TLS server over UDP answers SIGTERM by sending RESTART (explicit-exit-notify) to
+        // its client instances and waiting 2 s for them; no client can be left by now (an
+        // `NsProcess` cannot outlive its server), so it is killed outright.
+        let kill_openvpn_now = self.profile.is_tls() && self.transport == Transport::Udp;
+        for (index, process) in self.processes.iter_mut().enumerate().rev() {
+            if index == 0 && kill_openvpn_now {
+                process.kill_now();
+            } else {
+                process.terminate();
+            }
         }
         for process in self.processes.iter_mut().rev() {
             if process.finish(STOP_GRACE).is_none() {
@@ -1589,8 +2122,97 @@ impl Drop for OpenVpnServer {
     }
 }
 
-/// The client profile for `profile` over `transport`, with every key inline. It is what a
-/// provider would hand out, and the stock client accepts it as it is.
+/// Whether a test may write `name` with [`OpenVpnServer::write_client_file`]: a plain file
+/// name that is none of the harness's own files.
+fn is_client_file_name(name: &str) -> bool {
+    const RESERVED: [&str; 4] = [
+        "client.ovpn",
+        "credentials.txt",
+        "wrong-credentials.txt",
+        "auth-users.txt",
+    ];
+    const HARNESS_EXTENSIONS: [&str; 9] = [
+        ".key", ".sh", ".py", ".crt", ".conf", ".log", ".stdout", ".stderr", ".pid",
+    ];
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && !name.contains('\0');
+    let harness_owned = RESERVED.contains(&name)
+        || HARNESS_EXTENSIONS
+            .iter()
+            .any(|extension| name.ends_with(extension));
+    plain && !harness_owned
+}
+
+/// The `IV_PROTO` value of the last `peer info: IV_PROTO=N` line in an OpenVPN server log.
+fn parse_last_iv_proto(log: &str) -> Option<u32> {
+    log.lines().rev().find_map(|line| {
+        let (_, rest) = line.split_once("peer info: IV_PROTO=")?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    })
+}
+
+/// Appends `<tag>\n<pem>\n</tag>\n`.
+fn push_inline_block(text: &mut String, tag: &str, pem: &str) {
+    text.push('<');
+    text.push_str(tag);
+    text.push_str(">\n");
+    text.push_str(pem.trim_end());
+    text.push_str("\n</");
+    text.push_str(tag);
+    text.push_str(">\n");
+}
+
+/// The client profile of a TLS profile over `transport`, everything inline, provider style:
+/// `ca`, the client's certificate and key if it has one, and the control-channel key.
+fn tls_client_profile_text(
+    profile: ServerProfile,
+    transport: Transport,
+    ca: &str,
+    certificate: Option<(&str, &str)>,
+    control_channel_key: Option<&str>,
+) -> String {
+    let mut text = format!(
+        "# erebus interop harness: client profile \"{profile}\" over {transport}.\n\
+         # The keys below are throw-away test keys; the certificates come from a test CA.\n\
+         client\n\
+         dev tun\n\
+         proto {}\n\
+         remote {SERVER_OUTER_ADDR} {OPENVPN_PORT}\n\
+         nobind\n\
+         remote-cert-tls server\n\
+         verify-x509-name {SERVER_CERT_NAME} name\n",
+        transport.client_proto()
+    );
+    if profile.uses_username_password() {
+        text.push_str("auth SHA512\nauth-user-pass\n");
+    } else {
+        text.push_str(&format!("data-ciphers {TLS_CRYPT_DATA_CIPHERS}\n"));
+    }
+    if transport == Transport::Udp {
+        text.push_str("explicit-exit-notify 1\n");
+    }
+    text.push_str("verb 3\n");
+    push_inline_block(&mut text, "ca", ca);
+    if let Some((cert, key)) = certificate {
+        push_inline_block(&mut text, "cert", cert);
+        push_inline_block(&mut text, "key", key);
+    }
+    if let (Some(option), Some(key)) = (profile.control_channel_key(), control_channel_key) {
+        if option == "tls-auth" {
+            text.push_str("key-direction 1\n");
+        }
+        push_inline_block(&mut text, option, key);
+    }
+    text
+}
+
+/// The client profile for a point-to-point `profile` over `transport`, with its key inline.
+/// It is what a provider would hand out, and the stock client accepts it as it is. (The TLS
+/// profiles need certificates: use [`OpenVpnServer::client_profile`].)
 pub fn client_profile_text(
     profile: ServerProfile,
     transport: Transport,
@@ -1835,11 +2457,108 @@ mod tests {
     }
 
     #[test]
+    fn client_files_cannot_replace_harness_files() {
+        for name in ["wrong-ca.ovpn", "creds2.txt", "profile.ovpn"] {
+            assert!(is_client_file_name(name), "{name}");
+        }
+        for name in [
+            "",
+            ".",
+            "..",
+            "../x.ovpn",
+            "a/b.ovpn",
+            "client.ovpn",
+            "credentials.txt",
+            "auth-users.txt",
+            "server.conf",
+            "tls-crypt.key",
+            "verify-user.sh",
+            "httpd.py",
+            "ca.crt",
+            "server.log",
+            "server.stdout",
+        ] {
+            assert!(!is_client_file_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn profile_names_round_trip() {
+        for profile in ServerProfile::ALL {
+            assert_eq!(ServerProfile::from_name(profile.name()), Some(profile));
+        }
+        assert_eq!(ServerProfile::from_name("tls"), None);
+        assert_eq!(
+            ServerProfile::ALL.len(),
+            ServerProfile::POINT_TO_POINT.len() + ServerProfile::TLS.len()
+        );
+    }
+
+    #[test]
+    fn iv_proto_is_read_from_the_last_peer_info_line() {
+        let log = "2026-11-21 10.99.0.2:40000 peer info: IV_VER=2.6.14\n\
+                   2026-11-21 10.99.0.2:40000 peer info: IV_PROTO=990\n\
+                   2026-11-21 10.99.0.2:40001 peer info: IV_PROTO=982\n\
+                   2026-11-21 10.99.0.2:40001 peer info: IV_CIPHERS=AES-256-GCM\n";
+        assert_eq!(parse_last_iv_proto(log), Some(982));
+        assert_eq!(parse_last_iv_proto("no peer here\n"), None);
+        assert_eq!(parse_last_iv_proto("peer info: IV_PROTO=\n"), None);
+    }
+
+    #[test]
+    fn tls_client_profiles_inline_everything() {
+        let ca = "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n";
+        let cert = "-----BEGIN CERTIFICATE-----\nC1\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nK1\n-----END PRIVATE KEY-----\n";
+        let tls = "-----BEGIN OpenVPN Static key V1-----\nT\n-----END OpenVPN Static key V1-----\n";
+
+        let crypt = tls_client_profile_text(
+            ServerProfile::TlsCrypt,
+            Transport::Udp,
+            ca,
+            Some((cert, key)),
+            Some(tls),
+        );
+        for line in [
+            "client",
+            "proto udp",
+            "remote 10.99.0.1 1194",
+            "remote-cert-tls server",
+            "verify-x509-name server.erebus.test name",
+            "data-ciphers AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305",
+            "explicit-exit-notify 1",
+        ] {
+            assert!(crypt.contains(&format!("\n{line}\n")), "{line}\n{crypt}");
+        }
+        assert!(crypt.contains("\n<ca>\n-----BEGIN CERTIFICATE-----\nCA\n"));
+        assert!(crypt.contains("\n<cert>\n-----BEGIN CERTIFICATE-----\nC1\n"));
+        assert!(crypt.contains("\n<key>\n-----BEGIN PRIVATE KEY-----\nK1\n"));
+        assert!(crypt.ends_with("-----END OpenVPN Static key V1-----\n</tls-crypt>\n"));
+        assert!(!crypt.contains("auth-user-pass") && !crypt.contains("key-direction"));
+
+        let userpass = tls_client_profile_text(
+            ServerProfile::TlsAuthUserPass,
+            Transport::Tcp,
+            ca,
+            None,
+            Some(tls),
+        );
+        assert!(userpass.contains("\nproto tcp-client\n"));
+        assert!(userpass.contains("\nauth SHA512\nauth-user-pass\n"));
+        assert!(userpass.contains("\nkey-direction 1\n<tls-auth>\n"));
+        assert!(!userpass.contains("<cert>") && !userpass.contains("<key>"));
+        assert!(!userpass.contains("explicit-exit-notify"));
+        assert!(!userpass.contains("data-ciphers"));
+    }
+
+    #[test]
     fn owner_pid_reads_harness_names_only() {
         assert_eq!(owner_pid("ebt1234n0s"), Some(1234));
         assert_eq!(owner_pid("ebt1234n17c"), Some(1234));
         assert_eq!(owner_pid("ebt1234n17"), Some(1234));
         assert_eq!(owner_pid("ebt1234n17x"), None);
+        assert_eq!(owner_pid("ebt1234n3pki"), Some(1234));
+        assert_eq!(owner_pid("ebt1234pki"), None);
         assert_eq!(owner_pid("ebtn1s"), None);
         assert_eq!(owner_pid("ebt12a4n1s"), None);
         assert_eq!(owner_pid("ebt1234n"), None);
@@ -1877,12 +2596,80 @@ mod tests {
                 "{profile}"
             );
             assert!(config.contains("\nlocal 10.99.0.1\n"), "{profile}");
+            assert!(config.contains("\ndisable-dco\n"), "{profile}");
+            assert!(config.contains("\nkeepalive 10 60\n"), "{profile}");
+            // explicit-exit-notify is UDP only; the harness adds it on the command line.
             assert!(
-                config.contains("\nifconfig 10.8.0.1 10.8.0.2\n"),
+                !config
+                    .lines()
+                    .any(|line| line.starts_with("explicit-exit-notify")),
                 "{profile}"
             );
-            assert!(config.contains("\ndisable-dco\n"), "{profile}");
         }
+        for profile in ServerProfile::POINT_TO_POINT {
+            assert!(profile.is_point_to_point() && !profile.is_tls());
+            assert!(
+                profile
+                    .server_config()
+                    .contains("\nifconfig 10.8.0.1 10.8.0.2\n"),
+                "{profile}"
+            );
+        }
+        for profile in ServerProfile::TLS {
+            let config = profile.server_config();
+            assert!(profile.is_tls() && !profile.is_point_to_point());
+            for line in [
+                "server 10.8.0.0 255.255.255.0",
+                "topology subnet",
+                "dh none",
+                "ca ca.crt",
+                "cert server.crt",
+                "key server.key",
+                "push \"dhcp-option DNS 10.8.0.1\"",
+                "push \"dhcp-option DOMAIN erebus.test\"",
+            ] {
+                assert!(config.contains(&format!("\n{line}\n")), "{profile}: {line}");
+            }
+            assert!(!config.contains("ifconfig "), "{profile}");
+        }
+        for profile in [ServerProfile::TlsCrypt, ServerProfile::TlsLegacyPrf] {
+            let config = profile.server_config();
+            assert!(config.contains("\ntls-crypt tls-crypt.key\n"), "{profile}");
+            assert!(config.contains(&format!("\ndata-ciphers {TLS_CRYPT_DATA_CIPHERS}\n")));
+            assert!(profile.uses_client_certificate() && !profile.uses_username_password());
+        }
+        assert!(
+            ServerProfile::TlsLegacyPrf
+                .server_config()
+                .contains("\nclient-connect ./check-legacy-prf.sh\n")
+        );
+        for profile in [
+            ServerProfile::TlsAuthUserPass,
+            ServerProfile::TlsAuthUserPassLzo,
+        ] {
+            let config = profile.server_config();
+            for line in [
+                "tls-auth tls-auth.key 0",
+                "auth SHA512",
+                "data-ciphers CHACHA20-POLY1305",
+                "script-security 2",
+                "auth-user-pass-verify ./verify-user.sh via-file",
+                "verify-client-cert none",
+            ] {
+                assert!(config.contains(&format!("\n{line}\n")), "{profile}: {line}");
+            }
+            assert!(profile.uses_username_password() && !profile.uses_client_certificate());
+        }
+        assert!(
+            ServerProfile::TlsAuthUserPass
+                .server_config()
+                .contains("\ncompress stub-v2\npush \"compress stub-v2\"\n")
+        );
+        assert!(
+            ServerProfile::TlsAuthUserPassLzo
+                .server_config()
+                .contains("\ncomp-lzo no\npush \"comp-lzo no\"\n")
+        );
         assert!(
             ServerProfile::StaticKey
                 .server_config()

@@ -1,7 +1,9 @@
 //! Proves the interop harness with the stock OpenVPN client (kernel tun, in the client
 //! namespace): for every profile and transport, the tunnel address is unreachable before the
-//! client connects; afterwards ping, HTTP, DNS and a 1 MiB download all go through the tunnel,
-//! and dropping the server leaves no namespace, process or directory behind.
+//! client connects; afterwards ping, HTTP, HTTPS, DNS and a 1 MiB download all go through the
+//! tunnel, and dropping the server leaves no namespace, process or directory behind. The TLS
+//! profiles also push their DNS settings, refuse a wrong password, a wrong CA and a wrong
+//! tls-crypt key, and the legacy-PRF server refuses a client that announces TLS-EKM.
 //!
 //! Needs root (see `erebus_testvectors::netns::require_netns`); without it every test prints a
 //! banner and fails, unless `EREBUS_SKIP_INTEROP=1` is set outside CI.
@@ -173,6 +175,10 @@ fn prove(profile: ServerProfile, transport: Transport) {
         page.stdout_text().contains(HTTP_MARKER),
         "no marker in {page}"
     );
+    check_https(&server);
+    if profile.is_tls() {
+        check_tls_session(&server, &client);
+    }
 
     for name in [netns::DNS_NAME, "anything.erebus.test"] {
         let addrs = server
@@ -223,6 +229,340 @@ fn prove(profile: ServerProfile, transport: Transport) {
          client stop {client_stop:?}, teardown {server_drop:?}, total {:?}",
         started.elapsed()
     );
+}
+
+/// HTTPS through the tunnel, verified with the harness CA, by address and by name.
+fn check_https(server: &OpenVpnServer) {
+    let ca = server.ca_cert_path().to_string_lossy().into_owned();
+    let page = curl(server, &["--cacert", &ca, &server.https_url()]);
+    assert!(page.success(), "HTTPS GET / failed: {page}");
+    assert!(page.stdout_text().contains(HTTP_MARKER), "{page}");
+    let resolve = format!(
+        "{}:{}:{}",
+        netns::DNS_NAME,
+        netns::HTTPS_PORT,
+        SERVER_TUNNEL_ADDR
+    );
+    let echo = curl(
+        server,
+        &[
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            &format!("{}echo", server.https_name_url()),
+        ],
+    );
+    assert!(echo.success(), "HTTPS GET /echo by name failed: {echo}");
+    assert!(
+        echo.stdout_text().starts_with("GET /echo HTTP/1.1\r\n"),
+        "{echo}"
+    );
+    // Without the harness CA the certificate is refused: curl really verifies it.
+    let untrusted = curl(server, &["--max-time", "5", &server.https_url()]);
+    assert!(!untrusted.success(), "HTTPS without the CA succeeded");
+    let httpd_log = std::fs::read_to_string(server.httpd_log()).expect("httpd log");
+    assert!(
+        httpd_log.contains(&format!("httpd: https {}:", netns::CLIENT_TUNNEL_ADDR)),
+        "{httpd_log}"
+    );
+}
+
+/// What a TLS session shows in the logs: the pushed DNS settings, the negotiated cipher, and
+/// for the username/password profiles the accepted user.
+fn check_tls_session(server: &OpenVpnServer, client: &netns::NsProcess<'_>) {
+    let client_log = std::fs::read_to_string(client.log_path()).expect("client log");
+    let push = client_log
+        .lines()
+        .find(|line| line.contains("PUSH: Received control message: 'PUSH_REPLY"))
+        .unwrap_or_else(|| panic!("no PUSH_REPLY in the client log:\n{client_log}"));
+    assert!(push.contains("dhcp-option DNS 10.8.0.1"), "{push}");
+    assert!(push.contains("dhcp-option DOMAIN erebus.test"), "{push}");
+    assert!(push.contains("ifconfig 10.8.0.2 255.255.255.0"), "{push}");
+    let server_log = std::fs::read_to_string(server.server_log()).expect("server log");
+    let expected = match server.profile() {
+        ServerProfile::TlsAuthUserPass => {
+            assert!(push.contains("compress stub-v2"), "{push}");
+            "Data Channel: cipher 'CHACHA20-POLY1305', peer-id: 0, compression: 'stubv2'"
+        }
+        ServerProfile::TlsAuthUserPassLzo => {
+            assert!(push.contains("comp-lzo no"), "{push}");
+            "Data Channel: cipher 'CHACHA20-POLY1305', peer-id: 0, compression: 'stub'"
+        }
+        _ => "Data Channel: cipher 'AES-256-GCM'",
+    };
+    // The client logs its data channel at once (the server a while later).
+    assert!(
+        client_log.contains(expected),
+        "{expected} not in the client log"
+    );
+    if server.profile().uses_username_password() {
+        assert!(
+            server_log.contains(&format!(
+                "verify-user.sh: accepted user '{}'",
+                netns::AUTH_USERNAME
+            )),
+            "the server log lacks the accepted user"
+        );
+    } else {
+        assert!(
+            server_log.contains(&format!(
+                "[{}] Peer Connection Initiated",
+                netns::CLIENT_CERT_NAME
+            )),
+            "the server log lacks the client certificate's name"
+        );
+    }
+    // The stock client announces TLS_KEY_EXPORT, so the session uses EKM.
+    let iv_proto = server
+        .last_client_iv_proto()
+        .expect("IV_PROTO in the server log");
+    assert_ne!(iv_proto & 8, 0, "IV_PROTO={iv_proto}");
+    assert!(push.contains("tls-ekm"), "{push}");
+}
+
+#[test]
+fn tls_crypt_over_udp() {
+    prove(ServerProfile::TlsCrypt, Transport::Udp);
+}
+
+#[test]
+fn tls_crypt_over_tcp() {
+    prove(ServerProfile::TlsCrypt, Transport::Tcp);
+}
+
+#[test]
+fn tls_auth_userpass_over_udp() {
+    prove(ServerProfile::TlsAuthUserPass, Transport::Udp);
+}
+
+#[test]
+fn tls_auth_userpass_lzo_over_tcp() {
+    prove(ServerProfile::TlsAuthUserPassLzo, Transport::Tcp);
+}
+
+/// Polls `path` until it contains `needle`; false after `timeout`.
+fn wait_for_log(path: &Path, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if std::fs::read(path).is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(needle)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A stock client that must not get a tunnel: waits for each of `server_needles` in the
+/// server log and `client_needles` in the client's, then checks that the client namespace has
+/// no tunnel.
+fn expect_refused(
+    server: &OpenVpnServer,
+    client: netns::NsProcess<'_>,
+    server_needles: &[&str],
+    client_needles: &[&str],
+) {
+    let timeout = Duration::from_secs(20);
+    for needle in server_needles {
+        assert!(
+            wait_for_log(&server.server_log(), needle, timeout),
+            "`{needle}` not in the server log:\n{}\n--- client ---\n{}",
+            server.server_log_tail(40),
+            client.log_tail(40)
+        );
+    }
+    for needle in client_needles {
+        assert!(
+            wait_for_log(client.log_path(), needle, timeout),
+            "`{needle}` not in the client log:\n{}\n--- server ---\n{}",
+            client.log_tail(40),
+            server.server_log_tail(40)
+        );
+    }
+    let client_log = std::fs::read_to_string(client.log_path()).expect("client log");
+    assert!(
+        !client_log.contains("Initialization Sequence Completed"),
+        "the refused client completed:\n{client_log}"
+    );
+    assert!(
+        !server
+            .ping_from_client(SERVER_TUNNEL_ADDR, 1, Duration::from_millis(200))
+            .expect("ping runs"),
+        "10.8.0.1 answered a refused client"
+    );
+    client.stop(Duration::from_secs(3));
+}
+
+/// `reneg-sec` on the server: the session renegotiates (new data-channel keys) and the tunnel
+/// keeps working.
+#[test]
+fn tls_crypt_renegotiates_with_reneg_sec() {
+    if !netns::should_run_interop("harness_selftest tls_crypt_renegotiates_with_reneg_sec") {
+        return;
+    }
+    let options = ServerOptions::default().with_reneg_sec(2);
+    let server = OpenVpnServer::start_with(ServerProfile::TlsCrypt, Transport::Udp, &options)
+        .expect("harness server starts");
+    let client = server
+        .start_stock_client("stock-client.log")
+        .expect("client");
+    server
+        .wait_for_client_tun(Duration::from_secs(15))
+        .unwrap_or_else(|error| panic!("{error}\n{}", client.log_tail(30)));
+    assert!(
+        server
+            .ping_from_client(SERVER_TUNNEL_ADDR, 20, Duration::from_millis(500))
+            .expect("ping runs")
+    );
+    let keys_installed = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("Incoming Data Channel: Cipher 'AES-256-GCM' initialized")
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while keys_installed(&server.server_log()) < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        keys_installed(&server.server_log()) >= 2,
+        "no renegotiation within 15 s:\n{}",
+        server.server_log_tail(40)
+    );
+    // The client installed the new keys too.
+    assert!(
+        keys_installed(client.log_path()) >= 2,
+        "{}",
+        client.log_tail(40)
+    );
+    assert!(
+        server
+            .ping_from_client(SERVER_TUNNEL_ADDR, 10, Duration::from_millis(500))
+            .expect("ping runs"),
+        "no ping after the renegotiation"
+    );
+    let page = curl(&server, &[&server.http_url()]);
+    assert!(page.stdout_text().contains(HTTP_MARKER), "{page}");
+}
+
+#[test]
+fn tls_auth_wrong_password_gets_auth_failed() {
+    if !netns::should_run_interop("harness_selftest tls_auth_wrong_password_gets_auth_failed") {
+        return;
+    }
+    let server = OpenVpnServer::start(ServerProfile::TlsAuthUserPass, Transport::Udp)
+        .expect("harness server starts");
+    let wrong = server
+        .wrong_credentials_path()
+        .to_string_lossy()
+        .into_owned();
+    let client = server
+        .start_stock_client_with(
+            "wrong-password.log",
+            &server.client_profile_path(),
+            &["--auth-user-pass", &wrong],
+        )
+        .expect("stock client starts");
+    expect_refused(
+        &server,
+        client,
+        &[
+            &format!("verify-user.sh: REJECTED user '{}'", netns::AUTH_USERNAME),
+            "'AUTH_FAILED'",
+        ],
+        &["AUTH: Received control message: AUTH_FAILED"],
+    );
+
+    // The same server still admits the right password afterwards.
+    let client = server
+        .start_stock_client("right-password.log")
+        .expect("client");
+    server
+        .wait_for_client_tun(Duration::from_secs(15))
+        .unwrap_or_else(|error| panic!("{error}\n{}", client.log_tail(30)));
+    assert!(
+        server
+            .ping_from_client(SERVER_TUNNEL_ADDR, 20, Duration::from_millis(500))
+            .expect("ping runs")
+    );
+}
+
+#[test]
+fn tls_crypt_wrong_ca_fails_verification() {
+    if !netns::should_run_interop("harness_selftest tls_crypt_wrong_ca_fails_verification") {
+        return;
+    }
+    let server =
+        OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).expect("harness server");
+    let profile = server
+        .client_profile_with_wrong_ca()
+        .expect("a TLS profile has a CA");
+    assert_ne!(profile, server.client_profile());
+    let path = server
+        .write_client_file("wrong-ca.ovpn", &profile)
+        .expect("profile written");
+    let client = server
+        .start_stock_client_with("wrong-ca.log", &path, &[])
+        .expect("stock client starts");
+    // The server logs nothing at verb 4: the client aborts the handshake.
+    expect_refused(
+        &server,
+        client,
+        &[],
+        &[
+            "VERIFY ERROR: depth=1, error=self-signed certificate in certificate chain",
+            "TLS Error: TLS handshake failed",
+        ],
+    );
+}
+
+#[test]
+fn tls_crypt_wrong_key_is_dropped() {
+    if !netns::should_run_interop("harness_selftest tls_crypt_wrong_key_is_dropped") {
+        return;
+    }
+    let server =
+        OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).expect("harness server");
+    let profile = server
+        .client_profile_with_wrong_key()
+        .expect("tls-crypt has a key");
+    let path = server
+        .write_client_file("wrong-key.ovpn", &profile)
+        .expect("profile written");
+    let client = server
+        .start_stock_client_with("wrong-key.log", &path, &[])
+        .expect("stock client starts");
+    // The client only notices after hand-window (60 s); the server drops every packet.
+    expect_refused(
+        &server,
+        client,
+        &["tls-crypt unwrap error: packet authentication failed"],
+        &[],
+    );
+}
+
+#[test]
+fn legacy_prf_server_refuses_a_client_announcing_ekm() {
+    if !netns::should_run_interop(
+        "harness_selftest legacy_prf_server_refuses_a_client_announcing_ekm",
+    ) {
+        return;
+    }
+    let server =
+        OpenVpnServer::start(ServerProfile::TlsLegacyPrf, Transport::Udp).expect("harness server");
+    let client = server
+        .start_stock_client("stock-client.log")
+        .expect("client");
+    expect_refused(
+        &server,
+        client,
+        &["check-legacy-prf.sh: REFUSED client announcing TLS_KEY_EXPORT (IV_PROTO=990)"],
+        &["AUTH_FAILED"],
+    );
+    let iv_proto = server.last_client_iv_proto().expect("IV_PROTO logged");
+    assert_ne!(iv_proto & 8, 0, "IV_PROTO={iv_proto}");
 }
 
 #[test]
@@ -472,16 +812,18 @@ fn second_session_over_tcp() {
 /// Not a test: keeps one server running for manual work, e.g.
 /// `EREBUS_HARNESS_PROFILE=static-key EREBUS_HARNESS_TRANSPORT=tcp EREBUS_HOLD_SECS=600 cargo
 /// test -p erebus-testvectors --test harness_selftest -- --ignored hold_server --nocapture`.
+/// The profile is any `ServerProfile::name()` (`tls-crypt`, `tls-auth-userpass`, ...); for the
+/// username/password profiles add `--auth-user-pass credentials.txt` to the stock client.
 #[test]
 #[ignore = "manual: holds a harness server open for EREBUS_HOLD_SECS seconds"]
 fn hold_server() {
     if !netns::should_run_interop("harness_selftest hold_server") {
         return;
     }
-    let profile = match std::env::var("EREBUS_HARNESS_PROFILE").as_deref() {
-        Ok("static-key") => ServerProfile::StaticKey,
-        _ => ServerProfile::Plaintext,
-    };
+    let profile = std::env::var("EREBUS_HARNESS_PROFILE")
+        .ok()
+        .and_then(|name| ServerProfile::from_name(&name))
+        .unwrap_or(ServerProfile::Plaintext);
     let transport = match std::env::var("EREBUS_HARNESS_TRANSPORT").as_deref() {
         Ok("tcp") => Transport::Tcp,
         _ => Transport::Udp,

@@ -1,0 +1,13 @@
+#!/bin/sh
+# auth-user-pass-verify script of the erebus interop harness (via-file): $1 names a file with
+# the username on line 1 and the password on line 2. The accepted pair is in auth-users.txt
+# (same format), which the harness writes into the instance directory.
+# Its output goes to the server log.
+{ IFS= read -r user; IFS= read -r pass; } < "$1"
+{ IFS= read -r want_user; IFS= read -r want_pass; } < auth-users.txt
+if [ -n "$want_user" ] && [ "$user" = "$want_user" ] && [ "$pass" = "$want_pass" ]; then
+    echo "verify-user.sh: accepted user '$user'"
+    exit 0
+fi
+echo "verify-user.sh: REJECTED user '$user'"
+exit 1
