@@ -136,6 +136,20 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
         dns_log.contains(&format!("query[A] {} from 10.8.0.2", netns::DNS_NAME)),
         "dnsmasq did not see erebus's query through the tunnel:\n{dns_log}"
     );
+    // CONNECT to an HTTPS origin behind the tunnel, by name, certificate verified.
+    let ca = server.ca_cert_path();
+    let page = curl(
+        &server,
+        &log(),
+        &[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-x",
+            "http://127.0.0.1:8080",
+            &server.https_name_url(),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
     // The port forward.
     let page = curl(&server, &log(), &["http://127.0.0.1:9090/"]);
     assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
