@@ -62,6 +62,15 @@ struct Args {
     /// be replayed in a test. The recording holds secrets: keep it private.
     #[arg(long, value_name = "DIR")]
     record: Option<PathBuf>,
+    /// Require proxy clients to authenticate (HTTP Basic, SOCKS5 username/password) with the
+    /// username on the first line of FILE and the password on the second. Kept out of argv so
+    /// other users cannot read it.
+    #[arg(long, value_name = "FILE")]
+    proxy_auth: Option<PathBuf>,
+    /// The username (first line) and password (second line) for a profile with
+    /// `auth-user-pass`; overrides a file the profile names. Keep the file private.
+    #[arg(long, value_name = "FILE")]
+    auth_user_pass: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,10 +120,18 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<Outcome> {
-    let loaded = match LoadedProfile::load(&args.config) {
+    let mut loaded = match LoadedProfile::load(&args.config) {
         Ok(loaded) => loaded,
         Err(error) => return Ok(Outcome::Config(error.into())),
     };
+    if let Some(file) = &args.auth_user_pass {
+        // The credentials are read where the profile's own `auth-user-pass FILE` would be;
+        // they never appear in argv or the logs.
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+        loaded.profile.auth_user_pass = Some(erebus_openvpn::config::AuthUserPass::From(
+            erebus_openvpn::config::Material::File(file),
+        ));
+    }
     for warning in &loaded.warnings {
         tracing::warn!(
             "{}: line {}: {}: {}",
@@ -144,7 +161,13 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     let mut listeners = Vec::new();
     let mut front_ends = Vec::new();
     let mut summary = Vec::new();
-    let proxy = ProxyConfig::default();
+    let mut proxy = ProxyConfig::default();
+    if let Some(path) = &args.proxy_auth {
+        match read_proxy_auth(path) {
+            Ok(auth) => proxy.auth = Some(auth),
+            Err(error) => return Ok(Outcome::Config(error)),
+        }
+    }
     if !args.no_http {
         listeners.push(bind(args.http, "HTTP proxy", proxy.auth.is_some())?);
         front_ends.push(FrontEnd::Http);
@@ -222,6 +245,22 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Clean);
     }
     Ok(Outcome::Session(failure))
+}
+
+/// Reads `--proxy-auth`'s file: the username on the first line, the password on the second.
+fn read_proxy_auth(path: &std::path::Path) -> anyhow::Result<erebus_proxy::ProxyAuth> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?,
+    );
+    let mut lines = text.lines();
+    let (Some(user), Some(password)) = (lines.next(), lines.next()) else {
+        anyhow::bail!(
+            "{}: expected a username line and a password line",
+            path.display()
+        );
+    };
+    erebus_proxy::ProxyAuth::new(user.trim_end_matches('\r'), password.trim_end_matches('\r'))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// Binds a listener, warning when it is reachable from other hosts without authentication.

@@ -386,3 +386,78 @@ fn icmp_echo_through_the_tunnel() {
         }
     }
 }
+
+/// With --proxy-auth, both proxies demand the credentials: 407 without them, the page with
+/// them (HTTP Basic and SOCKS5 username/password).
+#[test]
+fn proxy_authentication() {
+    if !netns::should_run_interop("proxy_authentication") {
+        return;
+    }
+    let server = OpenVpnServer::start(ServerProfile::Plaintext, Transport::Udp).unwrap();
+    let auth = server
+        .write_client_file("proxy-auth.txt", "alice\ns3cret pass\n")
+        .unwrap();
+    let config = server.client_profile_path();
+    let mut erebus = server
+        .spawn_in_client(
+            RunAs::Nobody,
+            &[
+                EREBUS,
+                "--config",
+                config.to_str().unwrap(),
+                "--proxy-auth",
+                auth.to_str().unwrap(),
+            ],
+            "erebus.log",
+        )
+        .unwrap();
+    erebus
+        .wait_until_listening(8080, Duration::from_secs(10))
+        .unwrap();
+    erebus
+        .wait_until_listening(1080, Duration::from_secs(10))
+        .unwrap();
+    let curl = netns::find_program("curl").unwrap();
+    let curl = curl.to_str().unwrap();
+    let url = server.http_url();
+    let status = |args: &[&str]| {
+        let mut argv = vec![curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}"];
+        argv.extend_from_slice(args);
+        let out = server
+            .run_in_client(RunAs::Nobody, &argv, Duration::from_secs(30))
+            .unwrap();
+        out.stdout_text()
+    };
+    assert_eq!(status(&["-x", "http://127.0.0.1:8080", &url]), "407");
+    assert_eq!(
+        status(&["-x", "http://127.0.0.1:8080", "-U", "alice:wrong", &url]),
+        "407"
+    );
+    assert_eq!(
+        status(&[
+            "-x",
+            "http://127.0.0.1:8080",
+            "-U",
+            "alice:s3cret pass",
+            &url
+        ]),
+        "200"
+    );
+    assert_eq!(
+        status(&[
+            "-x",
+            "socks5://127.0.0.1:1080",
+            "-U",
+            "alice:s3cret pass",
+            &url
+        ]),
+        "200"
+    );
+    assert_ne!(status(&["--socks5", "127.0.0.1:1080", &url]), "200");
+    let log = std::fs::read_to_string(server.instance_dir().join("erebus.log")).unwrap_or_default();
+    assert!(
+        !log.contains("s3cret"),
+        "the password leaked into the log:\n{log}"
+    );
+}
