@@ -743,6 +743,9 @@ impl<T: Tunnel> Client<T> {
                         if !conn.upstream_eof_sent {
                             conn.upstream_eof_sent = true;
                             conn.proxy.on_upstream_eof(now);
+                            // The front end may now want to act (shut the client down) even
+                            // with no bytes left for it: service it again.
+                            self.dirty.insert(id);
                         }
                         break;
                     }
