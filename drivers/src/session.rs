@@ -3,14 +3,14 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use erebus_openvpn::P2pSession;
-use erebus_openvpn::config::{Connection, Mode};
-use erebus_openvpn::setup::p2p_config;
+use erebus_openvpn::config::{AuthUserPass, Connection, Credentials, Material, Mode, TlsWrap};
+use erebus_openvpn::setup::{TlsMaterials, p2p_config, tls_config};
+use erebus_openvpn::{P2pSession, TlsSession};
 use erebus_sansio::tunnel::{Failure, Fault, Tunnel};
 use erebus_sansio::{Instant, Seed};
 
 use crate::clock::Clock;
-use crate::profile::LoadedProfile;
+use crate::profile::{LoadError, LoadedProfile};
 
 /// A tunnel of whichever protocol the profile uses.
 pub type AnyTunnel = Box<dyn Tunnel + Send>;
@@ -98,10 +98,56 @@ pub fn build_tunnel(
                 .map_err(|e| SetupError::Config(e.into()))?;
             Ok(Box::new(session))
         }
-        Mode::Tls => Err(SetupError::Config(anyhow::anyhow!(
-            "{}: TLS client mode is not supported yet; plaintext and static-key \
-             point-to-point profiles are",
-            loaded.path.display()
-        ))),
+        Mode::Tls => {
+            let config_error = |e: LoadError| SetupError::Config(e.into());
+            let read = |material: Option<&Material>| {
+                material
+                    .map(|m| loaded.material(m))
+                    .transpose()
+                    .map_err(config_error)
+            };
+            let ca = read(profile.ca.as_ref())?;
+            let cert = read(profile.cert.as_ref())?;
+            let key = read(profile.key.as_ref())?;
+            let extra_certs = read(profile.extra_certs.as_ref())?;
+            let wrap_key = read(connection.tls_wrap.as_ref().map(|wrap| match wrap {
+                TlsWrap::Auth { key, .. } | TlsWrap::Crypt { key } | TlsWrap::CryptV2 { key } => {
+                    key
+                }
+            }))?;
+            let credentials = match &profile.auth_user_pass {
+                None => None,
+                Some(AuthUserPass::Prompt) => {
+                    return Err(SetupError::Config(anyhow::anyhow!(
+                        "{}: the profile asks for a username and password ('auth-user-pass'): \
+                         pass them with --auth-user-pass FILE (username on the first line, \
+                         password on the second)",
+                        loaded.path.display()
+                    )));
+                }
+                Some(AuthUserPass::From(material)) => {
+                    let bytes = loaded.material(material).map_err(config_error)?;
+                    Some(Credentials::parse(&bytes).map_err(|e| SetupError::Config(e.into()))?)
+                }
+            };
+            let index = profile
+                .connections
+                .iter()
+                .position(|c| std::ptr::eq(c, connection))
+                .unwrap_or(0);
+            let materials = TlsMaterials {
+                ca: ca.as_deref().map(Vec::as_slice),
+                cert: cert.as_deref().map(Vec::as_slice),
+                key: key.as_deref().map(Vec::as_slice),
+                extra_certs: extra_certs.as_deref().map(Vec::as_slice),
+                tls_wrap_key: wrap_key.as_deref().map(Vec::as_slice),
+                user_pass: credentials.as_ref(),
+            };
+            let config = tls_config(profile, index, remote, &materials, clock.wall_clock())
+                .map_err(|e| SetupError::Config(e.into()))?;
+            let session = TlsSession::new(config, &seed.child("openvpn.session"), now)
+                .map_err(|e| SetupError::Config(e.into()))?;
+            Ok(Box::new(session))
+        }
     }
 }

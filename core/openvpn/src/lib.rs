@@ -11,8 +11,10 @@ pub mod packet;
 pub mod replay;
 pub mod setup;
 pub mod tls;
+pub mod tls_session;
 
 pub use data::DataChannel;
 pub use keys::StaticKey;
 pub use p2p::{P2pConfig, P2pMode, P2pSession, StaticKeyMode};
 pub use packet::StreamFramer;
+pub use tls_session::{TlsConfig, TlsSession};
