@@ -4,6 +4,8 @@
 //! whose 4-tuple (or listening port) they name; a segment for no socket gets a reset.
 //! [`Stack::poll_egress`] writes the next outgoing packet into the caller's buffer, taking one
 //! segment from each socket in turn so that one bulk transfer cannot starve the others.
+//! ICMP echo requests to our address are answered, as any host does (RFC 1122 section
+//! 3.2.2.6), so the far end can ping us through the tunnel.
 //! Addresses and the MTU come from the tunnel's [`TunnelConfig`]. IPv6 is not carried yet:
 //! the socket layer is address-family neutral, and the demultiplexing keys are full
 //! `SocketAddr`s, so adding it touches only this module.
@@ -107,6 +109,12 @@ pub struct StackStats {
     pub udp_rx: u64,
     /// UDP datagrams sent.
     pub udp_tx: u64,
+    /// ICMP echo requests to our address that were queued for an answer.
+    pub echo_rx: u64,
+    /// ICMP echo replies sent.
+    pub echo_tx: u64,
+    /// ICMP echo requests left unanswered because too many replies were already queued.
+    pub echo_dropped: u64,
 }
 
 /// A UDP datagram received on a bound port ([`Stack::udp_recv`]).
@@ -126,6 +134,9 @@ const MAX_UDP_QUEUE: usize = 256;
 /// Replies queued for sending without a socket (resets); more are dropped, as a flood of
 /// stray segments must not grow memory.
 const MAX_PENDING_REPLIES: usize = 64;
+/// Echo replies queued for sending; more requests go unanswered, so a ping flood cannot grow
+/// memory beyond this many MTU-sized buffers.
+const MAX_PENDING_ECHO_REPLIES: usize = 16;
 /// The TTL of our packets.
 const TTL: u8 = 64;
 /// The first ephemeral port (IANA, RFC 6335).
@@ -154,7 +165,25 @@ pub struct Stack {
     /// so owning each datagram is fine.
     udp_out: VecDeque<Vec<u8>>,
     udp_in: VecDeque<UdpDatagram>,
+    /// Echo replies waiting for [`Stack::poll_egress`].
+    echo_replies: VecDeque<EchoReply>,
+    /// Data buffers of replies already sent, kept for the next requests so that answering
+    /// pings does not allocate once the queue has been used.
+    spare_echo_data: Vec<Vec<u8>>,
     stats: StackStats,
+}
+
+/// An ICMP echo reply waiting to be sent.
+#[derive(Debug)]
+struct EchoReply {
+    /// Our address the request was sent to: the reply's source.
+    local: Ipv4Addr,
+    /// Who asked.
+    remote: Ipv4Addr,
+    ident: u16,
+    seq_no: u16,
+    /// The request's data, echoed unchanged.
+    data: Vec<u8>,
 }
 
 impl fmt::Debug for Stack {
@@ -192,6 +221,8 @@ impl Stack {
             udp_ports: BTreeSet::new(),
             udp_out: VecDeque::new(),
             udp_in: VecDeque::new(),
+            echo_replies: VecDeque::new(),
+            spare_echo_data: Vec::new(),
             stats: StackStats::default(),
         };
         stack.set_tunnel_config(tunnel);
@@ -403,7 +434,7 @@ impl Stack {
     /// When the stack next needs [`poll_egress`](Self::poll_egress) without new input; an
     /// instant in the past means "now".
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.replies.is_empty() || !self.udp_out.is_empty() {
+        if !self.replies.is_empty() || !self.udp_out.is_empty() || !self.echo_replies.is_empty() {
             return Some(Instant::ZERO);
         }
         self.sockets.values().filter_map(TcpSocket::poll_at).min()
@@ -439,7 +470,7 @@ impl Stack {
         let payload = ip_packet.payload();
         match ip.protocol {
             IpProtocol::Tcp => self.ingress_tcp(now, ip.src_addr, ip.dst_addr, payload),
-            IpProtocol::Icmp => self.ingress_icmp(payload),
+            IpProtocol::Icmp => self.ingress_icmp(ip.src_addr, ip.dst_addr, payload),
             IpProtocol::Udp => self.ingress_udp(ip.src_addr, ip.dst_addr, payload),
             _ => Err(IngressError::Unsupported),
         }
@@ -501,12 +532,23 @@ impl Stack {
         Ok(())
     }
 
-    fn ingress_icmp(&mut self, message: &[u8]) -> Result<(), IngressError> {
+    fn ingress_icmp(
+        &mut self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        message: &[u8],
+    ) -> Result<(), IngressError> {
         let packet = IcmpPacket::new_checked(message)?;
         let repr = IcmpRepr::parse(&packet)?;
-        let IcmpRepr::DstUnreachable { .. } = repr else {
-            return Err(IngressError::Unsupported);
-        };
+        match repr {
+            IcmpRepr::EchoRequest {
+                ident,
+                seq_no,
+                data,
+            } => return self.answer_echo(src, dst, ident, seq_no, data),
+            IcmpRepr::DstUnreachable { .. } => {}
+            _ => return Err(IngressError::Unsupported),
+        }
         let original = repr.original().ok_or(IngressError::Unsupported)?;
         if original.protocol != IpProtocol::Tcp {
             return Err(IngressError::Unsupported);
@@ -521,6 +563,47 @@ impl Stack {
         {
             socket.on_unreachable();
         }
+        Ok(())
+    }
+
+    /// Queues the reply to an echo request from `remote` to our address `local`.
+    fn answer_echo(
+        &mut self,
+        remote: Ipv4Addr,
+        local: Ipv4Addr,
+        ident: u16,
+        seq_no: u16,
+        data: &[u8],
+    ) -> Result<(), IngressError> {
+        // A request from a broadcast, multicast or unspecified source is invalid
+        // (RFC 1122 section 3.2.1.3); answering it would send to many hosts or to none.
+        if remote.is_broadcast() || remote.is_multicast() || remote.is_unspecified() {
+            return Err(IngressError::Unsupported);
+        }
+        // Without fragmentation, a reply that exceeds the MTU could never be sent.
+        let reply = IcmpRepr::EchoReply {
+            ident,
+            seq_no,
+            data,
+        };
+        if ipv4::HEADER_LEN + reply.buffer_len() > self.mtu {
+            return Err(IngressError::Unsupported);
+        }
+        if self.echo_replies.len() >= MAX_PENDING_ECHO_REPLIES {
+            self.stats.echo_dropped += 1;
+            return Ok(());
+        }
+        let mut echoed = self.spare_echo_data.pop().unwrap_or_default();
+        echoed.clear();
+        echoed.extend_from_slice(data);
+        self.echo_replies.push_back(EchoReply {
+            local,
+            remote,
+            ident,
+            seq_no,
+            data: echoed,
+        });
+        self.stats.echo_rx += 1;
         Ok(())
     }
 
@@ -547,6 +630,16 @@ impl Stack {
                 self.stats.tx_packets += 1;
                 self.stats.udp_tx += 1;
                 return Some(packet.len());
+            }
+            self.stats.tx_too_big += 1;
+        }
+        while let Some(reply) = self.echo_replies.pop_front() {
+            let written = write_echo_reply(buf, &reply);
+            self.spare_echo_data.push(reply.data);
+            if let Some(len) = written {
+                self.stats.tx_packets += 1;
+                self.stats.echo_tx += 1;
+                return Some(len);
             }
             self.stats.tx_too_big += 1;
         }
@@ -673,6 +766,27 @@ impl Stack {
             self.replies.push_back((local, remote, reply));
         }
     }
+}
+
+/// Writes the IPv4 packet carrying an echo reply into `buf`; `None` when it does not fit.
+fn write_echo_reply(buf: &mut [u8], reply: &EchoReply) -> Option<usize> {
+    let icmp = IcmpRepr::EchoReply {
+        ident: reply.ident,
+        seq_no: reply.seq_no,
+        data: &reply.data,
+    };
+    let ip = Ipv4Repr {
+        src_addr: reply.local,
+        dst_addr: reply.remote,
+        protocol: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        ttl: TTL,
+    };
+    let total = ip.buffer_len();
+    let out = buf.get_mut(..total)?;
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut *out));
+    icmp.emit(&mut IcmpPacket::new_unchecked(&mut out[ipv4::HEADER_LEN..]));
+    Some(total)
 }
 
 /// Writes an IPv4 packet carrying `repr` from `local` to `remote` into `buf`; `None` when it
@@ -880,6 +994,162 @@ mod tests {
         );
         assert!(stack.ingress(Instant::ZERO, &[0x45]).is_err());
         assert_eq!(stack.stats().rx_dropped, 3);
+    }
+
+    /// An IPv4 packet carrying `icmp` from `src` to `dst`.
+    fn icmp_packet(src: Ipv4Addr, dst: Ipv4Addr, icmp: &IcmpRepr<'_>) -> Vec<u8> {
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            protocol: IpProtocol::Icmp,
+            payload_len: icmp.buffer_len(),
+            ttl: 64,
+        };
+        let mut packet = vec![0u8; ip.buffer_len()];
+        ip.emit(&mut Ipv4Packet::new_unchecked(&mut packet[..]));
+        icmp.emit(&mut IcmpPacket::new_unchecked(
+            &mut packet[ipv4::HEADER_LEN..],
+        ));
+        packet
+    }
+
+    #[test]
+    fn echo_request_to_us_is_answered_with_the_same_id_seq_and_data() {
+        let mut stack = Stack::new(&tunnel(2), TcpConfig::default(), &Seed::from_byte(1));
+        let data: Vec<u8> = (0..56u8).collect();
+        let request = IcmpRepr::EchoRequest {
+            ident: 0x1234,
+            seq_no: 7,
+            data: &data,
+        };
+        stack
+            .ingress(Instant::ZERO, &icmp_packet(v4(1), v4(2), &request))
+            .unwrap();
+        assert_eq!(stack.poll_timeout(), Some(Instant::ZERO));
+        let mut buf = [0u8; 1400];
+        let len = stack.poll_egress(Instant::ZERO, &mut buf).unwrap();
+        assert_eq!(len, 20 + 8 + 56);
+
+        // The reply checks out with the wire crate's parsers, checksums included.
+        let ip_packet = Ipv4Packet::new_checked(&buf[..len]).unwrap();
+        let ip = Ipv4Repr::parse(&ip_packet).unwrap();
+        assert_eq!(
+            (ip.src_addr, ip.dst_addr, ip.protocol, ip.ttl),
+            (v4(2), v4(1), IpProtocol::Icmp, TTL)
+        );
+        let message = IcmpPacket::new_checked(ip_packet.payload()).unwrap();
+        assert!(message.verify_checksum());
+        assert_eq!(
+            IcmpRepr::parse(&message).unwrap(),
+            IcmpRepr::EchoReply {
+                ident: 0x1234,
+                seq_no: 7,
+                data: &data,
+            }
+        );
+        // The ICMP message is the request's with type 8 turned into 0, and the checksum
+        // adjusted for that one change by hand (RFC 1624): 0x0800 more, end-around carry.
+        let request_bytes = icmp_packet(v4(1), v4(2), &request);
+        let mut expected = request_bytes[ipv4::HEADER_LEN..].to_vec();
+        expected[0] = 0;
+        let old = u32::from(u16::from_be_bytes([expected[2], expected[3]]));
+        let sum = old + 0x0800;
+        let adjusted = ((sum & 0xffff) + (sum >> 16)) as u16;
+        expected[2..4].copy_from_slice(&adjusted.to_be_bytes());
+        assert_eq!(&buf[ipv4::HEADER_LEN..len], &expected[..]);
+
+        assert_eq!(stack.poll_egress(Instant::ZERO, &mut buf), None);
+        let stats = *stack.stats();
+        assert_eq!((stats.echo_rx, stats.echo_tx, stats.tx_packets), (1, 1, 1));
+        assert_eq!(stats.rx_dropped, 0);
+    }
+
+    #[test]
+    fn echo_requests_for_others_or_from_broadcast_are_dropped() {
+        let mut stack = Stack::new(&tunnel(2), TcpConfig::default(), &Seed::from_byte(1));
+        let request = IcmpRepr::EchoRequest {
+            ident: 1,
+            seq_no: 1,
+            data: b"ping",
+        };
+        assert_eq!(
+            stack.ingress(Instant::ZERO, &icmp_packet(v4(1), v4(3), &request)),
+            Err(IngressError::NotForUs)
+        );
+        assert_eq!(
+            stack.ingress(Instant::ZERO, &icmp_packet(v4(1), v4(255), &request)),
+            Err(IngressError::NotForUs)
+        );
+        assert_eq!(
+            stack.ingress(
+                Instant::ZERO,
+                &icmp_packet(Ipv4Addr::BROADCAST, v4(2), &request)
+            ),
+            Err(IngressError::Unsupported)
+        );
+        // A corrupted checksum is a drop too.
+        let mut corrupted = icmp_packet(v4(1), v4(2), &request);
+        let last = corrupted.len() - 1;
+        corrupted[last] ^= 1;
+        assert!(matches!(
+            stack.ingress(Instant::ZERO, &corrupted),
+            Err(IngressError::Malformed(_))
+        ));
+        // An echo reply is not answered.
+        let reply = IcmpRepr::EchoReply {
+            ident: 1,
+            seq_no: 1,
+            data: b"ping",
+        };
+        assert_eq!(
+            stack.ingress(Instant::ZERO, &icmp_packet(v4(1), v4(2), &reply)),
+            Err(IngressError::Unsupported)
+        );
+        let mut buf = [0u8; 1400];
+        assert_eq!(stack.poll_egress(Instant::ZERO, &mut buf), None);
+        assert_eq!(stack.stats().rx_dropped, 5);
+        assert_eq!(stack.stats().echo_rx, 0);
+    }
+
+    #[test]
+    fn echo_replies_are_bounded_and_reuse_their_buffers() {
+        let mut stack = Stack::new(&tunnel(2), TcpConfig::default(), &Seed::from_byte(1));
+        let data = [0xa5u8; 100];
+        let flood = MAX_PENDING_ECHO_REPLIES as u16 + 5;
+        for seq_no in 0..flood {
+            let request = IcmpRepr::EchoRequest {
+                ident: 9,
+                seq_no,
+                data: &data,
+            };
+            stack
+                .ingress(Instant::ZERO, &icmp_packet(v4(1), v4(2), &request))
+                .unwrap();
+        }
+        assert_eq!(stack.stats().echo_rx, MAX_PENDING_ECHO_REPLIES as u64);
+        assert_eq!(stack.stats().echo_dropped, 5);
+        let mut buf = [0u8; 1400];
+        let mut seqs = Vec::new();
+        while let Some(len) = stack.poll_egress(Instant::ZERO, &mut buf) {
+            let ip_packet = Ipv4Packet::new_checked(&buf[..len]).unwrap();
+            let icmp = IcmpPacket::new_checked(ip_packet.payload()).unwrap();
+            seqs.push(icmp.echo_seq_no());
+        }
+        // The earliest requests are answered, in order.
+        let expected: Vec<u16> = (0..MAX_PENDING_ECHO_REPLIES as u16).collect();
+        assert_eq!(seqs, expected);
+        assert_eq!(stack.spare_echo_data.len(), MAX_PENDING_ECHO_REPLIES);
+        // A request too large to answer within the MTU is refused.
+        let big = [0u8; 1400 - 28 + 1];
+        let request = IcmpRepr::EchoRequest {
+            ident: 9,
+            seq_no: 0,
+            data: &big,
+        };
+        assert_eq!(
+            stack.ingress(Instant::ZERO, &icmp_packet(v4(1), v4(2), &request)),
+            Err(IngressError::Unsupported)
+        );
     }
 
     #[test]
