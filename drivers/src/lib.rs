@@ -14,5 +14,6 @@ pub mod profile;
 pub mod record;
 pub mod session;
 pub mod smol_driver;
+pub mod tun;
 
 pub use clock::{Clock, os_seed};

@@ -5,3 +5,5 @@
 
 pub mod guard;
 pub mod netns;
+pub mod tun_netns;
+pub mod tun_stack;
