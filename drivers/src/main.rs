@@ -22,7 +22,8 @@ Exit status:
   0  the session ended cleanly (Ctrl-C, or the server closed it)
   1  an unexpected internal error
   2  configuration error: bad arguments, unreadable or unusable profile
-  3  authentication failure: the server refused our credentials or certificate
+  3  authentication failure: the server refused our credentials or certificate, or
+     its certificate failed verification against the profile's CA and rules
   4  network failure: the server is unreachable or stopped answering
 
 Proxies listen on 127.0.0.1 unless told otherwise. Logs go to stderr; set RUST_LOG
