@@ -18,13 +18,16 @@
 //! descriptors first. The names carry the PID of the test process, so the next
 //! [`TunNamespace::create`] in any process removes what a killed process left behind.
 //!
+//! [`TunNamespace::start_dnsmasq`] runs a DNS server on the kernel's side of the device, for
+//! the stack's UDP and resolver.
+//!
 //! Needs root; interop tests start with [`crate::netns::should_run_interop`].
 
 use std::fmt;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, Once, PoisonError};
 use std::thread::JoinHandle;
@@ -237,6 +240,129 @@ impl TunNamespace {
     /// Whether a namespace of this name is listed by `ip netns list`.
     pub fn exists(&self) -> bool {
         namespace_names(&self.ip).contains(&self.name)
+    }
+
+    /// Starts dnsmasq in the namespace, bound to [`KERNEL_ADDR`]`:53` only, and waits until
+    /// it has started. It answers every name under `domain` (and `domain` itself) with
+    /// `answer`, says that any other name under `local_zone` does not exist (NXDOMAIN), and
+    /// refuses the rest: it has no upstream server, no configuration file and no hosts file.
+    /// Every query is logged ([`TunDnsmasq::log`]).
+    ///
+    /// # Errors
+    ///
+    /// When dnsmasq is missing, cannot be started, exits, or does not start within `timeout`.
+    pub fn start_dnsmasq(
+        &self,
+        domain: &str,
+        answer: Ipv4Addr,
+        local_zone: &str,
+        timeout: Duration,
+    ) -> Result<TunDnsmasq, HarnessError> {
+        let dnsmasq = find_program("dnsmasq").ok_or_else(|| missing("dnsmasq"))?;
+        let dir = std::env::temp_dir().join(format!("{}-dnsmasq", self.name));
+        let io_error = |context: String| {
+            move |source| HarnessError::Io {
+                context: context.clone(),
+                source,
+            }
+        };
+        fs::create_dir_all(&dir).map_err(io_error(format!("creating {}", dir.display())))?;
+        let log = dir.join("dnsmasq.log");
+        let output =
+            fs::File::create(&log).map_err(io_error(format!("creating {}", log.display())))?;
+        let mut command = self.ip();
+        command.args(["netns", "exec", &self.name]);
+        // With setpriv, dnsmasq dies with the thread that started it even when the test
+        // process is killed; `ip netns exec` and setpriv both exec, so the child's PID is
+        // dnsmasq's own.
+        if let Some(setpriv) = find_program("setpriv") {
+            command.arg(setpriv).args(["--pdeathsig", "KILL", "--"]);
+        }
+        command
+            .arg(&dnsmasq)
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--no-poll",
+                "--bind-interfaces",
+                "--port=53",
+                "--user=root",
+                "--group=root",
+                "--log-queries",
+                // To stderr, which is the log file.
+                "--log-facility=-",
+            ])
+            .arg(format!("--listen-address={KERNEL_ADDR}"))
+            .arg(format!("--address=/{domain}/{answer}"))
+            .arg(format!("--local=/{local_zone}/"))
+            .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+            .stdout(Stdio::null())
+            .stderr(output);
+        let child = command
+            .spawn()
+            .map_err(io_error(format!("starting {}", dnsmasq.display())))?;
+        let mut server = TunDnsmasq { child, log, dir };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(HarnessError::Exited {
+                    what: "dnsmasq".into(),
+                    status: status.to_string(),
+                    detail: server.log(),
+                });
+            }
+            if server.log().contains("started, version") {
+                return Ok(server);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(HarnessError::NotReady {
+                    what: format!("dnsmasq in {}", self.name),
+                    waited: timeout,
+                    detail: server.log(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// dnsmasq running in a [`TunNamespace`] ([`TunNamespace::start_dnsmasq`]). Dropping it kills
+/// it, by the PID of the child (which cannot be reused before it is reaped), and removes its
+/// directory. Drop it before the namespace.
+#[derive(Debug)]
+pub struct TunDnsmasq {
+    child: Child,
+    log: PathBuf,
+    dir: PathBuf,
+}
+
+impl TunDnsmasq {
+    /// The address it answers on.
+    pub const ADDRESS: Ipv4Addr = KERNEL_ADDR;
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything it logged so far: startup, then one `query[A] <name> from <address>` line
+    /// and one answer line per query.
+    pub fn log(&self) -> String {
+        fs::read(&self.log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_else(|error| format!("(cannot read {}: {error})", self.log.display()))
+    }
+}
+
+impl Drop for TunDnsmasq {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 

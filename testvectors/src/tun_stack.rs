@@ -13,8 +13,11 @@
 //!
 //! [`TunStack::set_loss`] makes the loop drop a share of the packets in each direction
 //! (seeded, so a run can be repeated), to exercise both ends' loss recovery.
+//!
+//! [`StackResolver`] drives erebus's DNS stub over the stack's UDP sockets from an
+//! application step, the way the client does.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
@@ -22,6 +25,7 @@ use std::time::Duration;
 
 use erebus::Clock;
 use erebus::tun::{MAX_PACKET_LEN, TunDevice, TunMode};
+use erebus_net::dns::{Addresses, DnsTransport, LookupId, ResolveError, Resolver};
 use erebus_net::{Stack, TcpConfig};
 use erebus_sansio::{Instant, Seed, SeededRng, TunnelConfig};
 use erebus_wire::IpProtocol;
@@ -276,6 +280,95 @@ impl TunStack {
             Err(error) if error.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(error) => Err(error),
         }
+    }
+}
+
+/// A finished lookup of [`StackResolver::pump`].
+pub type LookupResult = (LookupId, Result<Addresses, ResolveError>);
+
+/// erebus's DNS stub resolver wired to a [`Stack`]'s UDP sockets, as the client wires it:
+/// each query goes out from the source port the resolver chose (bound on first use and
+/// unbound once the resolver no longer waits on it), and every datagram the stack received
+/// goes back to the resolver. Queries that would fall back to TCP (truncated answers) fail at
+/// once: the tests here need only UDP.
+#[derive(Debug)]
+pub struct StackResolver {
+    /// The resolver; start lookups with [`Resolver::resolve`].
+    pub resolver: Resolver,
+    ports: BTreeSet<u16>,
+    /// Datagrams the resolver refused (malformed or unsolicited).
+    pub dropped_responses: u64,
+    /// Queries the stack would not send.
+    pub unsent_queries: u64,
+}
+
+impl StackResolver {
+    /// Wires `resolver` to a stack.
+    pub fn new(resolver: Resolver) -> Self {
+        Self {
+            resolver,
+            ports: BTreeSet::new(),
+            dropped_responses: 0,
+            unsent_queries: 0,
+        }
+    }
+
+    /// One round at `now`: fires the resolver's timeouts, queues its queries on `stack`,
+    /// hands it the datagrams `stack` received (all of them: the stack's UDP is the
+    /// resolver's here) and returns the lookups that finished.
+    pub fn pump(&mut self, stack: &mut Stack, now: Instant) -> Vec<LookupResult> {
+        if self.resolver.poll_timeout().is_some_and(|at| at <= now) {
+            self.resolver.handle_timeout(now);
+        }
+        while let Some(query) = self.resolver.poll_transmit(now) {
+            match query.transport {
+                DnsTransport::Udp => {
+                    if !stack.udp_is_bound(query.local_port)
+                        && stack.udp_bind(query.local_port).is_ok()
+                    {
+                        self.ports.insert(query.local_port);
+                    }
+                    if stack
+                        .udp_send(query.local_port, query.server, &query.bytes)
+                        .is_err()
+                    {
+                        self.unsent_queries += 1;
+                    }
+                }
+                DnsTransport::Tcp => {
+                    self.resolver
+                        .handle_tcp_failure(now, query.server, query.id);
+                }
+            }
+        }
+        while let Some(datagram) = stack.udp_recv() {
+            let handled = self.resolver.handle_udp_response(
+                now,
+                datagram.remote,
+                datagram.local_port,
+                &datagram.payload,
+            );
+            if handled.is_err() {
+                self.dropped_responses += 1;
+            }
+        }
+        let finished = std::iter::from_fn(|| self.resolver.poll_result()).collect();
+        let idle: Vec<u16> = self
+            .ports
+            .iter()
+            .copied()
+            .filter(|port| !self.resolver.is_listening_on(*port))
+            .collect();
+        for port in idle {
+            self.ports.remove(&port);
+            stack.udp_unbind(port);
+        }
+        finished
+    }
+
+    /// The source ports bound on the stack for queries still waiting for an answer.
+    pub fn bound_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports.iter().copied()
     }
 }
 

@@ -5,6 +5,8 @@
 //!   the pattern stream and reads the other's to the end, at the same time.
 //! - `kernel_connects_to_stack_*`: the same with a kernel client and a stack listener.
 //! - `tun_device_*`: the TUN adapter alone, in blocking mode, one UDP datagram each way.
+//! - `stack_resolves_through_dnsmasq_over_udp`: erebus's DNS stub resolver over the stack's
+//!   UDP, asking dnsmasq on the kernel's side of the device.
 //!
 //! The transfers check the SHA-256 of every byte on both sides and that both ends close
 //! cleanly, and print throughput per direction, the stack's retransmission counters and the
@@ -15,8 +17,9 @@
 //! in release builds, 16 in debug builds); `EREBUS_TUN_TRACE=<dir>` writes every packet the
 //! stack saw, one line each, to `<dir>/<scenario>.trace`.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,6 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant as StdInstant};
 
 use erebus::tun::{TunDevice, TunMode};
+use erebus_net::dns::{Addresses, Family, ResolveError, Resolver, ResolverOptions};
 use erebus_net::{SocketHandle, Stack, State, TcpConfig, TcpStats};
 use erebus_sansio::{Instant, Seed};
 use erebus_testvectors::netns::{
@@ -33,7 +37,7 @@ use erebus_testvectors::tun_netns::{
     KERNEL_ADDR, KernelTcpCounters, STACK_ADDR, TUN_NAME, TunNamespace, stack_tunnel_config,
     wait_for_carrier,
 };
-use erebus_testvectors::tun_stack::{PacketTrace, RunError, TunStack};
+use erebus_testvectors::tun_stack::{PacketTrace, RunError, StackResolver, TunStack};
 use erebus_wire::IpProtocol;
 use erebus_wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use erebus_wire::udp::{UdpPacket, UdpRepr};
@@ -701,6 +705,138 @@ fn tun_device_blocking_mode_carries_one_datagram_each_way() {
         Ok(Err(error)) => panic!("{error}"),
         Err(panic) => std::panic::resume_unwind(panic),
     }
+    drop(ns);
+    assert_namespace_gone(&name);
+}
+
+/// What the stack's resolver found for each name, with its counters.
+#[derive(Debug)]
+struct DnsReport {
+    results: BTreeMap<&'static str, Result<Addresses, ResolveError>>,
+    dropped_responses: u64,
+    unsent_queries: u64,
+    ports_left_bound: Vec<u16>,
+}
+
+/// erebus's DNS stub resolver, over the stack's UDP sockets on the TUN device, asks dnsmasq
+/// on the kernel's side: a name under its domain resolves to the address it was given, a
+/// name it holds no record for in its local zone does not exist, and a name outside both is
+/// refused (it has no upstream). dnsmasq's log shows the queries came from the stack's
+/// address, so they crossed the device.
+#[test]
+fn stack_resolves_through_dnsmasq_over_udp() {
+    if !should_run_interop("stack_resolves_through_dnsmasq_over_udp") {
+        return;
+    }
+    const KNOWN: &str = "web.erebus.test";
+    const UNKNOWN: &str = "missing.test";
+    const OUTSIDE: &str = "nothing.example";
+    let ns = TunNamespace::create().expect("namespace with a TUN device");
+    let name = ns.name().to_owned();
+    let dnsmasq = ns
+        .start_dnsmasq("erebus.test", KERNEL_ADDR, "test", Duration::from_secs(10))
+        .expect("dnsmasq starts");
+    let dnsmasq_pid = dnsmasq.pid();
+
+    let namespace = name.clone();
+    let worker = ns
+        .spawn("erebus-dns", move || -> Result<DnsReport, String> {
+            let mut tunnel = stack_tunnel_config();
+            tunnel.dns_servers = vec![IpAddr::V4(KERNEL_ADDR)];
+            let mut tun_stack = TunStack::open(TUN_NAME, &tunnel, TcpConfig::default(), &seed())
+                .map_err(|error| format!("attaching the stack to {TUN_NAME}: {error}"))?;
+            wait_for_carrier(&namespace, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+            let resolver = Resolver::new(&tunnel, ResolverOptions::default(), &seed());
+            let mut dns = StackResolver::new(resolver);
+            let now = tun_stack.now();
+            let mut pending = BTreeMap::new();
+            for name in [KNOWN, UNKNOWN, OUTSIDE] {
+                let id = dns
+                    .resolver
+                    .resolve(now, name, Family::V4)
+                    .map_err(|error| format!("resolve {name}: {error}"))?;
+                pending.insert(id, name);
+            }
+            let mut results = BTreeMap::new();
+            let outcome = tun_stack.run_until(Duration::from_secs(20), |stack, now| {
+                for (id, result) in dns.pump(stack, now) {
+                    if let Some(name) = pending.remove(&id) {
+                        results.insert(name, result);
+                    }
+                }
+                Ok(pending.is_empty().then_some(()))
+            });
+            if let Err(error) = outcome {
+                return Err(format!(
+                    "{error}: answers so far {results:?}, loop {:?}",
+                    tun_stack.counters
+                ));
+            }
+            Ok(DnsReport {
+                results,
+                dropped_responses: dns.dropped_responses,
+                unsent_queries: dns.unsent_queries,
+                ports_left_bound: dns
+                    .bound_ports()
+                    .filter(|port| tun_stack.stack.udp_is_bound(*port))
+                    .collect(),
+            })
+        })
+        .expect("stack thread");
+    let report = match worker.join() {
+        Ok(Ok(Ok(report))) => report,
+        Ok(Ok(Err(error))) => panic!("{error}\n--- dnsmasq ---\n{}", dnsmasq.log()),
+        Ok(Err(error)) => panic!("{error}"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let log = dnsmasq.log();
+    eprintln!("\n== DNS over the stack's UDP: {report:?}\n--- dnsmasq ---\n{log}");
+
+    assert_eq!(
+        report.results.get(KNOWN),
+        Some(&Ok(vec![IpAddr::V4(KERNEL_ADDR)])),
+        "{KNOWN}"
+    );
+    assert_eq!(
+        report.results.get(UNKNOWN),
+        Some(&Err(ResolveError::NameNotFound)),
+        "{UNKNOWN}"
+    );
+    assert_eq!(
+        report.results.get(OUTSIDE),
+        Some(&Err(ResolveError::ServerFailure)),
+        "{OUTSIDE}"
+    );
+    assert_eq!(
+        report.dropped_responses, 0,
+        "responses the resolver refused"
+    );
+    assert_eq!(report.unsent_queries, 0, "queries the stack would not send");
+    assert!(
+        report.ports_left_bound.is_empty(),
+        "source ports still bound: {:?}",
+        report.ports_left_bound
+    );
+    for queried in [KNOWN, UNKNOWN, OUTSIDE] {
+        let line = format!("query[A] {queried} from {STACK_ADDR}");
+        assert!(log.contains(&line), "dnsmasq logged `{line}`");
+    }
+    assert!(log.contains(&format!("config {KNOWN} is {KERNEL_ADDR}")));
+    assert!(log.contains(&format!("config {UNKNOWN} is NXDOMAIN")));
+
+    // dnsmasq is gone once dropped, before the namespace is deleted.
+    drop(dnsmasq);
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", &name])
+        .output()
+        .expect("ip netns pids runs");
+    let pids = String::from_utf8_lossy(&pids.stdout);
+    assert!(
+        !pids
+            .split_whitespace()
+            .any(|pid| pid == dnsmasq_pid.to_string()),
+        "dnsmasq ({dnsmasq_pid}) still runs in {name}"
+    );
     drop(ns);
     assert_namespace_gone(&name);
 }

@@ -487,15 +487,22 @@ impl Stack {
         let repr = TcpRepr::parse(&tcp_packet, IpAddr::V4(src), IpAddr::V4(dst))?;
         let remote = SocketAddr::V4(SocketAddrV4::new(src, repr.src_port));
         let local = SocketAddr::V4(SocketAddrV4::new(dst, repr.dst_port));
-        let handle = self
-            .by_tuple
-            .get(&(local, remote))
-            .or_else(|| self.listeners.get(&repr.dst_port))
-            .copied();
+        let connected = self.by_tuple.get(&(local, remote)).copied();
+        let handle = connected.or_else(|| self.listeners.get(&repr.dst_port).copied());
         let reply = match handle.and_then(|h| self.sockets.get_mut(&h).map(|s| (h, s))) {
             Some((handle, socket)) => {
                 let reply = socket.process(now, remote, local, &repr);
-                self.file(handle);
+                // A socket found under its 4-tuple that is still connected to the same peer
+                // keeps that key, and filing it again would change nothing: skip it on the
+                // path every data segment takes. Anything else (a listener that took a SYN,
+                // a reset back to listening) is filed anew.
+                let same_key = connected.is_some()
+                    && socket.state() != tcp::State::Listen
+                    && socket.local_endpoint() == Some(local)
+                    && socket.remote_endpoint() == Some(remote);
+                if !same_key {
+                    self.file(handle);
+                }
                 reply
             }
             None => {

@@ -311,6 +311,17 @@ const DEFAULT_PEER_MSS: usize = 536;
 const TIMESTAMP_OPTION_LEN: usize = 12;
 /// Duplicate acknowledgments that signal a loss (RFC 5681).
 const DUP_ACK_THRESHOLD: u32 = 3;
+/// Out-of-order blocks remembered for SACK reporting. More than fit in one option, so that
+/// several holes opened by one batch of input are all reported, over several ACKs.
+const SACK_HISTORY: usize = 8;
+
+/// A block of out-of-order data in the SACK history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SackRecord {
+    block: SackBlock,
+    /// Whether a segment we sent carried it since it last changed.
+    reported: bool,
+}
 
 /// A segment chosen for sending.
 #[derive(Clone, Copy, Debug)]
@@ -357,8 +368,10 @@ pub struct TcpSocket {
     /// The right edge of the window we advertised last; it never moves left.
     rcv_adv: SeqNumber,
     ooo: Assembler,
-    /// The out-of-order range received last, reported first in SACK blocks.
-    last_ooo: Option<(SeqNumber, SeqNumber)>,
+    /// Out-of-order blocks, the one holding the latest out-of-order segment first, then
+    /// the others by when a segment last landed in them, most recent first (the order of
+    /// RFC 2018 section 4), each marked once a segment of ours carried it.
+    sack_history: [Option<SackRecord>; SACK_HISTORY],
     remote_fin: Option<SeqNumber>,
     fin_received: bool,
 
@@ -462,7 +475,7 @@ impl TcpSocket {
             rcv_wscale: 0,
             rcv_adv: SeqNumber(0),
             ooo: Assembler::new(),
-            last_ooo: None,
+            sack_history: [None; SACK_HISTORY],
             remote_fin: None,
             fin_received: false,
             ws_enabled: false,
@@ -1218,11 +1231,12 @@ impl TcpSocket {
                     delivered += front;
                 }
                 self.rcv_nxt += delivered;
+                self.forget_acknowledged_sack_blocks();
             } else {
                 let start = u32::try_from(offset).unwrap_or(u32::MAX);
                 let end = start.saturating_add(u32::try_from(written).unwrap_or(u32::MAX));
                 if self.ooo.add(start, end).is_ok() {
-                    self.last_ooo = Some((self.rcv_nxt + offset, self.rcv_nxt + offset + written));
+                    self.report_sack_block_first(start);
                 }
             }
         }
@@ -1572,6 +1586,7 @@ impl TcpSocket {
     /// Bookkeeping for any segment that carried our ACK.
     fn after_send(&mut self, now: Instant, repr: &TcpRepr<'_>) {
         self.ack_now = false;
+        self.note_sack_blocks_sent(&repr.sack_ranges);
         self.delayed_ack_at = None;
         self.unacked_segments = 0;
         self.last_ack_sent = self.rcv_nxt;
@@ -1639,37 +1654,126 @@ impl TcpSocket {
             .max(1)
     }
 
+    /// The out-of-order block holding `offset` (relative to `rcv_nxt`), as sequence numbers.
+    fn ooo_block_holding(&self, offset: u32) -> Option<SackBlock> {
+        self.ooo
+            .iter()
+            .find(|range| range.contains(&offset))
+            .map(|range| SackBlock {
+                left: self.rcv_nxt + range.start as usize,
+                right: self.rcv_nxt + range.end as usize,
+            })
+    }
+
+    /// The current extent of a block in the history, if its bytes are still out of order:
+    /// `rcv_nxt` may have passed it.
+    fn current_sack_block(&self, recorded: SackBlock) -> Option<SackBlock> {
+        let offset = recorded.left.distance_from(self.rcv_nxt);
+        let offset = u32::try_from(offset).ok().filter(|offset| *offset > 0)?;
+        self.ooo_block_holding(offset)
+    }
+
+    /// Puts the block holding the out-of-order segment just received (at `offset`) first in
+    /// the SACK history, not yet reported; the blocks it absorbed leave, the others move
+    /// down one place.
+    fn report_sack_block_first(&mut self, offset: u32) {
+        let Some(first) = self.ooo_block_holding(offset) else {
+            return;
+        };
+        let mut history = [None; SACK_HISTORY];
+        history[0] = Some(SackRecord {
+            block: first,
+            reported: false,
+        });
+        let older = self.sack_history.iter().flatten().filter(|record| {
+            !(first.left <= record.block.left && record.block.right <= first.right)
+        });
+        for (slot, record) in history[1..].iter_mut().zip(older) {
+            *slot = Some(*record);
+        }
+        self.sack_history = history;
+    }
+
+    /// Drops the blocks `rcv_nxt` has reached from the SACK history, keeping the order.
+    fn forget_acknowledged_sack_blocks(&mut self) {
+        let rcv_nxt = self.rcv_nxt;
+        let mut history = [None; SACK_HISTORY];
+        let kept = self
+            .sack_history
+            .iter()
+            .flatten()
+            .filter(|record| record.block.right > rcv_nxt);
+        for (slot, record) in history.iter_mut().zip(kept) {
+            *slot = Some(*record);
+        }
+        self.sack_history = history;
+    }
+
+    /// The SACK blocks of our next segment (RFC 2018 section 4): the block of the latest
+    /// out-of-order segment first, then the blocks no segment of ours has carried yet, then
+    /// those reported most recently, and, while room is left, the other out-of-order ranges
+    /// (lowest first), so that the peer learns of as many as fit.
+    ///
+    /// Reporting the unreported ones before the RFC's most recent ones matters when one
+    /// batch of input opened more holes than an option holds: each ACK then carries new
+    /// blocks until every one was reported ([`Self::note_sack_blocks_sent`]), where only the
+    /// latest would otherwise ever be, and the peer would resend the bytes of the others.
     fn sack_blocks(&self) -> [Option<SackBlock>; MAX_SACK_BLOCKS] {
         let mut blocks = [None; MAX_SACK_BLOCKS];
         if !self.sack_enabled || self.ooo.is_empty() {
             return blocks;
         }
-        let to_block = |r: core::ops::Range<u32>| SackBlock {
-            left: self.rcv_nxt + r.start as usize,
-            right: self.rcv_nxt + r.end as usize,
-        };
-        // RFC 2018 section 4: the block holding the latest segment first.
-        let latest = self.last_ooo.and_then(|(left, _)| {
-            self.ooo
-                .iter()
-                .map(to_block)
-                .find(|b| b.left <= left && left < b.right)
+        let history = self.sack_history.iter().flatten();
+        let first = history.clone().take(1);
+        let unreported = history.clone().skip(1).filter(|record| !record.reported);
+        let reported = history.skip(1).filter(|record| record.reported);
+        let recorded = first
+            .chain(unreported)
+            .chain(reported)
+            .filter_map(|record| self.current_sack_block(record.block));
+        let others = self.ooo.iter().map(|range| SackBlock {
+            left: self.rcv_nxt + range.start as usize,
+            right: self.rcv_nxt + range.end as usize,
         });
         let mut count = 0;
-        if let Some(block) = latest {
-            blocks[0] = Some(block);
-            count = 1;
-        }
-        for block in self.ooo.iter().map(to_block) {
+        for block in recorded.chain(others) {
             if count == MAX_SACK_BLOCKS {
                 break;
             }
-            if Some(block) != latest {
+            if !blocks[..count].contains(&Some(block)) {
                 blocks[count] = Some(block);
                 count += 1;
             }
         }
         blocks
+    }
+
+    /// Marks the history's blocks in `sent` as reported. When blocks are left that no
+    /// segment carried yet, another ACK is owed at once, to carry them.
+    fn note_sack_blocks_sent(&mut self, sent: &[Option<SackBlock>; MAX_SACK_BLOCKS]) {
+        if !self.sack_enabled {
+            return;
+        }
+        let mut unreported = false;
+        for index in 0..SACK_HISTORY {
+            let Some(record) = self.sack_history[index] else {
+                break;
+            };
+            let Some(current) = self.current_sack_block(record.block) else {
+                continue;
+            };
+            if sent.contains(&Some(current)) {
+                self.sack_history[index] = Some(SackRecord {
+                    block: current,
+                    reported: true,
+                });
+            } else if !record.reported {
+                unreported = true;
+            }
+        }
+        if unreported {
+            self.ack_now = true;
+        }
     }
 
     // ---------------------------------------------------------------------------------------

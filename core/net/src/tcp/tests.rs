@@ -544,6 +544,176 @@ fn sack_blocks_report_out_of_order_data() {
     );
 }
 
+/// A socket that agreed on SACK with the peer, and the block `from..to` of the peer's
+/// stream as a SACK option entry.
+fn sack_established() -> TcpSocket {
+    established_with(
+        TcpConfig {
+            sack: true,
+            ..config()
+        },
+        TcpRepr {
+            sack_permitted: true,
+            ..syn_from_peer()
+        },
+    )
+}
+
+/// The acknowledgment of everything below `ack_offset` (nothing read yet) with these SACK
+/// blocks, given as offsets in the peer's stream.
+fn sack_ack(ack_offset: usize, blocks: &[(usize, usize)]) -> TcpRepr<'static> {
+    let mut sack_ranges = [None; MAX_SACK_BLOCKS];
+    for (slot, &(from, to)) in sack_ranges.iter_mut().zip(blocks) {
+        *slot = Some(SackBlock {
+            left: REMOTE_SEQ + 1 + from,
+            right: REMOTE_SEQ + 1 + to,
+        });
+    }
+    TcpRepr {
+        ack_number: Some(REMOTE_SEQ + 1 + ack_offset),
+        window_len: (BUF - ack_offset) as u16,
+        sack_ranges,
+        ..recv_templ()
+    }
+}
+
+/// Five holes: the blocks go out in the order of RFC 2018 section 4, the block of the
+/// latest segment first and then the blocks reported most recently, never simply the
+/// lowest ones.
+#[test]
+fn sack_blocks_follow_the_order_of_reporting_with_more_than_three_holes() {
+    let mut s = sack_established();
+    // (segment from, segment to, the blocks of its acknowledgment)
+    type Step = (usize, usize, &'static [(usize, usize)]);
+    let steps: [Step; 5] = [
+        (100, 110, &[(100, 110)]),
+        (200, 210, &[(200, 210), (100, 110)]),
+        (300, 310, &[(300, 310), (200, 210), (100, 110)]),
+        // The fourth block pushes out the oldest, not a middle one.
+        (400, 410, &[(400, 410), (300, 310), (200, 210)]),
+        (500, 510, &[(500, 510), (400, 410), (300, 310)]),
+    ];
+    for (ms, (from, to, blocks)) in (1..).zip(steps) {
+        send(&mut s, ms, &data_from_peer(from, &BULK[from..to]));
+        expect(&mut s, ms, &[sack_ack(0, blocks)]);
+    }
+    // Growing an older block brings it to the front at its new extent.
+    send(&mut s, 6, &data_from_peer(310, &BULK[310..320]));
+    expect(
+        &mut s,
+        6,
+        &[sack_ack(0, &[(300, 320), (500, 510), (400, 410)])],
+    );
+    // A segment joining two blocks reports the joined block first; the two it absorbed
+    // leave the history, and the room left goes to the next most recent one.
+    send(&mut s, 7, &data_from_peer(410, &BULK[410..500]));
+    expect(
+        &mut s,
+        7,
+        &[sack_ack(0, &[(400, 510), (300, 320), (200, 210)])],
+    );
+    // A duplicate of bytes already held is reported first as well (the segment that
+    // triggered the acknowledgment), though it adds nothing.
+    send(&mut s, 8, &data_from_peer(200, &BULK[200..205]));
+    expect(
+        &mut s,
+        8,
+        &[sack_ack(0, &[(200, 210), (400, 510), (300, 320)])],
+    );
+    // Retransmissions fill the holes from the bottom: each block rcv_nxt passes leaves the
+    // report, the others keep their order.
+    send(&mut s, 9, &data_from_peer(0, &BULK[0..100]));
+    expect(
+        &mut s,
+        9,
+        &[sack_ack(110, &[(200, 210), (400, 510), (300, 320)])],
+    );
+    send(&mut s, 10, &data_from_peer(110, &BULK[110..200]));
+    expect(&mut s, 10, &[sack_ack(210, &[(400, 510), (300, 320)])]);
+    send(&mut s, 11, &data_from_peer(210, &BULK[210..300]));
+    expect(&mut s, 11, &[sack_ack(320, &[(400, 510)])]);
+    send(&mut s, 12, &data_from_peer(320, &BULK[320..400]));
+    expect(&mut s, 12, &[sack_ack(510, &[])]);
+}
+
+/// One batch of input opens five holes before the socket gets to send: the first ACK
+/// carries the latest block and the two before it, and a second follows at once with the
+/// two older ones, so that no block goes unreported (the peer would send its bytes again).
+#[test]
+fn sack_blocks_opened_in_one_batch_are_all_reported() {
+    let mut s = sack_established();
+    for from in [100, 200, 300, 400, 500] {
+        send(&mut s, 1, &data_from_peer(from, &BULK[from..from + 10]));
+    }
+    expect(
+        &mut s,
+        1,
+        &[
+            sack_ack(0, &[(500, 510), (400, 410), (300, 310)]),
+            sack_ack(0, &[(500, 510), (200, 210), (100, 110)]),
+        ],
+    );
+    // Every block was reported: the next ACK is in the order of RFC 2018 alone.
+    send(&mut s, 2, &data_from_peer(600, &BULK[600..610]));
+    expect(
+        &mut s,
+        2,
+        &[sack_ack(0, &[(600, 610), (500, 510), (400, 410)])],
+    );
+    // Without SACK, out-of-order data brings one ACK, however many holes it opened.
+    let mut plain = established();
+    for from in [100, 200, 300, 400, 500] {
+        send(&mut plain, 1, &data_from_peer(from, &BULK[from..from + 10]));
+    }
+    expect(&mut plain, 1, &[sack_ack(0, &[])]);
+}
+
+/// A bulk transfer that lost one segment in each of four places: while later segments keep
+/// growing the newest block, every acknowledgment repeats the three latest blocks, so the
+/// sender keeps hearing about the middle ones (and does not send their bytes again).
+#[test]
+fn sack_blocks_keep_repeating_middle_blocks_while_the_newest_grows() {
+    let mut s = sack_established();
+    let segment = 100;
+    let lost = [2, 5, 8, 11];
+    let mut ms = 0;
+    for index in 0..16 {
+        ms += 1;
+        if lost.contains(&index) {
+            continue;
+        }
+        let from = index * segment;
+        send(
+            &mut s,
+            ms,
+            &data_from_peer(from, &BULK[from..from + segment]),
+        );
+        let got = recv_all(&mut s, ms);
+        assert_eq!(got.len(), 1, "one acknowledgment per segment");
+        let blocks: Vec<(usize, usize)> = got[0]
+            .repr
+            .sack_ranges
+            .iter()
+            .flatten()
+            .map(|block| {
+                (
+                    block.left.bytes_since(REMOTE_SEQ + 1),
+                    block.right.bytes_since(REMOTE_SEQ + 1),
+                )
+            })
+            .collect();
+        let want: &[(usize, usize)] = match index {
+            0 | 1 => &[],
+            3 | 4 => &[(300, index * segment + segment)],
+            6 | 7 => &[(600, index * segment + segment), (300, 500)],
+            9 | 10 => &[(900, index * segment + segment), (600, 800), (300, 500)],
+            // The lowest block has dropped out; the middle ones are still reported.
+            _ => &[(1200, index * segment + segment), (900, 1100), (600, 800)],
+        };
+        assert_eq!(blocks, want, "acknowledgment of segment {index}");
+    }
+}
+
 #[test]
 fn window_update_after_the_application_reads() {
     let mut s = established_with(
