@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod connector;
 pub mod mio_driver;
 pub mod ping;
 pub mod profile;

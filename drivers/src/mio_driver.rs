@@ -3,12 +3,48 @@
 //! It owns the transport socket towards the VPN server, the proxy listeners and the accepted
 //! local connections, and translates their readiness into [`Input`]s. It never looks at what
 //! the bytes mean.
+//!
+//! A program that uses erebus as a library opens streams through the tunnel with a
+//! [`Connector`] (see [`crate::connector`]): blocking [`UnixStream`]s, usable from any thread
+//! while [`MioDriver::run`] runs on its own. The driver is not `Send`: build it on the thread
+//! that runs it and send its handles out.
+//!
+//! ```no_run
+//! # use erebus::mio_driver::MioDriver;
+//! # fn demo<D: erebus_sansio::Driven + 'static>(
+//! #     make_driver: impl FnOnce() -> std::io::Result<MioDriver<D>> + Send + 'static,
+//! #     internal: erebus_sansio::io::ListenerId,
+//! # ) -> std::io::Result<()> {
+//! use std::io::{Read, Write};
+//! use std::time::Duration;
+//!
+//! // `internal` came from `erebus::connector::add_internal_listener(&mut client_config)`.
+//! let (handles_tx, handles_rx) = std::sync::mpsc::channel();
+//! let session = std::thread::spawn(move || {
+//!     let mut driver = make_driver()?;
+//!     let _ = handles_tx.send((driver.connector(internal), driver.stop_handle()));
+//!     driver.run()
+//! });
+//! let (connector, stop) = handles_rx
+//!     .recv()
+//!     .map_err(|_| std::io::Error::other("the driver did not start"))?;
+//! connector.wait_until_up(Duration::from_secs(30))?;
+//! let mut stream = connector.connect("web.erebus.test", 8080)?;
+//! stream.write_all(b"GET / HTTP/1.1\r\nHost: web.erebus.test\r\nConnection: close\r\n\r\n")?;
+//! let mut page = String::new();
+//! stream.read_to_string(&mut page)?;
+//! stop.stop();
+//! # let _ = session.join();
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use erebus_sansio::io::{
@@ -16,10 +52,14 @@ use erebus_sansio::io::{
 };
 use erebus_sansio::tunnel::{Failure, TransportKind, TransportSpec};
 use erebus_sansio::{Driven, Instant};
+use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 use crate::clock::Clock;
+use crate::connector::{
+    Credentials, DEFAULT_CONNECT_TIMEOUT, Handshake, SessionWatch, closed_early,
+};
 use crate::record::Tap;
 
 const TRANSPORT: Token = Token(0);
@@ -61,8 +101,195 @@ enum Transport {
     },
 }
 
+/// A local connection's socket: accepted from a listener, or handed over by a [`Connector`].
+enum LocalStream {
+    Tcp(TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl LocalStream {
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        match self {
+            Self::Tcp(stream) => stream.shutdown(how),
+            Self::Unix(stream) => stream.shutdown(how),
+        }
+    }
+}
+
+impl Read for LocalStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(stream) => stream.read(buf),
+            Self::Unix(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for LocalStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(stream) => stream.write(buf),
+            Self::Unix(stream) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Source for LocalStream {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Self::Tcp(stream) => stream.register(registry, token, interests),
+            Self::Unix(stream) => stream.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self {
+            Self::Tcp(stream) => stream.reregister(registry, token, interests),
+            Self::Unix(stream) => stream.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Self::Tcp(stream) => stream.deregister(registry),
+            Self::Unix(stream) => stream.deregister(registry),
+        }
+    }
+}
+
+/// A stream end handed over by a [`Connector`], with the front end that serves it.
+type Handoff = (ListenerId, UnixStream);
+
+/// Opens streams through the tunnel, from any thread, while the [`MioDriver`] that made it
+/// runs; cheap to clone. See [`crate::connector`] for how, and the module documentation for an
+/// example.
+#[derive(Clone)]
+pub struct Connector {
+    listener: ListenerId,
+    handoff: mpsc::Sender<Handoff>,
+    waker: Arc<Waker>,
+    watch: Arc<SessionWatch>,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+}
+
+impl Connector {
+    /// Uses `credentials` when the internal front end asks for them (when the client's
+    /// `ProxyConfig::auth` is set).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Gives up a connect whose answer takes longer than `timeout` (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]) with [`ErrorKind::TimedOut`].
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether the tunnel is up now: connects made while it is not fail with
+    /// [`ErrorKind::NetworkUnreachable`].
+    pub fn is_up(&self) -> bool {
+        self.watch.is_up()
+    }
+
+    /// Blocks until the tunnel is up.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::TimedOut`] after `timeout`; [`ErrorKind::NotConnected`] once the
+    /// session ended or the driver was dropped.
+    pub fn wait_until_up(&self, timeout: Duration) -> io::Result<()> {
+        self.watch.wait_up(timeout)
+    }
+
+    /// Opens a stream to `host:port` through the tunnel; `host` is an IP address or a name,
+    /// which the tunnel's DNS servers resolve. Blocks until the destination accepted or
+    /// refused. The stream is a blocking socket whose bytes are the destination's; shutting
+    /// down its writing side sends a FIN to the destination.
+    ///
+    /// # Errors
+    ///
+    /// The destination's refusal as in [`Handshake`] (`ConnectionRefused`, `NotFound`,
+    /// `HostUnreachable`, `TimedOut`, `NetworkUnreachable` while the tunnel is down),
+    /// [`ErrorKind::NotConnected`] once the session ended or the driver was dropped,
+    /// [`ErrorKind::InvalidInput`] for a bad host or port 0.
+    pub fn connect(&self, host: &str, port: u16) -> io::Result<UnixStream> {
+        self.watch.check_running()?;
+        let mut handshake = Handshake::new(host, port, self.credentials.clone())?;
+        let (mut ours, theirs) = UnixStream::pair()?;
+        theirs.set_nonblocking(true)?;
+        self.handoff
+            .send((self.listener, theirs))
+            .map_err(|_| io::Error::new(ErrorKind::NotConnected, "the driver was dropped"))?;
+        self.waker.wake()?;
+        let deadline = std::time::Instant::now() + self.timeout;
+        let timed_out = || {
+            io::Error::new(
+                ErrorKind::TimedOut,
+                format!("{host}:{port}: no answer from the driver in time"),
+            )
+        };
+        let mut answer = [0u8; 256];
+        while let Some((bytes, want)) = handshake.next() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            ours.set_write_timeout(Some(left))?;
+            ours.set_read_timeout(Some(left))?;
+            let answer = answer
+                .get_mut(..want)
+                .ok_or_else(|| io::Error::new(ErrorKind::InvalidData, "oversized SOCKS5 answer"))?;
+            let exchanged = ours
+                .write_all(&bytes)
+                .and_then(|()| ours.read_exact(answer));
+            match exchanged {
+                Ok(()) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(timed_out());
+                }
+                Err(e) if closed_early(&e) => {
+                    // The client closes connections of listeners it does not know.
+                    self.watch.check_running()?;
+                    return Err(io::Error::new(
+                        ErrorKind::ConnectionAborted,
+                        format!(
+                            "{host}:{port}: the stream was closed during the handshake \
+                             (is listener {} the internal SOCKS5 front end?)",
+                            self.listener.0
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+            handshake.feed(answer)?;
+        }
+        ours.set_write_timeout(None)?;
+        ours.set_read_timeout(None)?;
+        Ok(ours)
+    }
+}
+
 struct LocalConn {
-    stream: TcpStream,
+    stream: LocalStream,
     /// Bytes the socket did not take yet.
     pending: Vec<u8>,
     /// Set when a write was refused; cleared (with a `Writable` input) once `pending` drains.
@@ -96,6 +323,15 @@ pub struct MioDriver<D> {
     deadline: Option<Instant>,
     tap: Option<Box<dyn Tap>>,
     on_event: Box<dyn FnMut(&Event)>,
+    handoff_tx: mpsc::Sender<Handoff>,
+    handoff_rx: mpsc::Receiver<Handoff>,
+    watch: Arc<SessionWatch>,
+}
+
+impl<D> Drop for MioDriver<D> {
+    fn drop(&mut self) {
+        self.watch.driver_gone();
+    }
 }
 
 impl<D: Driven> MioDriver<D> {
@@ -122,6 +358,7 @@ impl<D: Driven> MioDriver<D> {
             )?;
             mio_listeners.push(listener);
         }
+        let (handoff_tx, handoff_rx) = mpsc::channel();
         Ok(Self {
             machine,
             clock,
@@ -143,7 +380,24 @@ impl<D: Driven> MioDriver<D> {
             deadline: None,
             tap: None,
             on_event: Box::new(|_| {}),
+            handoff_tx,
+            handoff_rx,
+            watch: Arc::default(),
         })
+    }
+
+    /// A handle that opens streams through the tunnel from any thread, served by the front end
+    /// of `listener`: the SOCKS5 front end [`crate::connector::add_internal_listener`] added
+    /// to the client's configuration.
+    pub fn connector(&self, listener: ListenerId) -> Connector {
+        Connector {
+            listener,
+            handoff: self.handoff_tx.clone(),
+            waker: self.stop.waker.clone(),
+            watch: self.watch.clone(),
+            credentials: None,
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
     }
 
     /// Calls `on_event` for every [`Event`] the machine reports (to print status lines).
@@ -216,6 +470,7 @@ impl<D: Driven> MioDriver<D> {
             }
             self.handle_writable();
             self.accept_all();
+            self.accept_handoffs();
             self.read_transport();
             self.read_locals();
             // Compare the clock with the deadline rather than trusting the poll timeout.
@@ -252,6 +507,7 @@ impl<D: Driven> MioDriver<D> {
                 }
                 Output::Local { conn, action } => apply_local(&mut self.conns, conn, action),
                 Output::Event(event) => {
+                    self.watch.observe(&event);
                     (self.on_event)(&event);
                     if let Event::Down(failure) = event {
                         self.down = Some(failure);
@@ -385,7 +641,7 @@ impl<D: Driven> MioDriver<D> {
                     Some(listener) => listener.accept(),
                     None => break,
                 };
-                let (mut stream, peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => {
@@ -393,41 +649,56 @@ impl<D: Driven> MioDriver<D> {
                         break;
                     }
                 };
-                let id = ConnId(self.next_conn);
-                self.next_conn += 1;
-                let token = Token(FIRST_CONN + id.0 as usize);
-                if let Err(e) =
-                    self.poll
-                        .registry()
-                        .register(&mut stream, token, Interest::READABLE)
-                {
-                    tracing::warn!("cannot register connection from {peer}: {e}");
-                    continue;
-                }
                 let _ = stream.set_nodelay(true);
-                tracing::debug!(conn = id.0, %peer, "accepted");
-                self.conns.insert(
-                    id,
-                    LocalConn {
-                        stream,
-                        pending: Vec::new(),
-                        blocked: false,
-                        block_unreported: false,
-                        paused: false,
-                        read_closed: false,
-                        shutdown_after_flush: false,
-                        maybe_readable: true,
-                    },
+                self.adopt(
+                    ListenerId(index as u32),
+                    LocalStream::Tcp(stream),
+                    &peer.to_string(),
                 );
-                self.feed(Input::Local {
-                    now: self.clock.now(),
-                    conn: id,
-                    event: LocalEvent::Accepted {
-                        listener: ListenerId(index as u32),
-                    },
-                });
             }
         }
+    }
+
+    /// Takes the streams connectors handed over, as if their listener had accepted them.
+    fn accept_handoffs(&mut self) {
+        while let Ok((listener, stream)) = self.handoff_rx.try_recv() {
+            let stream = LocalStream::Unix(mio::net::UnixStream::from_std(stream));
+            self.adopt(listener, stream, "connector");
+        }
+    }
+
+    /// Registers a new local connection and tells the machine.
+    fn adopt(&mut self, listener: ListenerId, mut stream: LocalStream, peer: &str) {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let token = Token(FIRST_CONN + id.0 as usize);
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)
+        {
+            tracing::warn!("cannot register connection from {peer}: {e}");
+            return;
+        }
+        tracing::debug!(conn = id.0, %peer, "accepted");
+        self.conns.insert(
+            id,
+            LocalConn {
+                stream,
+                pending: Vec::new(),
+                blocked: false,
+                block_unreported: false,
+                paused: false,
+                read_closed: false,
+                shutdown_after_flush: false,
+                maybe_readable: true,
+            },
+        );
+        self.feed(Input::Local {
+            now: self.clock.now(),
+            conn: id,
+            event: LocalEvent::Accepted { listener },
+        });
     }
 
     fn read_transport(&mut self) {
@@ -685,7 +956,7 @@ fn flush_transport(transport: &mut Option<(TransportSpec, Transport)>) {
 }
 
 /// Writes as much of `bytes` as the socket takes now; returns how much.
-fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> usize {
+fn write_some(stream: &mut impl Write, bytes: &[u8]) -> usize {
     let mut written = 0;
     while written < bytes.len() {
         match stream.write(&bytes[written..]) {

@@ -3,12 +3,42 @@
 //!
 //! Each input still goes to the machine one at a time, followed by a full drain, exactly as
 //! under the mio driver; only the waiting is async.
+//!
+//! A program that uses erebus as a library opens streams through the tunnel with a
+//! [`Connector`] (see [`crate::connector`]): each is an [`Async`]`<`[`UnixStream`]`>`, which
+//! implements futures' `AsyncRead` and `AsyncWrite` (`smol::io`'s traits are the same).
+//!
+//! ```no_run
+//! # async fn demo(
+//! #     mut driver: erebus::smol_driver::SmolDriver<impl erebus_sansio::Driven + Send + 'static>,
+//! #     internal: erebus_sansio::io::ListenerId,
+//! # ) -> std::io::Result<()> {
+//! use smol::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! // `internal` came from `erebus::connector::add_internal_listener(&mut client_config)`.
+//! let connector = driver.connector(internal);
+//! let stop = driver.stop_handle();
+//! let session = smol::spawn(async move { driver.run().await });
+//! connector.until_up().await?;
+//! let mut stream = connector.connect("web.erebus.test", 8080).await?;
+//! stream
+//!     .write_all(b"GET / HTTP/1.1\r\nHost: web.erebus.test\r\nConnection: close\r\n\r\n")
+//!     .await?;
+//! let mut page = String::new();
+//! stream.read_to_string(&mut page).await?;
+//! stop.stop();
+//! session.await?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use erebus_sansio::io::{
     ConnId, Event, Input, ListenerId, LocalAction, LocalEvent, Output, TransportEvent,
@@ -17,10 +47,11 @@ use erebus_sansio::tunnel::{Failure, TransportKind, TransportSpec};
 use erebus_sansio::{Driven, Instant};
 use smol::channel::{Receiver, Sender, unbounded};
 use smol::future::FutureExt;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use smol::{Async, Task, Timer};
 
 use crate::clock::Clock;
+use crate::connector::{Credentials, DEFAULT_CONNECT_TIMEOUT, Handshake, SessionWatch};
 use crate::record::Tap;
 
 /// Bytes read from a local connection at a time.
@@ -46,11 +77,140 @@ enum Message {
     TransportConnected(u64, Option<SocketAddr>),
     TransportData(u64, Vec<u8>),
     TransportClosed(u64),
-    Accepted(ListenerId, Async<TcpStream>),
+    Accepted(ListenerId, LocalStream),
     LocalData(ConnId, Vec<u8>),
     LocalEof(ConnId),
     LocalReset(ConnId),
     LocalFlushed(ConnId),
+}
+
+/// A local connection's socket: accepted from a listener, or handed over by a [`Connector`].
+enum LocalStream {
+    Tcp(Async<TcpStream>),
+    Unix(Async<UnixStream>),
+}
+
+/// What the reader and writer tasks of a local connection need from its socket.
+trait LocalSocket: Send + Sync + 'static {
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+}
+
+impl LocalSocket for TcpStream {
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        Self::shutdown(self, how)
+    }
+}
+
+impl LocalSocket for UnixStream {
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        Self::shutdown(self, how)
+    }
+}
+
+/// Opens streams through the tunnel while the [`SmolDriver`] that made it runs; cheap to
+/// clone, usable from any task or thread. See [`crate::connector`] for how, and the module
+/// documentation for an example.
+#[derive(Clone)]
+pub struct Connector {
+    listener: ListenerId,
+    tx: Sender<Message>,
+    watch: Arc<SessionWatch>,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+}
+
+impl Connector {
+    /// Uses `credentials` when the internal front end asks for them (when the client's
+    /// `ProxyConfig::auth` is set).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Gives up a connect whose answer takes longer than `timeout` (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]) with [`io::ErrorKind::TimedOut`].
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether the tunnel is up now: connects made while it is not fail with
+    /// [`io::ErrorKind::NetworkUnreachable`].
+    pub fn is_up(&self) -> bool {
+        self.watch.is_up()
+    }
+
+    /// Waits until the tunnel is up (combine it with a [`Timer`] to bound the wait).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotConnected`] once the session ended or the driver was dropped.
+    pub async fn until_up(&self) -> io::Result<()> {
+        self.watch.until_up().await
+    }
+
+    /// Opens a stream to `host:port` through the tunnel; `host` is an IP address or a name,
+    /// which the tunnel's DNS servers resolve. Completes once the destination accepted or
+    /// refused. The stream's bytes are the destination's; closing its writing side
+    /// (`AsyncWriteExt::close`) sends a FIN to the destination.
+    ///
+    /// # Errors
+    ///
+    /// The destination's refusal as in [`Handshake`] (`ConnectionRefused`, `NotFound`,
+    /// `HostUnreachable`, `TimedOut`, `NetworkUnreachable` while the tunnel is down),
+    /// [`io::ErrorKind::NotConnected`] once the session ended or the driver was dropped,
+    /// [`io::ErrorKind::InvalidInput`] for a bad host or port 0.
+    pub async fn connect(&self, host: &str, port: u16) -> io::Result<Async<UnixStream>> {
+        self.watch.check_running()?;
+        let mut handshake = Handshake::new(host, port, self.credentials.clone())?;
+        let (ours, theirs) = Async::<UnixStream>::pair()?;
+        self.tx
+            .send(Message::Accepted(self.listener, LocalStream::Unix(theirs)))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::NotConnected, "the driver was dropped"))?;
+        let exchange = async {
+            let mut stream = &ours;
+            let mut answer = [0u8; 256];
+            while let Some((bytes, want)) = handshake.next() {
+                let answer = answer.get_mut(..want).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "oversized SOCKS5 answer")
+                })?;
+                let exchanged = match stream.write_all(&bytes).await {
+                    Ok(()) => stream.read_exact(answer).await,
+                    Err(e) => Err(e),
+                };
+                match exchanged {
+                    Ok(()) => {}
+                    Err(e) if crate::connector::closed_early(&e) => {
+                        // The client closes connections of listeners it does not know.
+                        self.watch.check_running()?;
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            format!(
+                                "{host}:{port}: the stream was closed during the handshake \
+                                 (is listener {} the internal SOCKS5 front end?)",
+                                self.listener.0
+                            ),
+                        ));
+                    }
+                    Err(e) => return Err(e),
+                }
+                handshake.feed(answer)?;
+            }
+            Ok(())
+        };
+        let timeout = async {
+            Timer::after(self.timeout).await;
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{host}:{port}: no answer from the driver in time"),
+            ))
+        };
+        exchange.or(timeout).await?;
+        Ok(ours)
+    }
 }
 
 enum Writer {
@@ -90,6 +250,13 @@ pub struct SmolDriver<D> {
     down: Option<Failure>,
     tap: Option<Box<dyn Tap + Send>>,
     on_event: Box<dyn FnMut(&Event) + Send>,
+    watch: Arc<SessionWatch>,
+}
+
+impl<D> Drop for SmolDriver<D> {
+    fn drop(&mut self) {
+        self.watch.driver_gone();
+    }
 }
 
 impl<D: Driven> SmolDriver<D> {
@@ -119,7 +286,21 @@ impl<D: Driven> SmolDriver<D> {
             down: None,
             tap: None,
             on_event: Box::new(|_| {}),
+            watch: Arc::default(),
         })
+    }
+
+    /// A handle that opens streams through the tunnel, served by the front end of
+    /// `listener`: the SOCKS5 front end [`crate::connector::add_internal_listener`] added to
+    /// the client's configuration.
+    pub fn connector(&self, listener: ListenerId) -> Connector {
+        Connector {
+            listener,
+            tx: self.tx.clone(),
+            watch: self.watch.clone(),
+            credentials: None,
+            timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
     }
 
     /// Calls `on_event` for every [`Event`] the machine reports.
@@ -266,10 +447,23 @@ impl<D: Driven> SmolDriver<D> {
         }
     }
 
-    fn accept(&mut self, listener: ListenerId, stream: Async<TcpStream>) {
+    fn accept(&mut self, listener: ListenerId, stream: LocalStream) {
+        match stream {
+            LocalStream::Tcp(stream) => {
+                let _ = stream.get_ref().set_nodelay(true);
+                self.adopt(listener, stream);
+            }
+            LocalStream::Unix(stream) => self.adopt(listener, stream),
+        }
+    }
+
+    /// Starts the reader and writer tasks of a new local connection and tells the machine.
+    fn adopt<S: LocalSocket>(&mut self, listener: ListenerId, stream: Async<S>)
+    where
+        for<'a> &'a Async<S>: AsyncRead + AsyncWrite + Unpin,
+    {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        let _ = stream.get_ref().set_nodelay(true);
         let stream = Arc::new(stream);
         let paused = Arc::new(AtomicBool::new(false));
         let (resume_tx, resume_rx) = unbounded();
@@ -365,6 +559,7 @@ impl<D: Driven> SmolDriver<D> {
                     }
                 }
                 Output::Event(event) => {
+                    self.watch.observe(&event);
                     (self.on_event)(&event);
                     if let Event::Down(failure) = event {
                         self.down = Some(failure);
@@ -442,7 +637,7 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, _peer)) => {
                 if tx
-                    .send(Message::Accepted(listener_id, stream))
+                    .send(Message::Accepted(listener_id, LocalStream::Tcp(stream)))
                     .await
                     .is_err()
                 {
@@ -451,7 +646,7 @@ async fn accept_loop(
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
-                Timer::after(std::time::Duration::from_millis(50)).await;
+                Timer::after(Duration::from_millis(50)).await;
             }
         }
     }
@@ -533,13 +728,15 @@ async fn run_tcp(
     let _ = tx.send(Message::TransportClosed(generation)).await;
 }
 
-async fn read_local(
+async fn read_local<S: LocalSocket>(
     id: ConnId,
-    stream: Arc<Async<TcpStream>>,
+    stream: Arc<Async<S>>,
     paused: Arc<AtomicBool>,
     resume: Receiver<()>,
     tx: Sender<Message>,
-) {
+) where
+    for<'a> &'a Async<S>: AsyncRead + Unpin,
+{
     let mut buf = vec![0u8; LOCAL_READ_CHUNK];
     let mut stream = &*stream;
     loop {
@@ -560,12 +757,14 @@ async fn read_local(
     }
 }
 
-async fn write_local(
+async fn write_local<S: LocalSocket>(
     id: ConnId,
-    stream: Arc<Async<TcpStream>>,
+    stream: Arc<Async<S>>,
     commands: Receiver<WriteCommand>,
     tx: Sender<Message>,
-) {
+) where
+    for<'a> &'a Async<S>: AsyncWrite + Unpin,
+{
     let mut stream_ref = &*stream;
     while let Ok(command) = commands.recv().await {
         match command {
@@ -579,10 +778,10 @@ async fn write_local(
                 }
             }
             WriteCommand::Shutdown => {
-                let _ = stream.get_ref().shutdown(std::net::Shutdown::Write);
+                let _ = stream.get_ref().shutdown(Shutdown::Write);
             }
             WriteCommand::Close => {
-                let _ = stream.get_ref().shutdown(std::net::Shutdown::Both);
+                let _ = stream.get_ref().shutdown(Shutdown::Both);
                 return;
             }
         }
