@@ -111,8 +111,15 @@ const TLS_AUTH_USERPASS_LZO_CONF: &str =
 const TLS_LEGACY_PRF_CONF: &str = include_str!("../harness/server/tls-legacy-prf.conf");
 /// auth-user-pass-verify script of the username/password profiles.
 const VERIFY_USER_SH: &str = include_str!("../harness/server/verify-user.sh");
-/// client-connect script of the legacy-PRF profile.
-const CHECK_LEGACY_PRF_SH: &str = include_str!("../harness/server/check-legacy-prf.sh");
+/// Source of the `LD_PRELOAD` library that hides TLS_KEY_EXPORT from the legacy-PRF server;
+/// compiled with `cc` once per process ([`legacy_prf_shim`]).
+const LEGACY_PRF_SHIM_C: &str = include_str!("../harness/legacy-prf-shim.c");
+/// The compiled shim in each legacy-PRF instance directory.
+const LEGACY_PRF_SHIM_SO: &str = "legacy-prf-shim.so";
+/// What the shim logs (the harness sets `EREBUS_PRF_SHIM_LOG` to this file).
+const LEGACY_PRF_SHIM_LOG: &str = "legacy-prf-shim.log";
+/// The line the shim logs once it is loaded into openvpn with its hook in place.
+const LEGACY_PRF_SHIM_READY: &str = "BIO_read hooked";
 /// Data ciphers of the certificate profiles, on the server and in the client profile.
 const TLS_CRYPT_DATA_CIPHERS: &str = "AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305";
 
@@ -153,12 +160,14 @@ pub enum ServerProfile {
     /// [`TlsAuthUserPass`](Self::TlsAuthUserPass) with `comp-lzo no` pushed instead of
     /// `compress stub-v2`: every data-channel payload starts with the byte `0xFA`.
     TlsAuthUserPassLzo,
-    /// The [`TlsCrypt`](Self::TlsCrypt) setup for clients that derive the data-channel keys
-    /// with the OpenVPN TLS PRF instead of TLS-EKM. OpenVPN 2.6 uses EKM whenever the client
-    /// announces `TLS_KEY_EXPORT` (bit 3 of `IV_PROTO`) and has no option against it, so this
-    /// server *refuses* every client that announces it (a `client-connect` script reads
-    /// `IV_PROTO`; the client gets `AUTH_FAILED`). A session that comes up here used the PRF.
-    /// The stock 2.6 client always announces the bit, so it is refused.
+    /// The [`TlsCrypt`](Self::TlsCrypt) setup on a server that behaves like OpenVPN 2.5: it
+    /// never sees `TLS_KEY_EXPORT` (bit 3 of `IV_PROTO`), pushes no `tls-ekm` in
+    /// `protocol-flags`, and both sides derive the data-channel keys with the OpenVPN TLS PRF.
+    /// OpenVPN 2.6 has no option for that (it uses TLS-EKM whenever the client announces the
+    /// bit), so the server runs with an `LD_PRELOAD` library (`legacy-prf-shim.c`, compiled at
+    /// test time with `cc`) that clears the bit in the peer info it reads. Every client is
+    /// admitted, the stock 2.6 one included; [`OpenVpnServer::iv_proto_rewrites`] lists what
+    /// the library changed.
     TlsLegacyPrf,
 }
 
@@ -424,6 +433,8 @@ struct Programs {
     sysctl: PathBuf,
     kill: PathBuf,
     openssl: PathBuf,
+    /// The C compiler, for the legacy-PRF server's `LD_PRELOAD` library.
+    cc: PathBuf,
 }
 
 /// Looks a program up in the system directories (`/usr/sbin`, `/usr/bin`, `/sbin`, `/bin`)
@@ -467,6 +478,7 @@ fn find_programs() -> Result<Programs, String> {
         sysctl: need("sysctl", "procps"),
         kill: need("kill", "procps"),
         openssl: need("openssl", "openssl"),
+        cc: need("cc", "gcc, with libc6-dev"),
     };
     if missing.is_empty() {
         Ok(programs)
@@ -485,7 +497,8 @@ fn programs() -> Result<&'static Programs, HarnessError> {
 
 /// Checks that this machine can run the interop harness: root, `/dev/net/tun`, working
 /// `ip netns`, and the programs it starts (`openvpn`, `dnsmasq`, `python3`, `setpriv`,
-/// `sysctl`, `kill`, `openssl`). The error lists everything that is missing, one item per line.
+/// `sysctl`, `kill`, `openssl`, and `cc` for the legacy-PRF server's preloaded library). The
+/// error lists everything that is missing, one item per line.
 pub fn require_netns() -> Result<(), String> {
     let mut missing = Vec::new();
     match effective_uid() {
@@ -565,7 +578,7 @@ pub fn should_run_interop(test_name: &str) -> bool {
         "\n{rule}\n# INTEROP TEST NOT RUN: {test_name}\n#\n# This machine cannot run the \
          network-namespace harness. Missing:\n{missing_lines}\n#\n# Run the interop tests as \
          root on Linux with /dev/net/tun; .ci/run installs the\n# packages (openvpn openssl \
-         dnsmasq-base iproute2 util-linux procps python3 curl).\n# {verdict}\n{rule}\n"
+         dnsmasq-base iproute2 util-linux procps python3 curl gcc libc6-dev).\n# {verdict}\n{rule}\n"
     ));
     if in_ci {
         panic!("interop test {test_name} did not run (CI=true): missing\n{missing}");
@@ -872,8 +885,8 @@ static NETNS_LOCK: Mutex<()> = Mutex::new(());
 static INSTANCE_COUNTER: AtomicU32 = AtomicU32::new(0);
 static SWEEP: Once = Once::new();
 
-/// The PID embedded in a harness name (`ebt<pid>n<counter>` plus `s`, `c` or `pki`), if it
-/// is one.
+/// The PID embedded in a harness name (`ebt<pid>n<counter>` plus `s`, `c`, `pki` or `shim`),
+/// if it is one.
 fn owner_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(NAME_PREFIX)?;
     let (pid, tail) = rest.split_once('n')?;
@@ -882,7 +895,7 @@ fn owner_pid(name: &str) -> Option<u32> {
     let well_formed = !pid.is_empty()
         && pid.bytes().all(|b| b.is_ascii_digit())
         && counter_len > 0
-        && matches!(suffix, "" | "s" | "c" | "pki");
+        && matches!(suffix, "" | "s" | "c" | "pki" | "shim");
     if well_formed { pid.parse().ok() } else { None }
 }
 
@@ -1187,6 +1200,63 @@ fn generate_pki(programs: &Programs, dir: &Path) -> Result<TestPki, HarnessError
 }
 
 // ---------------------------------------------------------------------------------------------
+// The legacy-PRF server's preloaded library
+// ---------------------------------------------------------------------------------------------
+
+/// The compiled `legacy-prf-shim.c` (a shared object), built on the first legacy-PRF start of
+/// this process (about 0.2 s) and kept in memory; each instance writes it into its directory.
+fn legacy_prf_shim(programs: &Programs) -> Result<&'static [u8], HarnessError> {
+    static SHIM: Mutex<Option<&'static [u8]>> = Mutex::new(None);
+    // Held while compiling, so concurrent first starts wait for one compilation.
+    let mut cached = SHIM.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(shim) = *cached {
+        return Ok(shim);
+    }
+    let counter = INSTANCE_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("{NAME_PREFIX}{}n{counter}shim", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir(&dir).map_err(io_error(format!("creating {}", dir.display())))?;
+    let compiled = compile_legacy_prf_shim(programs, &dir);
+    // The sweep removes it if this process dies in between.
+    let _ = fs::remove_dir_all(&dir);
+    let shim: &'static [u8] = Box::leak(compiled?.into_boxed_slice());
+    *cached = Some(shim);
+    Ok(shim)
+}
+
+fn compile_legacy_prf_shim(programs: &Programs, dir: &Path) -> Result<Vec<u8>, HarnessError> {
+    let source = dir.join("legacy-prf-shim.c");
+    fs::write(&source, LEGACY_PRF_SHIM_C)
+        .map_err(io_error(format!("writing {}", source.display())))?;
+    let object = dir.join(LEGACY_PRF_SHIM_SO);
+    let compiled = run_checked(
+        Command::new(&programs.cc)
+            .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
+            .arg(&object)
+            .arg(&source)
+            .arg("-ldl"),
+    );
+    if let Err(HarnessError::Command {
+        command,
+        status,
+        output,
+    }) = compiled
+    {
+        return Err(HarnessError::Command {
+            command,
+            status,
+            output: format!(
+                "{output}\n(the legacy-PRF server needs a working C compiler: Debian packages \
+                 gcc and libc6-dev)"
+            ),
+        });
+    }
+    compiled?;
+    fs::read(&object).map_err(io_error(format!("reading {}", object.display())))
+}
+
+// ---------------------------------------------------------------------------------------------
 // The server
 // ---------------------------------------------------------------------------------------------
 
@@ -1412,7 +1482,11 @@ impl OpenVpnServer {
             self.write_file("verify-user.sh", VERIFY_USER_SH, 0o755)?;
         }
         if self.profile == ServerProfile::TlsLegacyPrf {
-            self.write_file("check-legacy-prf.sh", CHECK_LEGACY_PRF_SH, 0o755)?;
+            let shim = legacy_prf_shim(self.programs)?;
+            let path = self.dir.join(LEGACY_PRF_SHIM_SO);
+            fs::write(&path, shim).map_err(io_error(format!("writing {}", path.display())))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+                .map_err(io_error(format!("chmod {}", path.display())))?;
         }
         self.openvpn_key = match self.profile.control_channel_key() {
             Some(option) => Some(self.generate_openvpn_key(&format!("{option}.key"))?),
@@ -1499,6 +1573,12 @@ impl OpenVpnServer {
             command.args(["--explicit-exit-notify", "1"]);
         }
         command.args(&options.extra_openvpn_args);
+        if self.profile == ServerProfile::TlsLegacyPrf {
+            // `ip` and `setpriv` load it too; it hooks and logs only inside openvpn.
+            command
+                .env("LD_PRELOAD", self.dir.join(LEGACY_PRF_SHIM_SO))
+                .env("EREBUS_PRF_SHIM_LOG", self.legacy_prf_shim_log());
+        }
         // Messages printed before --log takes effect (deprecations, option errors) land here.
         let process = self.spawn_tracked("openvpn server", command, "server.stdout")?;
         self.processes.push(process);
@@ -1527,17 +1607,37 @@ impl OpenVpnServer {
                 && self.has_address(&self.server_ns, SERVER_TUNNEL_ADDR))
             .then_some(()))
         })?;
-        match ready {
-            Some(()) => Ok(()),
-            None => Err(HarnessError::NotReady {
+        if ready.is_none() {
+            return Err(HarnessError::NotReady {
                 what: format!(
                     "the openvpn server ({} over {}: `{ready_line}` in its log and {SERVER_TUNNEL_ADDR} on its tun)",
                     self.profile, self.transport
                 ),
                 waited: options.startup_timeout,
                 detail: self.server_diagnostics(),
-            }),
+            });
         }
+        // The shim logs from its constructor, before openvpn reads its config: by now it is
+        // there, or the preload did not happen.
+        let shim_log = self.legacy_prf_shim_log();
+        if self.profile == ServerProfile::TlsLegacyPrf
+            && !file_contains(&shim_log, LEGACY_PRF_SHIM_READY)
+        {
+            return Err(HarnessError::NotReady {
+                what: format!(
+                    "the legacy-PRF shim in openvpn (`{LEGACY_PRF_SHIM_READY}` in {})",
+                    shim_log.display()
+                ),
+                waited: options.startup_timeout,
+                detail: format!(
+                    "--- {} ---\n{}\n{}",
+                    shim_log.display(),
+                    file_tail(&shim_log, LOG_TAIL_LINES),
+                    self.server_diagnostics()
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn server_diagnostics(&self) -> String {
@@ -1769,7 +1869,8 @@ impl OpenVpnServer {
     /// Writes `contents` to the file `name` in the instance directory, readable by nobody
     /// (e.g. an altered client profile), and returns its path. `name` must be a plain file
     /// name; the harness's own files cannot be replaced (its fixed names, and anything ending
-    /// in `.key`, `.sh`, `.py`, `.crt`, `.conf`, `.log`, `.stdout`, `.stderr` or `.pid`).
+    /// in `.key`, `.sh`, `.py`, `.crt`, `.conf`, `.log`, `.stdout`, `.stderr`, `.pid`, `.so` or
+    /// `.c`).
     pub fn write_client_file(&self, name: &str, contents: &str) -> Result<PathBuf, HarnessError> {
         if !is_client_file_name(name) {
             return Err(HarnessError::Io {
@@ -1808,6 +1909,32 @@ impl OpenVpnServer {
     pub fn last_client_iv_proto(&self) -> Option<u32> {
         let log = fs::read(self.server_log()).ok()?;
         parse_last_iv_proto(&String::from_utf8_lossy(&log))
+    }
+
+    /// What the legacy-PRF server's `LD_PRELOAD` library logged
+    /// ([`ServerProfile::TlsLegacyPrf`] only; the file does not exist for other profiles):
+    /// `legacy-prf-shim: loaded into openvpn (pid N), BIO_read hooked` at start, then one line
+    /// per `IV_PROTO` it saw, e.g. `legacy-prf-shim: rewrote IV_PROTO=990 to IV_PROTO=982
+    /// (TLS_KEY_EXPORT hidden)`.
+    pub fn legacy_prf_shim_log(&self) -> PathBuf {
+        self.dir.join(LEGACY_PRF_SHIM_LOG)
+    }
+
+    /// Every `IV_PROTO` the legacy-PRF server's library rewrote, in order, as (what the client
+    /// sent, what the server read): `(990, 982)` for the stock 2.6 client. Empty for other
+    /// profiles and before a client has sent its peer info.
+    pub fn iv_proto_rewrites(&self) -> Vec<(u32, u32)> {
+        let log = fs::read(self.legacy_prf_shim_log()).unwrap_or_default();
+        parse_iv_proto_rewrites(&String::from_utf8_lossy(&log))
+    }
+
+    /// The last `PUSH_REPLY` the server sent, from its log at verb 4 or more (`SENT CONTROL
+    /// [client1]: 'PUSH_REPLY,...'`): the text between the quotes, e.g. `PUSH_REPLY,dhcp-option
+    /// DNS 10.8.0.1,...,protocol-flags cc-exit tls-ekm dyn-tls-crypt,...`. Its
+    /// `protocol-flags` say whether the session uses TLS-EKM.
+    pub fn last_push_reply(&self) -> Option<String> {
+        let log = fs::read(self.server_log()).ok()?;
+        parse_last_push_reply(&String::from_utf8_lossy(&log))
     }
 
     /// The client profile for this instance, everything inline (keys included).
@@ -2131,8 +2258,8 @@ fn is_client_file_name(name: &str) -> bool {
         "wrong-credentials.txt",
         "auth-users.txt",
     ];
-    const HARNESS_EXTENSIONS: [&str; 9] = [
-        ".key", ".sh", ".py", ".crt", ".conf", ".log", ".stdout", ".stderr", ".pid",
+    const HARNESS_EXTENSIONS: [&str; 11] = [
+        ".key", ".sh", ".py", ".crt", ".conf", ".log", ".stdout", ".stderr", ".pid", ".so", ".c",
     ];
     let plain = !name.is_empty()
         && name != "."
@@ -2152,6 +2279,32 @@ fn parse_last_iv_proto(log: &str) -> Option<u32> {
         let (_, rest) = line.split_once("peer info: IV_PROTO=")?;
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
         digits.parse().ok()
+    })
+}
+
+/// The `(sent, read)` pairs of the shim's `rewrote IV_PROTO=A to IV_PROTO=B` lines.
+fn parse_iv_proto_rewrites(log: &str) -> Vec<(u32, u32)> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = line.split_once("rewrote IV_PROTO=")?.1;
+            let (sent, rest) = rest.split_once(" to IV_PROTO=")?;
+            let read: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            Some((sent.parse().ok()?, read.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The quoted text of the last `SENT CONTROL [...]: 'PUSH_REPLY,...'` line of a server log.
+fn parse_last_push_reply(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|line| {
+        let (_, rest) = line.split_once("SENT CONTROL [")?;
+        let (_, quoted) = rest.split_once("]: '")?;
+        let text = quoted.strip_suffix('\'').unwrap_or(quoted);
+        text.starts_with("PUSH_REPLY,").then(|| {
+            text.split_once("' (status=")
+                .map_or(text, |(t, _)| t)
+                .to_owned()
+        })
     })
 }
 
@@ -2477,6 +2630,8 @@ mod tests {
             "ca.crt",
             "server.log",
             "server.stdout",
+            "legacy-prf-shim.so",
+            "legacy-prf-shim.c",
         ] {
             assert!(!is_client_file_name(name), "{name}");
         }
@@ -2503,6 +2658,29 @@ mod tests {
         assert_eq!(parse_last_iv_proto(log), Some(982));
         assert_eq!(parse_last_iv_proto("no peer here\n"), None);
         assert_eq!(parse_last_iv_proto("peer info: IV_PROTO=\n"), None);
+    }
+
+    #[test]
+    fn shim_rewrites_are_read_from_its_log() {
+        let log = "legacy-prf-shim: loaded into openvpn (pid 7), BIO_read hooked\n\
+                   legacy-prf-shim: rewrote IV_PROTO=990 to IV_PROTO=982 (TLS_KEY_EXPORT hidden)\n\
+                   legacy-prf-shim: IV_PROTO=134 has no TLS_KEY_EXPORT, left as is\n\
+                   legacy-prf-shim: rewrote IV_PROTO=142 to IV_PROTO=134 (TLS_KEY_EXPORT hidden)\n";
+        assert_eq!(parse_iv_proto_rewrites(log), vec![(990, 982), (142, 134)]);
+        assert!(parse_iv_proto_rewrites("rewrote IV_PROTO=x to IV_PROTO=1\n").is_empty());
+    }
+
+    #[test]
+    fn push_reply_is_read_from_the_last_sent_control_line() {
+        let log = "t [client1] SENT CONTROL [client1]: 'PUSH_REPLY,ping 10,protocol-flags cc-exit tls-ekm' (status=1)\n\
+                   t [client1] SENT CONTROL [client1]: 'AUTH_FAILED' (status=1)\n\
+                   t [client1] SENT CONTROL [client1]: 'PUSH_REPLY,ping 10,protocol-flags cc-exit' (status=1)\n\
+                   t [client1] SENT CONTROL [client1]: 'RESTART' (status=1)\n";
+        assert_eq!(
+            parse_last_push_reply(log).as_deref(),
+            Some("PUSH_REPLY,ping 10,protocol-flags cc-exit")
+        );
+        assert_eq!(parse_last_push_reply("no push here\n"), None);
     }
 
     #[test]
@@ -2558,6 +2736,7 @@ mod tests {
         assert_eq!(owner_pid("ebt1234n17"), Some(1234));
         assert_eq!(owner_pid("ebt1234n17x"), None);
         assert_eq!(owner_pid("ebt1234n3pki"), Some(1234));
+        assert_eq!(owner_pid("ebt1234n4shim"), Some(1234));
         assert_eq!(owner_pid("ebt1234pki"), None);
         assert_eq!(owner_pid("ebtn1s"), None);
         assert_eq!(owner_pid("ebt12a4n1s"), None);
@@ -2638,10 +2817,12 @@ mod tests {
             assert!(config.contains(&format!("\ndata-ciphers {TLS_CRYPT_DATA_CIPHERS}\n")));
             assert!(profile.uses_client_certificate() && !profile.uses_username_password());
         }
+        // The legacy-PRF server differs only by its preloaded library: no script gate.
         assert!(
-            ServerProfile::TlsLegacyPrf
+            !ServerProfile::TlsLegacyPrf
                 .server_config()
-                .contains("\nclient-connect ./check-legacy-prf.sh\n")
+                .lines()
+                .any(|line| line.starts_with("client-connect") || line.starts_with("script"))
         );
         for profile in [
             ServerProfile::TlsAuthUserPass,

@@ -3,7 +3,8 @@
 //! client connects; afterwards ping, HTTP, HTTPS, DNS and a 1 MiB download all go through the
 //! tunnel, and dropping the server leaves no namespace, process or directory behind. The TLS
 //! profiles also push their DNS settings, refuse a wrong password, a wrong CA and a wrong
-//! tls-crypt key, and the legacy-PRF server refuses a client that announces TLS-EKM.
+//! tls-crypt key, and the legacy-PRF server (an `LD_PRELOAD` library hides TLS_KEY_EXPORT from
+//! it) gives even the stock 2.6 client a session keyed with the OpenVPN PRF, not TLS-EKM.
 //!
 //! Needs root (see `erebus_testvectors::netns::require_netns`); without it every test prints a
 //! banner and fails, unless `EREBUS_SKIP_INTEROP=1` is set outside CI.
@@ -313,12 +314,26 @@ fn check_tls_session(server: &OpenVpnServer, client: &netns::NsProcess<'_>) {
             "the server log lacks the client certificate's name"
         );
     }
-    // The stock client announces TLS_KEY_EXPORT, so the session uses EKM.
     let iv_proto = server
         .last_client_iv_proto()
         .expect("IV_PROTO in the server log");
-    assert_ne!(iv_proto & 8, 0, "IV_PROTO={iv_proto}");
-    assert!(push.contains("tls-ekm"), "{push}");
+    let sent_push = server
+        .last_push_reply()
+        .expect("the server log shows the PUSH_REPLY it sent");
+    assert!(sent_push.contains("protocol-flags "), "{sent_push}");
+    if server.profile() == ServerProfile::TlsLegacyPrf {
+        // The stock client announced TLS_KEY_EXPORT (990); the server read it without the bit
+        // (982), as a 2.5 server would, and so chose the PRF: no tls-ekm in protocol-flags.
+        assert_eq!(server.iv_proto_rewrites(), vec![(990, 982)]);
+        assert_eq!(iv_proto, 982, "IV_PROTO={iv_proto}");
+        assert!(!sent_push.contains("tls-ekm"), "{sent_push}");
+        assert!(!push.contains("tls-ekm"), "{push}");
+    } else {
+        // The stock client announces TLS_KEY_EXPORT, so the session uses EKM.
+        assert_ne!(iv_proto & 8, 0, "IV_PROTO={iv_proto}");
+        assert!(sent_push.contains("tls-ekm"), "{sent_push}");
+        assert!(push.contains("tls-ekm"), "{push}");
+    }
 }
 
 #[test]
@@ -543,26 +558,12 @@ fn tls_crypt_wrong_key_is_dropped() {
     );
 }
 
+/// The legacy-PRF server admits the stock 2.6 client and, not seeing its TLS_KEY_EXPORT bit,
+/// keys the session with the OpenVPN PRF: the whole proof runs over it (ping, HTTP, HTTPS, DNS,
+/// a 1 MiB download) and `check_tls_session` checks the rewrite and the missing `tls-ekm`.
 #[test]
-fn legacy_prf_server_refuses_a_client_announcing_ekm() {
-    if !netns::should_run_interop(
-        "harness_selftest legacy_prf_server_refuses_a_client_announcing_ekm",
-    ) {
-        return;
-    }
-    let server =
-        OpenVpnServer::start(ServerProfile::TlsLegacyPrf, Transport::Udp).expect("harness server");
-    let client = server
-        .start_stock_client("stock-client.log")
-        .expect("client");
-    expect_refused(
-        &server,
-        client,
-        &["check-legacy-prf.sh: REFUSED client announcing TLS_KEY_EXPORT (IV_PROTO=990)"],
-        &["AUTH_FAILED"],
-    );
-    let iv_proto = server.last_client_iv_proto().expect("IV_PROTO logged");
-    assert_ne!(iv_proto & 8, 0, "IV_PROTO={iv_proto}");
+fn legacy_prf_server_gives_the_stock_client_the_prf() {
+    prove(ServerProfile::TlsLegacyPrf, Transport::Udp);
 }
 
 #[test]
