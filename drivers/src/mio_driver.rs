@@ -426,6 +426,9 @@ impl<D: Driven> MioDriver<D> {
     ///
     /// Fails only when polling itself fails; socket errors become inputs.
     pub fn run(&mut self) -> io::Result<Failure> {
+        // Open the transport before the first drain: the machine's first output is usually its
+        // first packet to the server, and dropping it would cost a retransmission timeout.
+        self.sync_transport();
         self.drain();
         loop {
             if let Some(failure) = self.down.take() {

@@ -341,6 +341,9 @@ impl<D: Driven> SmolDriver<D> {
                 ))
             })
             .collect();
+        // Open the transport before the first drain: the machine's first output is usually its
+        // first packet to the server, and dropping it would cost a retransmission timeout.
+        self.sync_transport();
         self.drain();
         loop {
             if let Some(failure) = self.down.take() {
