@@ -13,6 +13,7 @@ pub mod mio_driver;
 pub mod ping;
 pub mod profile;
 pub mod record;
+pub mod replay;
 pub mod session;
 pub mod smol_driver;
 pub mod tun;

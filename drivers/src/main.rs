@@ -9,11 +9,10 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use erebus::profile::LoadedProfile;
 use erebus::record::Recorder;
-use erebus::session::{SetupError, build_tunnel, first_connection, resolve_remote};
+use erebus::session::{Settings, SetupError, build_client, first_connection, resolve_remote};
 use erebus::{Clock, os_seed};
-use erebus_client::{Client, ClientConfig};
-use erebus_net::tcp::TcpConfig;
-use erebus_proxy::{ForwardSpec, FrontEnd, ProxyConfig};
+use erebus_proxy::{ForwardSpec, FrontEnd};
+use erebus_sansio::Instant;
 use erebus_sansio::io::Event;
 use erebus_sansio::tunnel::{Failure, Fault, TunnelConfig};
 
@@ -153,33 +152,33 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         Err(SetupError::Config(error)) => return Ok(Outcome::Config(error)),
         Err(SetupError::Network(failure)) => return Ok(Outcome::Session(failure)),
     };
-    let seed = os_seed()?;
-    let clock = Clock::start();
-    let session = match build_tunnel(&loaded, connection, remote, &seed, &clock, clock.now()) {
-        Ok(session) => session,
-        Err(SetupError::Config(error)) => return Ok(Outcome::Config(error)),
-        Err(SetupError::Network(failure)) => return Ok(Outcome::Session(failure)),
-    };
-
-    let mut listeners = Vec::new();
-    let mut front_ends = Vec::new();
-    let mut summary = Vec::new();
-    let mut proxy = ProxyConfig::default();
+    let mut proxy_auth = None;
     if let Some(path) = &args.proxy_auth {
         match read_proxy_auth(path) {
-            Ok(auth) => proxy.auth = Some(auth),
+            Ok(auth) => proxy_auth = Some(auth),
             Err(error) => return Ok(Outcome::Config(error)),
         }
     }
+    // The listeners in ListenerId order: where each binds, what it is (for messages), whether
+    // it asks for credentials, its front end, and its part of the status line.
+    let mut planned = Vec::new();
     if !args.no_http {
-        listeners.push(bind(args.http, "HTTP proxy", proxy.auth.is_some())?);
-        front_ends.push(FrontEnd::Http);
-        summary.push(format!("HTTP proxy {}", args.http));
+        planned.push((
+            args.http,
+            "HTTP proxy",
+            proxy_auth.is_some(),
+            FrontEnd::Http,
+            format!("HTTP proxy {}", args.http),
+        ));
     }
     if !args.no_socks {
-        listeners.push(bind(args.socks, "SOCKS5 proxy", proxy.auth.is_some())?);
-        front_ends.push(FrontEnd::Socks5);
-        summary.push(format!("SOCKS5 {}", args.socks));
+        planned.push((
+            args.socks,
+            "SOCKS5 proxy",
+            proxy_auth.is_some(),
+            FrontEnd::Socks5,
+            format!("SOCKS5 {}", args.socks),
+        ));
     }
     for spec in &args.forward {
         let forward = match ForwardSpec::parse(spec) {
@@ -188,26 +187,58 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
                 return Ok(Outcome::Config(anyhow::anyhow!("-L {spec}: {error}")));
             }
         };
-        listeners.push(bind(forward.bind, "port forward", false)?);
-        summary.push(format!(
+        let summary = format!(
             "forward {} -> {}:{}",
             forward.bind, forward.host, forward.host_port
+        );
+        planned.push((
+            forward.bind,
+            "port forward",
+            false,
+            FrontEnd::Forward {
+                host: forward.host,
+                port: forward.host_port,
+            },
+            summary,
         ));
-        front_ends.push(FrontEnd::Forward {
-            host: forward.host,
-            port: forward.host_port,
-        });
     }
-    let client_config = ClientConfig {
-        listeners: front_ends,
-        proxy,
-        tcp: TcpConfig::default(),
+    let seed = os_seed()?;
+    let clock = Clock::start();
+    let settings = Settings {
+        // The clock's epoch is Instant::ZERO, so this is its Unix time at start.
+        wall_clock_at_epoch: clock.wall_clock().at(Instant::ZERO),
+        built_at: clock.now(),
+        remote,
+        listeners: planned
+            .iter()
+            .map(|(.., front_end, _)| front_end.clone())
+            .collect(),
         dns_servers: args.dns.clone(),
+        proxy_auth: proxy_auth.is_some(),
+        auth_user_pass: args.auth_user_pass.is_some(),
+        // A profile named without a directory resolves its files against the working one.
+        profile_dir: std::path::absolute(if loaded.dir.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            &loaded.dir
+        })
+        .ok(),
     };
-    let client = Client::new(session, client_config, &seed.child("client"), clock.now());
+    let client = match build_client(&loaded, &settings, &seed, proxy_auth) {
+        Ok(client) => client,
+        Err(SetupError::Config(error)) => return Ok(Outcome::Config(error)),
+        Err(SetupError::Network(failure)) => return Ok(Outcome::Session(failure)),
+    };
+
+    let mut listeners = Vec::new();
+    let mut summary = Vec::new();
+    for (addr, what, authenticated, _, line) in planned {
+        listeners.push(bind(addr, what, authenticated)?);
+        summary.push(line);
+    }
     let recorder = match &args.record {
         Some(dir) => Some(
-            Recorder::create(dir, &seed, &loaded.bytes, clock.wall_clock())
+            Recorder::create_session(dir, &seed, &loaded.bytes, &settings)
                 .with_context(|| format!("cannot record into {}", dir.display()))?,
         ),
         None => None,

@@ -1,12 +1,37 @@
 //! Session recording (`--record DIR`): everything needed to replay a session in a test.
 //!
+//! # Layout
+//!
 //! A recording directory holds:
 //! - `seed`: the 32-byte seed the machine was built with (secret: mode 0600);
-//! - `config`: the configuration bytes the machine was built from (mode 0600: it may hold
-//!   keys);
-//! - `journal`: every input with its `now` ([`erebus_sansio::journal`] format);
+//! - `config`: the configuration bytes the machine was built from; for the `erebus` command,
+//!   the profile exactly as read (mode 0600: it may hold keys);
+//! - `settings` (written by the `erebus` command, [`Recorder::create_session`]): what the
+//!   command decided before running, as `key=value` lines ([`Settings::to_text`]): the wall
+//!   clock's Unix time at the monotonic epoch, the monotonic time the client was built at, the
+//!   server's resolved address, the front ends in listener order, the `--dns` servers, whether
+//!   proxy authentication was on and whether `--auth-user-pass` was given (never a password),
+//!   and the profile's directory for files it names;
+//! - `journal`: every input with its `now`, in the order the machine handled them
+//!   ([`erebus_sansio::journal`] format);
 //! - `transport.pcap`: the outer packets both ways, with synthesised IP/UDP or IP/TCP headers
-//!   so Wireshark's OpenVPN and ISAKMP dissectors can read them.
+//!   so Wireshark's OpenVPN and ISAKMP dissectors can read them. Each outbound record is one
+//!   `Output::Transmit`, as the machine produced it (over TCP: one stream chunk, already
+//!   length-prefixed); each inbound record is one `Transport Data` input. Transmits made while
+//!   no transport is open are not in it.
+//!
+//! # Replay
+//!
+//! [`crate::replay::replay_dir`] rebuilds the client from `seed`, `config` and `settings` with
+//! [`crate::session::build_client`] (the function the command itself uses), feeds the journal
+//! to it with a full drain after each input, as a driver does, and compares every transmit, in
+//! order and byte for byte, with the outbound packets of `transport.pcap`. Sessions that used
+//! `--auth-user-pass` or `--proxy-auth` need those credentials again
+//! ([`crate::replay::ReplayOptions`]): the recording does not keep them. The
+//! journal still holds what proxy clients sent, proxy credentials included, and the TLS
+//! session's secrets can be derived from the seed: treat a recording as a secret.
+//!
+//! [`Settings::to_text`]: crate::session::Settings::to_text
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -17,6 +42,8 @@ use erebus_sansio::io::{Input, TransportEvent};
 use erebus_sansio::journal;
 use erebus_sansio::tunnel::{TransportKind, TransportSpec};
 use erebus_sansio::{Instant, Seed, WallClock};
+
+use crate::session::Settings;
 
 /// Receives what a driver feeds to and takes from its machine, in order.
 pub trait Tap {
@@ -41,8 +68,16 @@ pub struct Recorder {
     pcap: BufWriter<File>,
     wall: WallClock,
     link: Option<Link>,
+    /// Transmits made before the driver said where the transport goes (the smol driver learns
+    /// its TCP socket's local address only once connected), written out when it does.
+    early: Vec<(Instant, Vec<u8>)>,
+    early_bytes: usize,
     packet: Vec<u8>,
 }
+
+/// How much a recorder keeps of transmits made before the transport is known; beyond that they
+/// are left out of the pcap (a transport that never opens).
+const EARLY_LIMIT: usize = 1 << 20;
 
 /// The synthesised addresses and TCP sequence numbers of the transport in the pcap.
 struct Link {
@@ -84,8 +119,27 @@ impl Recorder {
             pcap,
             wall,
             link: None,
+            early: Vec::new(),
+            early_bytes: 0,
             packet: Vec::new(),
         })
+    }
+
+    /// [`Recorder::create`] for a session of the `erebus` command: also writes `settings`, and
+    /// takes the wall clock from them.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the directory or a file cannot be created.
+    pub fn create_session(
+        dir: &Path,
+        seed: &Seed,
+        config: &[u8],
+        settings: &Settings,
+    ) -> io::Result<Self> {
+        let recorder = Self::create(dir, seed, config, settings.wall_clock())?;
+        create_private(&dir.join("settings"))?.write_all(settings.to_text().as_bytes())?;
+        Ok(recorder)
     }
 
     /// Flushes everything written so far.
@@ -144,6 +198,10 @@ impl Tap for Recorder {
             seq_out: 1,
             seq_in: 1,
         });
+        self.early_bytes = 0;
+        for (now, bytes) in std::mem::take(&mut self.early) {
+            self.capture(now, true, &bytes);
+        }
     }
 
     fn input(&mut self, input: &Input<'_>) {
@@ -162,7 +220,14 @@ impl Tap for Recorder {
     }
 
     fn transmit(&mut self, now: Instant, bytes: &[u8]) {
-        self.capture(now, true, bytes);
+        if self.link.is_some() {
+            self.capture(now, true, bytes);
+        } else if self.early_bytes + bytes.len() <= EARLY_LIMIT {
+            self.early_bytes += bytes.len();
+            self.early.push((now, bytes.to_vec()));
+        } else {
+            tracing::warn!("recording: a transmit before any transport opened is left out");
+        }
     }
 }
 
@@ -229,4 +294,176 @@ fn synthesise(
         }
     }
     out.extend_from_slice(payload);
+}
+
+/// One packet of a recording's pcap, its synthesised headers taken off.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Synthesised<'a> {
+    /// UDP or TCP.
+    pub(crate) kind: TransportKind,
+    /// The sender (IPv4 senders of mixed-family links appear IPv4-mapped).
+    pub(crate) src: SocketAddr,
+    /// The receiver.
+    pub(crate) dst: SocketAddr,
+    /// The transport payload: a datagram, or a stream chunk.
+    pub(crate) payload: &'a [u8],
+}
+
+/// Takes apart what [`synthesise`] built. `None` for anything else (another IP version,
+/// protocol or header length than the recorder writes, or too short).
+pub(crate) fn parse_synthesised(packet: &[u8]) -> Option<Synthesised<'_>> {
+    let (protocol, src_ip, dst_ip, l4): (u8, IpAddr, IpAddr, usize) = match packet.first()? >> 4 {
+        4 => {
+            let header = packet.get(..20)?;
+            if header[0] != 0x45 {
+                return None;
+            }
+            let src: [u8; 4] = header[12..16].try_into().ok()?;
+            let dst: [u8; 4] = header[16..20].try_into().ok()?;
+            (header[9], src.into(), dst.into(), 20)
+        }
+        6 => {
+            let header = packet.get(..40)?;
+            let src: [u8; 16] = header[8..24].try_into().ok()?;
+            let dst: [u8; 16] = header[24..40].try_into().ok()?;
+            (header[6], src.into(), dst.into(), 40)
+        }
+        _ => return None,
+    };
+    let (kind, header_len) = match protocol {
+        17 => (TransportKind::Udp, 8),
+        6 => (TransportKind::TcpLengthPrefixed, 20),
+        _ => return None,
+    };
+    let ports = packet.get(l4..l4 + 4)?;
+    let src_port = u16::from_be_bytes([ports[0], ports[1]]);
+    let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    if kind == TransportKind::TcpLengthPrefixed && packet.get(l4 + 12)? >> 4 != 5 {
+        return None;
+    }
+    Some(Synthesised {
+        kind,
+        src: SocketAddr::new(src_ip, src_port),
+        dst: SocketAddr::new(dst_ip, dst_port),
+        payload: packet.get(l4 + header_len..)?,
+    })
+}
+
+/// The packets of a pcap file in the classic format the recorder writes (microsecond,
+/// little-endian): each record's bytes, and whether the file ends on a record boundary (a
+/// recording cut short, by a crash, may end inside one).
+///
+/// # Errors
+///
+/// A header that is not the recorder's.
+pub(crate) fn pcap_packets(bytes: &[u8]) -> Result<(Vec<&[u8]>, bool), String> {
+    let header = bytes
+        .get(..PCAP_HEADER.len())
+        .ok_or("shorter than a pcap header")?;
+    if header[..4] != PCAP_HEADER[..4] || header[20..] != PCAP_HEADER[20..] {
+        return Err(format!(
+            "not a little-endian microsecond raw-IP pcap (header {})",
+            crate::replay::short_hex(header)
+        ));
+    }
+    let mut packets = Vec::new();
+    let mut offset = PCAP_HEADER.len();
+    while offset < bytes.len() {
+        let Some(record) = bytes.get(offset..offset + 16) else {
+            return Ok((packets, false));
+        };
+        let mut len = [0; 4];
+        len.copy_from_slice(&record[8..12]);
+        let start = offset + 16;
+        let Some(data) = usize::try_from(u32::from_le_bytes(len))
+            .ok()
+            .and_then(|len| bytes.get(start..start.checked_add(len)?))
+        else {
+            return Ok((packets, false));
+        };
+        packets.push(data);
+        offset = start + data.len();
+    }
+    Ok((packets, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthesised_packets_come_apart_again() {
+        let cases: [(TransportKind, &str, &str); 4] = [
+            (TransportKind::Udp, "10.0.0.2:40000", "192.0.2.1:1194"),
+            (
+                TransportKind::TcpLengthPrefixed,
+                "10.0.0.2:40000",
+                "192.0.2.1:443",
+            ),
+            (TransportKind::Udp, "[fd00::2]:40000", "[2001:db8::1]:1194"),
+            (TransportKind::TcpLengthPrefixed, "[::]:5", "10.1.1.1:1194"),
+        ];
+        for (kind, src, dst) in cases {
+            let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+            let mut packet = Vec::new();
+            synthesise(&mut packet, kind, (src, dst), (7, 9), b"payload bytes");
+            let parsed = parse_synthesised(&packet).unwrap();
+            assert_eq!(parsed.kind, kind);
+            assert_eq!(parsed.payload, b"payload bytes");
+            assert_eq!(parsed.src.port(), src.port());
+            assert_eq!(parsed.dst.port(), dst.port());
+            if src.is_ipv4() && dst.is_ipv4() {
+                assert_eq!((parsed.src, parsed.dst), (src, dst));
+            }
+            for cut in 0..packet.len() - 13 {
+                assert!(parse_synthesised(&packet[..cut]).is_none(), "cut at {cut}");
+            }
+        }
+        assert!(parse_synthesised(&[0x45; 60]).is_none());
+    }
+
+    #[test]
+    fn recordings_list_their_transmits_even_before_the_transport_is_known() {
+        let dir = std::env::temp_dir().join(format!("erebus-record-unit-{}", std::process::id()));
+        let spec = TransportSpec {
+            kind: TransportKind::TcpLengthPrefixed,
+            remote: "192.0.2.1:1194".parse().unwrap(),
+        };
+        {
+            let mut recorder = Recorder::create(
+                &dir,
+                &Seed::from_byte(3),
+                b"profile",
+                WallClock::new(Instant::ZERO, erebus_sansio::UnixTime::from_secs(1)),
+            )
+            .unwrap();
+            recorder.transmit(Instant::from_millis(1), b"first");
+            recorder.transport_opened(spec, "10.0.0.2:40000".parse().unwrap());
+            recorder.input(&Input::Transport {
+                now: Instant::from_millis(2),
+                event: TransportEvent::Data(b"reply"),
+            });
+            recorder.transmit(Instant::from_millis(3), b"second");
+        }
+        let pcap = std::fs::read(dir.join("transport.pcap")).unwrap();
+        let (packets, complete) = pcap_packets(&pcap).unwrap();
+        assert!(complete);
+        let parsed: Vec<_> = packets
+            .iter()
+            .map(|p| parse_synthesised(p).unwrap())
+            .map(|p| (p.dst == spec.remote, p.payload.to_vec()))
+            .collect();
+        assert_eq!(
+            parsed,
+            [
+                (true, b"first".to_vec()),
+                (false, b"reply".to_vec()),
+                (true, b"second".to_vec())
+            ]
+        );
+        let (cut, complete) = pcap_packets(&pcap[..pcap.len() - 2]).unwrap();
+        assert_eq!((cut.len(), complete), (2, false));
+        assert!(pcap_packets(b"not a pcap file at all, no").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
