@@ -83,6 +83,7 @@ fn erebus_against_the_stock_client() {
         return;
     }
     let cases = [
+        (ServerProfile::TlsCrypt, Transport::Udp),
         (ServerProfile::StaticKey, Transport::Udp),
         (ServerProfile::Plaintext, Transport::Udp),
         (ServerProfile::StaticKey, Transport::Tcp),
