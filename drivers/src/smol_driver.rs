@@ -236,6 +236,9 @@ enum WriteCommand {
 
 /// Runs a [`Driven`] machine on smol.
 pub struct SmolDriver<D> {
+    /// Buffers that carry bytes between the socket tasks and the machine, reused so that no
+    /// packet costs an allocation once the pool has warmed up.
+    pool: BufferPool,
     machine: D,
     clock: Clock,
     listeners: Vec<Arc<Async<TcpListener>>>,
@@ -251,6 +254,34 @@ pub struct SmolDriver<D> {
     tap: Option<Box<dyn Tap + Send>>,
     on_event: Box<dyn FnMut(&Event) + Send>,
     watch: Arc<SessionWatch>,
+}
+
+/// Buffers handed between tasks and given back after use. Bounded, so a burst does not keep
+/// memory for ever.
+#[derive(Clone, Default)]
+struct BufferPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl BufferPool {
+    /// At most this many idle buffers are kept.
+    const MAX_IDLE: usize = 64;
+
+    /// A buffer holding a copy of `data`, reused from the pool when one is idle.
+    fn copy_of(&self, data: &[u8]) -> Vec<u8> {
+        let reused = self.0.lock().ok().and_then(|mut idle| idle.pop());
+        let mut buf = reused.unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(data);
+        buf
+    }
+
+    /// Returns a buffer for reuse.
+    fn give(&self, buf: Vec<u8>) {
+        if let Ok(mut idle) = self.0.lock()
+            && idle.len() < Self::MAX_IDLE
+        {
+            idle.push(buf);
+        }
+    }
 }
 
 impl<D> Drop for SmolDriver<D> {
@@ -272,6 +303,7 @@ impl<D: Driven> SmolDriver<D> {
             .collect::<io::Result<Vec<_>>>()?;
         let (tx, rx) = unbounded();
         Ok(Self {
+            pool: BufferPool::default(),
             machine,
             clock,
             listeners,
@@ -398,6 +430,7 @@ impl<D: Driven> SmolDriver<D> {
                     now: self.clock.now(),
                     event: TransportEvent::Data(&bytes),
                 });
+                self.pool.give(bytes);
             }
             Message::TransportClosed(generation) if Some(generation) == current => {
                 self.transport = None;
@@ -406,9 +439,8 @@ impl<D: Driven> SmolDriver<D> {
                     event: TransportEvent::Closed,
                 });
             }
-            Message::TransportConnected(..)
-            | Message::TransportData(..)
-            | Message::TransportClosed(_) => {}
+            Message::TransportData(_, bytes) => self.pool.give(bytes),
+            Message::TransportConnected(..) | Message::TransportClosed(_) => {}
             Message::Accepted(listener, stream) => self.accept(listener, stream),
             Message::LocalData(conn, bytes) => {
                 self.feed(Input::Local {
@@ -416,6 +448,7 @@ impl<D: Driven> SmolDriver<D> {
                     conn,
                     event: LocalEvent::Data(&bytes),
                 });
+                self.pool.give(bytes);
             }
             Message::LocalEof(conn) => {
                 self.feed(Input::Local {
@@ -472,13 +505,20 @@ impl<D: Driven> SmolDriver<D> {
         let (resume_tx, resume_rx) = unbounded();
         let (write_tx, write_rx) = unbounded();
         let reader = smol::spawn(read_local(
+            self.pool.clone(),
             id,
             stream.clone(),
             paused.clone(),
             resume_rx,
             self.tx.clone(),
         ));
-        let writer = smol::spawn(write_local(id, stream, write_rx, self.tx.clone()));
+        let writer = smol::spawn(write_local(
+            self.pool.clone(),
+            id,
+            stream,
+            write_rx,
+            self.tx.clone(),
+        ));
         self.conns.insert(
             id,
             LocalConn {
@@ -526,7 +566,7 @@ impl<D: Driven> SmolDriver<D> {
                             }
                         }
                         Some((_, _, Writer::Tcp(tx), _)) => {
-                            let _ = tx.try_send(bytes.to_vec());
+                            let _ = tx.try_send(self.pool.copy_of(bytes));
                         }
                         None => tracing::debug!("transmit without a transport dropped"),
                     }
@@ -538,7 +578,9 @@ impl<D: Driven> SmolDriver<D> {
                     match action {
                         LocalAction::Write(bytes) => {
                             state.queued += bytes.len();
-                            let _ = state.writer.try_send(WriteCommand::Data(bytes.to_vec()));
+                            let _ = state
+                                .writer
+                                .try_send(WriteCommand::Data(self.pool.copy_of(bytes)));
                             if state.queued > LOCAL_WRITE_HIGH_WATER && !state.blocked {
                                 state.blocked = true;
                                 newly_blocked.push(conn);
@@ -600,7 +642,12 @@ impl<D: Driven> SmolDriver<D> {
                         tap.transport_opened(spec, local);
                     }
                     let socket = Arc::new(socket);
-                    let task = smol::spawn(read_udp(generation, socket.clone(), self.tx.clone()));
+                    let task = smol::spawn(read_udp(
+                        self.pool.clone(),
+                        generation,
+                        socket.clone(),
+                        self.tx.clone(),
+                    ));
                     self.transport = Some((spec, generation, Writer::Udp(socket), task));
                 }
                 Err(e) => {
@@ -613,7 +660,13 @@ impl<D: Driven> SmolDriver<D> {
             },
             TransportKind::TcpLengthPrefixed => {
                 let (write_tx, write_rx) = unbounded();
-                let task = smol::spawn(run_tcp(generation, spec.remote, write_rx, self.tx.clone()));
+                let task = smol::spawn(run_tcp(
+                    self.pool.clone(),
+                    generation,
+                    spec.remote,
+                    write_rx,
+                    self.tx.clone(),
+                ));
                 self.transport = Some((spec, generation, Writer::Tcp(write_tx), task));
             }
         }
@@ -655,12 +708,17 @@ async fn accept_loop(
     }
 }
 
-async fn read_udp(generation: u64, socket: Arc<Async<UdpSocket>>, tx: Sender<Message>) {
+async fn read_udp(
+    pool: BufferPool,
+    generation: u64,
+    socket: Arc<Async<UdpSocket>>,
+    tx: Sender<Message>,
+) {
     let mut buf = vec![0u8; TRANSPORT_READ_CHUNK];
     loop {
         match socket.recv(&mut buf).await {
             Ok(n) => {
-                let data = buf.get(..n).unwrap_or_default().to_vec();
+                let data = pool.copy_of(buf.get(..n).unwrap_or_default());
                 if tx
                     .send(Message::TransportData(generation, data))
                     .await
@@ -676,6 +734,7 @@ async fn read_udp(generation: u64, socket: Arc<Async<UdpSocket>>, tx: Sender<Mes
 }
 
 async fn run_tcp(
+    pool: BufferPool,
     generation: u64,
     remote: SocketAddr,
     writes: Receiver<Vec<u8>>,
@@ -696,10 +755,13 @@ async fn run_tcp(
         .await;
     let writer = {
         let stream = stream.clone();
+        let pool = pool.clone();
         async move {
             let mut stream = &*stream;
             while let Ok(bytes) = writes.recv().await {
-                if stream.write_all(&bytes).await.is_err() {
+                let written = stream.write_all(&bytes).await;
+                pool.give(bytes);
+                if written.is_err() {
                     break;
                 }
             }
@@ -714,7 +776,7 @@ async fn run_tcp(
                 match stream.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        let data = buf.get(..n).unwrap_or_default().to_vec();
+                        let data = pool.copy_of(buf.get(..n).unwrap_or_default());
                         if tx
                             .send(Message::TransportData(generation, data))
                             .await
@@ -732,6 +794,7 @@ async fn run_tcp(
 }
 
 async fn read_local<S: LocalSocket>(
+    pool: BufferPool,
     id: ConnId,
     stream: Arc<Async<S>>,
     paused: Arc<AtomicBool>,
@@ -750,7 +813,7 @@ async fn read_local<S: LocalSocket>(
         }
         let message = match stream.read(&mut buf).await {
             Ok(0) => Message::LocalEof(id),
-            Ok(n) => Message::LocalData(id, buf.get(..n).unwrap_or_default().to_vec()),
+            Ok(n) => Message::LocalData(id, pool.copy_of(buf.get(..n).unwrap_or_default())),
             Err(_) => Message::LocalReset(id),
         };
         let done = !matches!(message, Message::LocalData(..));
@@ -761,6 +824,7 @@ async fn read_local<S: LocalSocket>(
 }
 
 async fn write_local<S: LocalSocket>(
+    pool: BufferPool,
     id: ConnId,
     stream: Arc<Async<S>>,
     commands: Receiver<WriteCommand>,
@@ -772,7 +836,9 @@ async fn write_local<S: LocalSocket>(
     while let Ok(command) = commands.recv().await {
         match command {
             WriteCommand::Data(bytes) => {
-                if stream_ref.write_all(&bytes).await.is_err() {
+                let written = stream_ref.write_all(&bytes).await;
+                pool.give(bytes);
+                if written.is_err() {
                     let _ = tx.send(Message::LocalReset(id)).await;
                     return;
                 }
@@ -788,5 +854,29 @@ async fn write_local<S: LocalSocket>(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_reuses_buffers_and_stays_bounded() {
+        let pool = BufferPool::default();
+        let first = pool.copy_of(&[1; 1500]);
+        let address = first.as_ptr();
+        pool.give(first);
+        let again = pool.copy_of(&[2; 100]);
+        assert_eq!(
+            again.as_ptr(),
+            address,
+            "an idle buffer is reused, not reallocated"
+        );
+        assert_eq!(again, [2; 100]);
+        for _ in 0..BufferPool::MAX_IDLE * 2 {
+            pool.give(Vec::with_capacity(16));
+        }
+        assert_eq!(pool.0.lock().unwrap().len(), BufferPool::MAX_IDLE);
     }
 }
