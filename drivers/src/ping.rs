@@ -96,14 +96,11 @@ impl<T: Tunnel> PingProbe<T> {
         self.next_seq - 1
     }
 
-    fn inner_packet(&mut self, range: core::ops::Range<usize>, framed: bool) {
-        let packet = if framed {
-            // The frame was copied to `rx` by the caller.
-            self.rx.get(range)
-        } else {
-            self.rx.get(range)
+    /// Handles the decrypted inner packet at `rx[range]` (both transports decrypt in `rx`).
+    fn inner_packet(&mut self, range: core::ops::Range<usize>) {
+        let Some(packet) = self.rx.get(range) else {
+            return;
         };
-        let Some(packet) = packet else { return };
         let Ok(ip_packet) = Ipv4Packet::new_checked(packet) else {
             return;
         };
@@ -223,7 +220,7 @@ impl<T: Tunnel> Driven for PingProbe<T> {
                         if let Ok(Decapsulated::Inner(range)) =
                             self.tunnel.decapsulate(self.now, packet)
                         {
-                            self.inner_packet(range, false);
+                            self.inner_packet(range);
                         }
                     }
                 }
@@ -236,7 +233,7 @@ impl<T: Tunnel> Driven for PingProbe<T> {
                             if let Ok(Decapsulated::Inner(range)) =
                                 self.tunnel.decapsulate(self.now, copy)
                             {
-                                self.inner_packet(range, true);
+                                self.inner_packet(range);
                             }
                         }
                     }
