@@ -16,6 +16,12 @@
 //! touched. The client namespace has no route to `10.8.0.0/24`: the tunnel addresses are
 //! reachable only through a VPN tunnel.
 //!
+//! Tests of a client that must survive losing its server stop openvpn alone
+//! ([`OpenVpnServer::stop_openvpn`]: `SIGTERM`, which tells UDP clients `RESTART`, or
+//! `SIGKILL`) and start it again with the same keys ([`OpenVpnServer::start_openvpn_again`]);
+//! dnsmasq and the HTTP server keep running, bound to 10.8.0.1, and answer again once openvpn
+//! has brought the address back.
+//!
 //! Dropping the server kills exactly the processes it started (by PID), then anything still
 //! running inside its two namespaces, deletes the namespaces and removes its directory. When a
 //! test process dies without unwinding, the next harness run in any process removes the
@@ -59,6 +65,9 @@ pub const CLIENT_OUTER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
 pub const OUTER_PREFIX_LEN: u8 = 24;
 /// Port OpenVPN listens on, for UDP and TCP alike.
 pub const OPENVPN_PORT: u16 = 1194;
+/// A port of [`SERVER_OUTER_ADDR`] where nothing listens, UDP or TCP
+/// ([`OpenVpnServer::dead_remote`]).
+pub const DEAD_REMOTE_PORT: u16 = 1195;
 /// Server end of the tunnel; dnsmasq and the HTTP server listen here only.
 pub const SERVER_TUNNEL_ADDR: Ipv4Addr = Ipv4Addr::new(10, 8, 0, 1);
 /// Client end of the tunnel, the address every profile gives the client.
@@ -128,6 +137,12 @@ pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a stopped process gets between `SIGTERM` and `SIGKILL`. The stock client needs
 /// about a second to send its exit notification.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long [`OpenVpnServer::stop_openvpn`] gives openvpn after `SIGTERM` (a TLS server over
+/// UDP first tells its clients `RESTART`, which takes it about 2 s).
+const OPENVPN_TERMINATE_GRACE: Duration = Duration::from_secs(5);
+/// How long [`OpenVpnServer::stop_openvpn`] waits for the tun address to go once openvpn has
+/// exited.
+const TUN_GONE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines of a log file quoted in errors.
 const LOG_TAIL_LINES: usize = 25;
 
@@ -346,6 +361,16 @@ pub enum HarnessError {
         /// Log excerpts that explain it.
         detail: String,
     },
+    /// Something that should have gone away (a stopped process, an address on its device) was
+    /// still there.
+    StillThere {
+        /// What should have gone.
+        what: String,
+        /// How long the harness waited.
+        waited: Duration,
+        /// Log excerpts that explain it.
+        detail: String,
+    },
     /// A command run in a namespace did not finish in time (it was killed).
     Timeout {
         /// The command line.
@@ -385,6 +410,11 @@ impl fmt::Display for HarnessError {
                 status,
                 detail,
             } => write!(f, "{what} exited unexpectedly ({status})\n{detail}"),
+            Self::StillThere {
+                what,
+                waited,
+                detail,
+            } => write!(f, "{what} was still there after {waited:?}\n{detail}"),
             Self::Timeout {
                 command,
                 limit,
@@ -818,6 +848,13 @@ fn file_tail(path: &Path, lines: usize) -> String {
 
 fn file_contains(path: &Path, needle: &str) -> bool {
     fs::read(path).is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(needle))
+}
+
+/// How often `needle` occurs in the file at `path` (0 when it cannot be read).
+fn file_count(path: &Path, needle: &str) -> usize {
+    fs::read(path).map_or(0, |bytes| {
+        String::from_utf8_lossy(&bytes).matches(needle).count()
+    })
 }
 
 fn command_line(command: &Command) -> String {
@@ -1322,9 +1359,51 @@ pub struct OpenVpnServer {
     openvpn_key: Option<String>,
     /// Namespaces created so far, deleted by `Drop`.
     namespaces: Vec<String>,
-    /// Processes started in the server namespace, in start order.
-    processes: Vec<TrackedProcess>,
+    /// The options of [`start_with`](Self::start_with), for
+    /// [`start_openvpn_again`](Self::start_openvpn_again).
+    options: ServerOptions,
+    /// The openvpn server process (behind a lock: tests stop and start it through `&self`).
+    openvpn: Mutex<OpenVpnRun>,
+    /// The helper daemons started in the server namespace (dnsmasq, the HTTP server), in
+    /// start order.
+    helpers: Vec<TrackedProcess>,
     command_counter: AtomicU32,
+}
+
+/// The openvpn server process of an [`OpenVpnServer`] and how often it was started.
+#[derive(Debug, Default)]
+struct OpenVpnRun {
+    /// The process of the last start; `None` before the first start and after
+    /// [`OpenVpnServer::stop_openvpn`].
+    process: Option<TrackedProcess>,
+    /// How many times openvpn was started (1 after [`OpenVpnServer::start_with`]).
+    starts: u32,
+}
+
+/// How [`OpenVpnServer::stop_openvpn`] stops the openvpn server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServerStop {
+    /// `SIGTERM`, as an administrator stops a server. A TLS server over UDP (started with
+    /// `--explicit-exit-notify 1`) first sends its clients `RESTART`, so they know at once; it
+    /// gets up to 5 s to exit, then `SIGKILL`.
+    Terminate,
+    /// `SIGKILL`: the server vanishes without a word, as in a crash or a power cut. Clients
+    /// notice only through their keepalive (`ping-restart`) or a TCP reset.
+    Kill,
+}
+
+/// The real uid of process `pid` (the first field of the `Uid:` line of
+/// `/proc/<pid>/status`), or `None` when there is no such process. A test checks with it that
+/// erebus runs as nobody (65534).
+pub fn uid_of(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_real_uid(&status)
+}
+
+/// The real uid in the text of a `/proc/<pid>/status` file.
+fn parse_real_uid(status: &str) -> Option<u32> {
+    let line = status.lines().find(|line| line.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl OpenVpnServer {
@@ -1368,12 +1447,14 @@ impl OpenVpnServer {
             pki,
             openvpn_key: None,
             namespaces: Vec::new(),
-            processes: Vec::new(),
+            options: options.clone(),
+            openvpn: Mutex::new(OpenVpnRun::default()),
+            helpers: Vec::new(),
             command_counter: AtomicU32::new(0),
         };
         server.create_network()?;
         server.write_files()?;
-        server.start_openvpn(options)?;
+        server.start_openvpn()?;
         server.start_dnsmasq(options.startup_timeout)?;
         server.start_httpd(options.startup_timeout)?;
         Ok(server)
@@ -1559,7 +1640,32 @@ impl OpenVpnServer {
         })
     }
 
-    fn start_openvpn(&mut self, options: &ServerOptions) -> Result<(), HarnessError> {
+    /// Starts openvpn (the first time from [`start_with`](Self::start_with), again from
+    /// [`start_openvpn_again`](Self::start_openvpn_again)) with the same arguments every time,
+    /// and waits until it is ready: its ready line in `server.log` and
+    /// [`SERVER_TUNNEL_ADDR`] on its tun device. Before a restart the previous run's
+    /// `server.log` and `server.stdout` are kept as `server-run<N>.log` and
+    /// `server-run<N>.stdout`, so the new log starts empty.
+    fn start_openvpn(&self) -> Result<(), HarnessError> {
+        let options = &self.options;
+        let mut run = self.openvpn.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(process) = run.process.as_mut()
+            && process.exit_status().is_none()
+        {
+            return Err(HarnessError::Io {
+                context: format!("starting the openvpn server again in {}", self.server_ns),
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "it is still running (pid {}); stop it first with stop_openvpn",
+                        process.pid()
+                    ),
+                ),
+            });
+        }
+        if run.starts > 0 {
+            self.keep_openvpn_logs(run.starts)?;
+        }
         let mut command = self.root_command_in(&self.server_ns, &self.programs.openvpn);
         command
             .arg("--cd")
@@ -1573,15 +1679,20 @@ impl OpenVpnServer {
             command.args(["--explicit-exit-notify", "1"]);
         }
         command.args(&options.extra_openvpn_args);
+        // The shim appends to its log: count its ready lines of earlier runs.
+        let shim_log = self.legacy_prf_shim_log();
+        let shim_ready_before = file_count(&shim_log, LEGACY_PRF_SHIM_READY);
         if self.profile == ServerProfile::TlsLegacyPrf {
             // `ip` and `setpriv` load it too; it hooks and logs only inside openvpn.
             command
                 .env("LD_PRELOAD", self.dir.join(LEGACY_PRF_SHIM_SO))
-                .env("EREBUS_PRF_SHIM_LOG", self.legacy_prf_shim_log());
+                .env("EREBUS_PRF_SHIM_LOG", &shim_log);
         }
         // Messages printed before --log takes effect (deprecations, option errors) land here.
         let process = self.spawn_tracked("openvpn server", command, "server.stdout")?;
-        self.processes.push(process);
+        run.starts += 1;
+        // Kept here even if it does not become ready: `stop_openvpn` or `Drop` stops it.
+        let process = run.process.insert(process);
 
         let log = self.server_log();
         let ready_line = match (self.profile.is_tls(), self.transport) {
@@ -1592,11 +1703,7 @@ impl OpenVpnServer {
             (false, Transport::Tcp) => "Listening for incoming TCP connection",
         };
         let ready = poll_until(options.startup_timeout, || {
-            if let Some(status) = self
-                .processes
-                .last_mut()
-                .and_then(TrackedProcess::exit_status)
-            {
+            if let Some(status) = process.exit_status() {
                 return Err(HarnessError::Exited {
                     what: "the openvpn server".into(),
                     status: status.to_string(),
@@ -1619,9 +1726,8 @@ impl OpenVpnServer {
         }
         // The shim logs from its constructor, before openvpn reads its config: by now it is
         // there, or the preload did not happen.
-        let shim_log = self.legacy_prf_shim_log();
         if self.profile == ServerProfile::TlsLegacyPrf
-            && !file_contains(&shim_log, LEGACY_PRF_SHIM_READY)
+            && file_count(&shim_log, LEGACY_PRF_SHIM_READY) <= shim_ready_before
         {
             return Err(HarnessError::NotReady {
                 what: format!(
@@ -1638,6 +1744,113 @@ impl OpenVpnServer {
             });
         }
         Ok(())
+    }
+
+    /// Renames `server.log` and `server.stdout` of openvpn run `run` (1 for the first) to
+    /// `server-run<run>.log` and `server-run<run>.stdout`.
+    fn keep_openvpn_logs(&self, run: u32) -> Result<(), HarnessError> {
+        for (name, extension) in [("server.log", "log"), ("server.stdout", "stdout")] {
+            let from = self.dir.join(name);
+            let to = self.dir.join(format!("server-run{run}.{extension}"));
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(HarnessError::Io {
+                        context: format!("renaming {} to {}", from.display(), to.display()),
+                        source: error,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the openvpn server this instance started (signalled by PID; nothing else is
+    /// touched), e.g. to test how a client handles losing its server. dnsmasq and the HTTP
+    /// server keep running; their sockets stay bound to [`SERVER_TUNNEL_ADDR`] while the
+    /// address is gone and answer again once [`start_openvpn_again`](Self::start_openvpn_again)
+    /// has brought it back.
+    ///
+    /// Returns once openvpn has exited and [`SERVER_TUNNEL_ADDR`] is gone from the server
+    /// namespace (its tun device went with it). [`ServerStop::Terminate`] gives openvpn up to
+    /// 5 s to exit (a TLS server over UDP spends about 2 s telling its clients `RESTART`), then
+    /// kills it; the address then gets 5 s to disappear. Stopping a server that is not running
+    /// does nothing.
+    pub fn stop_openvpn(&self, how: ServerStop) -> Result<(), HarnessError> {
+        let mut run = self.openvpn.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(mut process) = run.process.take() else {
+            return Ok(());
+        };
+        let pid = process.pid();
+        let grace = match how {
+            ServerStop::Terminate => {
+                process.terminate();
+                OPENVPN_TERMINATE_GRACE
+            }
+            ServerStop::Kill => {
+                process.kill_now();
+                STOP_GRACE
+            }
+        };
+        let started = Instant::now();
+        let status = process.finish(grace);
+        if how == ServerStop::Terminate && started.elapsed() >= grace {
+            eprintln!(
+                "netns harness: the openvpn server (pid {pid}) ignored SIGTERM for {grace:?} and \
+                 was killed"
+            );
+        }
+        if status.is_none() {
+            // `finish` killed it and could not reap it; keep it so `Drop` tries again.
+            run.process = Some(process);
+            return Err(HarnessError::StillThere {
+                what: format!("the openvpn server (pid {pid})"),
+                waited: grace,
+                detail: self.server_diagnostics(),
+            });
+        }
+        drop(process);
+        let gone = poll_until(TUN_GONE_TIMEOUT, || {
+            Ok((!self.has_address(&self.server_ns, SERVER_TUNNEL_ADDR)).then_some(()))
+        })?;
+        gone.ok_or_else(|| HarnessError::StillThere {
+            what: format!(
+                "{SERVER_TUNNEL_ADDR} in {} after the openvpn server (pid {pid}) exited",
+                self.server_ns
+            ),
+            waited: TUN_GONE_TIMEOUT,
+            detail: self.server_diagnostics(),
+        })
+    }
+
+    /// Starts the openvpn server again after [`stop_openvpn`](Self::stop_openvpn), with the
+    /// same configuration and arguments as the first time, and waits for the same readiness
+    /// (bounded by [`ServerOptions::startup_timeout`]). The keys do not change, so the client
+    /// profile stays valid. The previous run's log is kept as `server-run<N>.log`;
+    /// [`server_log`](Self::server_log) is the new run's.
+    ///
+    /// Fails if openvpn is still running.
+    pub fn start_openvpn_again(&self) -> Result<(), HarnessError> {
+        self.start_openvpn()
+    }
+
+    /// Whether the openvpn server this instance started is running (neither stopped by
+    /// [`stop_openvpn`](Self::stop_openvpn) nor exited by itself).
+    pub fn openvpn_running(&self) -> bool {
+        let mut run = self.openvpn.lock().unwrap_or_else(PoisonError::into_inner);
+        run.process
+            .as_mut()
+            .is_some_and(|process| process.exit_status().is_none())
+    }
+
+    /// How many times openvpn was started: 1 after [`start_with`](Self::start_with), plus one
+    /// per [`start_openvpn_again`](Self::start_openvpn_again).
+    pub fn openvpn_starts(&self) -> u32 {
+        self.openvpn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .starts
     }
 
     fn server_diagnostics(&self) -> String {
@@ -1680,7 +1893,7 @@ impl OpenVpnServer {
     ) -> Result<(), HarnessError> {
         let process = self.spawn_tracked(what, command, output_name)?;
         let output = process.log.clone();
-        self.processes.push(process);
+        self.helpers.push(process);
         let diagnostics = || {
             let mut text = format!(
                 "--- {} ---\n{}",
@@ -1698,7 +1911,7 @@ impl OpenVpnServer {
         };
         let outcome = poll_until(timeout, || {
             if let Some(status) = self
-                .processes
+                .helpers
                 .last_mut()
                 .and_then(TrackedProcess::exit_status)
             {
@@ -1796,6 +2009,14 @@ impl OpenVpnServer {
     /// namespace only.
     pub fn server_addr(&self) -> SocketAddrV4 {
         SocketAddrV4::new(SERVER_OUTER_ADDR, OPENVPN_PORT)
+    }
+
+    /// An address where nothing listens, for a `remote` line that must fail ("the first remote
+    /// is dead"): the server namespace's outer address with [`DEAD_REMOTE_PORT`]
+    /// (`10.99.0.1:1195`). A UDP datagram sent there gets an ICMP port-unreachable from the
+    /// server namespace, a TCP SYN a reset; nothing leaves the test's namespaces.
+    pub fn dead_remote(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(SERVER_OUTER_ADDR, DEAD_REMOTE_PORT)
     }
 
     /// The server's tunnel address, `10.8.0.1`.
@@ -1952,7 +2173,9 @@ impl OpenVpnServer {
         &self.dir
     }
 
-    /// The OpenVPN server log.
+    /// The OpenVPN server log of the current (last started) openvpn run. After
+    /// [`start_openvpn_again`](Self::start_openvpn_again) the log of run N is
+    /// `server-run<N>.log` in the [instance directory](Self::instance_dir).
     pub fn server_log(&self) -> PathBuf {
         self.dir.join("server.log")
     }
@@ -1972,9 +2195,15 @@ impl OpenVpnServer {
         file_tail(&self.server_log(), lines)
     }
 
-    /// PIDs of the processes this server started in its namespace (openvpn, dnsmasq, httpd).
+    /// PIDs of the processes this server runs in its namespace: openvpn (unless it is stopped,
+    /// see [`stop_openvpn`](Self::stop_openvpn)), dnsmasq and httpd.
     pub fn pids(&self) -> Vec<u32> {
-        self.processes.iter().map(TrackedProcess::pid).collect()
+        let run = self.openvpn.lock().unwrap_or_else(PoisonError::into_inner);
+        run.process
+            .iter()
+            .chain(&self.helpers)
+            .map(TrackedProcess::pid)
+            .collect()
     }
 
     /// A command for the client namespace, not yet started: `ip netns exec <ns>` then, for
@@ -2209,14 +2438,23 @@ impl Drop for OpenVpnServer {
         // its client instances and waiting 2 s for them; no client can be left by now (an
         // `NsProcess` cannot outlive its server), so it is killed outright.
         let kill_openvpn_now = self.profile.is_tls() && self.transport == Transport::Udp;
-        for (index, process) in self.processes.iter_mut().enumerate().rev() {
-            if index == 0 && kill_openvpn_now {
+        let mut openvpn = self
+            .openvpn
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .process
+            .take();
+        for process in self.helpers.iter_mut().rev() {
+            process.terminate();
+        }
+        if let Some(process) = openvpn.as_mut() {
+            if kill_openvpn_now {
                 process.kill_now();
             } else {
                 process.terminate();
             }
         }
-        for process in self.processes.iter_mut().rev() {
+        for process in self.helpers.iter_mut().rev().chain(openvpn.as_mut()) {
             if process.finish(STOP_GRACE).is_none() {
                 eprintln!(
                     "netns harness: could not reap {} (pid {})",
@@ -2225,7 +2463,8 @@ impl Drop for OpenVpnServer {
                 );
             }
         }
-        self.processes.clear();
+        self.helpers.clear();
+        drop(openvpn);
         for namespace in std::mem::take(&mut self.namespaces).iter().rev() {
             for problem in delete_namespace(self.programs, namespace) {
                 eprintln!("netns harness: {problem}");
@@ -2635,6 +2874,19 @@ mod tests {
         ] {
             assert!(!is_client_file_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn real_uid_is_the_first_uid_field() {
+        let status = "Name:\terebus\nState:\tS (sleeping)\nUid:\t65534\t0\t0\t0\n\
+                      Gid:\t65534\t65534\t65534\t65534\n";
+        assert_eq!(parse_real_uid(status), Some(65534));
+        assert_eq!(parse_real_uid("Name:\tx\n"), None);
+        assert_eq!(parse_real_uid("Uid:\tnope\n"), None);
+        assert_eq!(
+            uid_of(std::process::id()),
+            parse_real_uid(&fs::read_to_string("/proc/self/status").unwrap())
+        );
     }
 
     #[test]

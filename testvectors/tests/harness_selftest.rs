@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use erebus_testvectors::netns::{
     self, HTTP_MARKER, OpenVpnServer, RunAs, SERVER_TUNNEL_ADDR, ServerOptions, ServerProfile,
-    Transport,
+    ServerStop, Transport,
 };
 
 const ONE_MIB: usize = 1 << 20;
@@ -808,6 +808,178 @@ fn second_session_over_udp() {
 #[test]
 fn second_session_over_tcp() {
     second_session(Transport::Tcp);
+}
+
+/// Polls a page through the tunnel (curl as nobody, 3 s per attempt) until it has the marker;
+/// the time it took, or `None` after `timeout`.
+fn page_within(server: &OpenVpnServer, timeout: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        let page = curl(server, &["--max-time", "3", &server.http_url()]);
+        if page.success() && page.stdout_text().contains(HTTP_MARKER) {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+/// `stop_openvpn` and `start_openvpn_again` under a connected stock client: stopping ends the
+/// openvpn process (only it) and takes 10.8.0.1 away; after the restart, with the same keys,
+/// the stock client reconnects by itself, and the HTTP server, the HTTPS server and dnsmasq,
+/// which kept running bound to 10.8.0.1, answer through the tunnel again.
+fn restart_under_stock_client(transport: Transport, how: ServerStop, options: &ServerOptions) {
+    let test = format!("harness_selftest openvpn {how:?} and restart over {transport}");
+    if !netns::should_run_interop(&test) {
+        return;
+    }
+    let started = Instant::now();
+    let server = OpenVpnServer::start_with(ServerProfile::TlsCrypt, transport, options)
+        .expect("harness server starts");
+    let first_pids = server.pids();
+    assert_eq!(
+        first_pids.len(),
+        3,
+        "openvpn, dnsmasq, httpd: {first_pids:?}"
+    );
+    let (openvpn_pid, helper_pids) = (first_pids[0], &first_pids[1..]);
+    assert!(server.openvpn_running());
+    assert_eq!(server.openvpn_starts(), 1);
+    assert!(
+        server.start_openvpn_again().is_err(),
+        "started a second openvpn while the first runs"
+    );
+    assert_eq!(server.openvpn_starts(), 1);
+
+    let client = server
+        .start_stock_client("stock-client.log")
+        .expect("stock client starts");
+    server
+        .wait_for_client_tun(Duration::from_secs(15))
+        .unwrap_or_else(|error| panic!("{error}\n{}", client.log_tail(30)));
+    assert!(
+        page_within(&server, Duration::from_secs(20)).is_some(),
+        "no page before the stop\n--- client ---\n{}\n--- server ---\n{}",
+        client.log_tail(30),
+        server.server_log_tail(30)
+    );
+
+    let stopping = Instant::now();
+    server.stop_openvpn(how).expect("openvpn stops");
+    let stop_time = stopping.elapsed();
+    assert!(!server.openvpn_running());
+    assert!(
+        !Path::new(&format!("/proc/{openvpn_pid}")).exists(),
+        "openvpn {openvpn_pid} still exists"
+    );
+    assert_eq!(server.pids(), helper_pids, "the helpers were touched");
+    for pid in helper_pids {
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "helper {pid} died"
+        );
+    }
+    let old_log = std::fs::read_to_string(server.server_log()).expect("server log");
+    if how == ServerStop::Terminate && transport == Transport::Udp {
+        // explicit-exit-notify: the server told its client to restart before it exited.
+        assert!(
+            wait_for_log(
+                client.log_path(),
+                "SIGUSR1[soft,server-pushed-connection-reset]",
+                Duration::from_secs(5)
+            ),
+            "the stock client was not told to restart:\n{}",
+            client.log_tail(30)
+        );
+    }
+    let down = curl(&server, &["--max-time", "2", &server.http_url()]);
+    assert!(
+        !down.success(),
+        "HTTP answered with openvpn stopped: {down}"
+    );
+    server
+        .stop_openvpn(how)
+        .expect("stopping twice does nothing");
+
+    let restarting = Instant::now();
+    server.start_openvpn_again().expect("openvpn starts again");
+    let restart_time = restarting.elapsed();
+    assert!(server.openvpn_running());
+    assert_eq!(server.openvpn_starts(), 2);
+    let new_pids = server.pids();
+    assert_eq!(new_pids.len(), 3);
+    assert_ne!(new_pids[0], openvpn_pid);
+    assert_eq!(&new_pids[1..], helper_pids);
+    let kept = server.instance_dir().join("server-run1.log");
+    assert_eq!(
+        std::fs::read_to_string(&kept).expect("first run's log kept"),
+        old_log
+    );
+
+    let reconnect = page_within(&server, Duration::from_secs(60)).unwrap_or_else(|| {
+        panic!(
+            "no page after the restart\n--- client ---\n{}\n--- server ---\n{}\n--- httpd ---\n{}",
+            client.log_tail(40),
+            server.server_log_tail(40),
+            std::fs::read_to_string(server.httpd_log()).unwrap_or_default()
+        )
+    });
+    check_https(&server);
+    assert_eq!(
+        server
+            .resolve_from_client(RunAs::Nobody, netns::DNS_NAME, Duration::from_secs(3))
+            .expect("dns probe runs"),
+        vec![SERVER_TUNNEL_ADDR],
+        "dnsmasq does not answer after the restart"
+    );
+    let url = format!("{}bytes/{ONE_MIB}", server.http_url());
+    let download = curl(&server, &[&url]);
+    assert!(download.success(), "download failed: {download}");
+    assert_eq!(
+        netns::sha256(&download.stdout),
+        netns::pattern_sha256(ONE_MIB as u64)
+    );
+    assert!(
+        std::fs::read_to_string(server.server_log())
+            .expect("new server log")
+            .contains("Peer Connection Initiated"),
+        "{}",
+        server.server_log_tail(30)
+    );
+    client.stop(Duration::from_secs(5));
+    let footprint = Footprint::of(&server);
+    drop(server);
+    footprint.assert_gone();
+    eprintln!(
+        "{test}: stop {stop_time:?}, start again {restart_time:?}, page again after \
+         {reconnect:?}, total {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn openvpn_terminated_and_restarted_over_udp() {
+    restart_under_stock_client(
+        Transport::Udp,
+        ServerStop::Terminate,
+        &ServerOptions::default(),
+    );
+}
+
+#[test]
+fn openvpn_killed_and_restarted_over_udp() {
+    // Nothing tells the client: it notices by ping-restart.
+    let options = ServerOptions::default().with_openvpn_args(["--keepalive", "1", "4"]);
+    restart_under_stock_client(Transport::Udp, ServerStop::Kill, &options);
+}
+
+#[test]
+fn openvpn_terminated_and_restarted_over_tcp() {
+    restart_under_stock_client(
+        Transport::Tcp,
+        ServerStop::Terminate,
+        &ServerOptions::default(),
+    );
 }
 
 /// Not a test: keeps one server running for manual work, e.g.
