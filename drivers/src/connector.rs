@@ -300,7 +300,7 @@ impl SessionWatch {
         let mut state = self.lock();
         match event {
             Event::Connected(_) => state.up = true,
-            Event::Reconnecting(_) => state.up = false,
+            Event::Reconnecting { .. } => state.up = false,
             Event::Down(failure) => {
                 state.up = false;
                 state.ended = Some(format!("the session ended: {failure}"));
@@ -513,6 +513,7 @@ mod tests {
             proxy: erebus_proxy::ProxyConfig::default(),
             tcp: erebus_net::tcp::TcpConfig::default(),
             dns_servers: Vec::new(),
+            tunnel_wait: ClientConfig::DEFAULT_TUNNEL_WAIT,
         };
         assert_eq!(add_internal_listener(&mut config), ListenerId(1));
         assert_eq!(config.listeners, [FrontEnd::Http, FrontEnd::Socks5]);
@@ -537,7 +538,10 @@ mod tests {
             smol::block_on(watch.until_up()).unwrap();
             watch
         };
-        waiter.observe(&Event::Reconnecting(Failure::new(Fault::Timeout, "lost")));
+        waiter.observe(&Event::Reconnecting {
+            reason: Failure::new(Fault::Timeout, "lost"),
+            retry_in: Duration::from_secs(1),
+        });
         assert!(!waiter.is_up());
         waiter.check_running().unwrap();
         let task = {

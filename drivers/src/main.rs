@@ -4,17 +4,17 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use erebus::profile::LoadedProfile;
 use erebus::record::Recorder;
-use erebus::session::{Settings, SetupError, build_client, first_connection, resolve_remote};
+use erebus::session::{ConfigFile, Settings, build_client};
 use erebus::{Clock, os_seed};
 use erebus_proxy::{ForwardSpec, FrontEnd};
 use erebus_sansio::Instant;
 use erebus_sansio::io::Event;
-use erebus_sansio::tunnel::{Failure, Fault, TunnelConfig};
+use erebus_sansio::tunnel::{Failure, Fault, TransportSpec, TunnelConfig};
 
 const EXIT_HELP: &str = "\
 Exit status:
@@ -23,7 +23,12 @@ Exit status:
   2  configuration error: bad arguments, unreadable or unusable profile
   3  authentication failure: the server refused our credentials or certificate, or
      its certificate failed verification against the profile's CA and rules
-  4  network failure: the server is unreachable or stopped answering
+  4  network failure: the profile's retry limits (connect-retry-max, resolv-retry)
+     ran out, or the server ended the session for good (HALT)
+
+A lost session is not an exit: erebus reconnects by itself, with backoff, trying the
+profile's servers in turn, and its proxies stay up meanwhile. One line on stderr per
+event: connecting, up, reconnecting (with the reason and the wait), down.
 
 Proxies listen on 127.0.0.1 unless told otherwise. Logs go to stderr; set RUST_LOG
 (e.g. RUST_LOG=erebus=debug) for more.";
@@ -71,6 +76,10 @@ struct Args {
     /// `auth-user-pass`; overrides a file the profile names. Keep the file private.
     #[arg(long, value_name = "FILE")]
     auth_user_pass: Option<PathBuf>,
+    /// How long a proxied connection waits for the tunnel to come (back) up before it is
+    /// refused: HTTP 503 with Retry-After, or a SOCKS5 general failure.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    tunnel_wait: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -79,6 +88,8 @@ enum Runtime {
     Mio,
     /// One smol task.
     Smol,
+    /// Blocking sockets, a thread each.
+    Threads,
 }
 
 /// What ended the program, mapped to the documented exit status.
@@ -106,7 +117,7 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Ok(Outcome::Session(failure)) => {
-            eprintln!("erebus: {failure}");
+            // The reason was printed with the `down` event.
             ExitCode::from(match failure.fault {
                 Fault::Closed => 0,
                 Fault::Config | Fault::PeerIncompatible => 2,
@@ -122,36 +133,32 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<Outcome> {
-    let mut loaded = match LoadedProfile::load(&args.config) {
-        Ok(loaded) => loaded,
+    let config = match ConfigFile::read(&args.config) {
+        Ok(config) => config,
         Err(error) => return Ok(Outcome::Config(error.into())),
     };
-    if let Some(file) = &args.auth_user_pass {
-        // The credentials are read where the profile's own `auth-user-pass FILE` would be;
-        // they never appear in argv or the logs.
-        let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
-        loaded.profile.auth_user_pass = Some(erebus_openvpn::config::AuthUserPass::From(
-            erebus_openvpn::config::Material::File(file),
-        ));
-    }
-    for warning in &loaded.warnings {
-        tracing::warn!(
-            "{}: line {}: {}: {}",
-            loaded.path.display(),
-            warning.line,
-            warning.directive,
-            warning.message
-        );
-    }
-    let setup = first_connection(&loaded).and_then(|connection| {
-        let remote = resolve_remote(connection)?;
-        Ok((connection, remote))
-    });
-    let (connection, remote) = match setup {
-        Ok(pair) => pair,
-        Err(SetupError::Config(error)) => return Ok(Outcome::Config(error)),
-        Err(SetupError::Network(failure)) => return Ok(Outcome::Session(failure)),
+    // The credentials are read here and handed over as bytes: they never appear in argv or
+    // the logs.
+    let auth_user_pass = match &args.auth_user_pass {
+        Some(file) => match std::fs::read(file) {
+            Ok(bytes) => Some(zeroize::Zeroizing::new(bytes)),
+            Err(e) => {
+                return Ok(Outcome::Config(anyhow::anyhow!(
+                    "--auth-user-pass {}: {e}",
+                    file.display()
+                )));
+            }
+        },
+        None => None,
     };
+    let clock = Clock::start();
+    let plan = match config.plan(auth_user_pass, clock.wall_clock()) {
+        Ok(plan) => plan,
+        Err(error) => return Ok(Outcome::Config(error.into())),
+    };
+    for warning in &plan.warnings {
+        tracing::warn!("{warning}");
+    }
     let mut proxy_auth = None;
     if let Some(path) = &args.proxy_auth {
         match read_proxy_auth(path) {
@@ -203,12 +210,10 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         ));
     }
     let seed = os_seed()?;
-    let clock = Clock::start();
     let settings = Settings {
         // The clock's epoch is Instant::ZERO, so this is its Unix time at start.
         wall_clock_at_epoch: clock.wall_clock().at(Instant::ZERO),
         built_at: clock.now(),
-        remote,
         listeners: planned
             .iter()
             .map(|(.., front_end, _)| front_end.clone())
@@ -216,18 +221,18 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         dns_servers: args.dns.clone(),
         proxy_auth: proxy_auth.is_some(),
         auth_user_pass: args.auth_user_pass.is_some(),
+        tunnel_wait: Duration::from_secs(args.tunnel_wait),
         // A profile named without a directory resolves its files against the working one.
-        profile_dir: std::path::absolute(if loaded.dir.as_os_str().is_empty() {
+        profile_dir: std::path::absolute(if config.dir.as_os_str().is_empty() {
             std::path::Path::new(".")
         } else {
-            &loaded.dir
+            &config.dir
         })
         .ok(),
     };
-    let client = match build_client(&loaded, &settings, &seed, proxy_auth) {
+    let client = match build_client(plan, &settings, &seed, proxy_auth) {
         Ok(client) => client,
-        Err(SetupError::Config(error)) => return Ok(Outcome::Config(error)),
-        Err(SetupError::Network(failure)) => return Ok(Outcome::Session(failure)),
+        Err(error) => return Ok(Outcome::Config(error.into())),
     };
 
     let mut listeners = Vec::new();
@@ -238,17 +243,31 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     }
     let recorder = match &args.record {
         Some(dir) => Some(
-            Recorder::create_session(dir, &seed, &loaded.bytes, &settings)
+            Recorder::create_session(dir, &seed, &config.bytes, &settings)
                 .with_context(|| format!("cannot record into {}", dir.display()))?,
         ),
         None => None,
     };
-    tracing::info!("connecting to {remote} ({:?})", connection.transport);
     let listeners_line = summary.join(", ");
+    let mut transport: Option<TransportSpec> = None;
+    // One line per event, each once: what a person watching the terminal needs.
     let on_event = move |event: &Event| match event {
-        Event::Connected(config) => eprintln!("erebus: up: {}; {listeners_line}", describe(config)),
-        Event::Reconnecting(failure) => eprintln!("erebus: reconnecting: {failure}"),
-        Event::Down(_) => {}
+        Event::Connecting(spec) => {
+            eprintln!("erebus: connecting to {spec}");
+            transport = Some(spec.clone());
+        }
+        Event::Connected(config) => {
+            let via = transport
+                .as_ref()
+                .map(|spec| format!(", {} to {}:{}", spec.kind.name(), spec.host, spec.port))
+                .unwrap_or_default();
+            eprintln!("erebus: up: {}{via}; {listeners_line}", describe(config));
+        }
+        Event::Reconnecting { reason, retry_in } => eprintln!(
+            "erebus: reconnecting: {reason}; next try in {} s",
+            seconds(*retry_in)
+        ),
+        Event::Down(failure) => eprintln!("erebus: down: {failure}"),
         _ => {}
     };
 
@@ -273,9 +292,18 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
             ctrlc::set_handler(move || stop.stop()).context("cannot install the Ctrl-C handler")?;
             smol::block_on(driver.run())?
         }
+        Runtime::Threads => {
+            let mut driver = erebus::thread_driver::ThreadDriver::new(client, clock, listeners);
+            driver.on_event(on_event);
+            if let Some(recorder) = recorder {
+                driver.record(Box::new(recorder));
+            }
+            let stop = driver.stop_handle();
+            ctrlc::set_handler(move || stop.stop()).context("cannot install the Ctrl-C handler")?;
+            driver.run()?
+        }
     };
     if failure.fault == Fault::Closed {
-        eprintln!("erebus: {failure}");
         return Ok(Outcome::Clean);
     }
     Ok(Outcome::Session(failure))
@@ -328,5 +356,17 @@ fn describe(config: &TunnelConfig) -> String {
         let dns: Vec<String> = config.dns_servers.iter().map(ToString::to_string).collect();
         parts.push(format!("DNS {}", dns.join(" ")));
     }
+    if let Some(cipher) = &config.cipher {
+        parts.push(format!("cipher {cipher}"));
+    }
     parts.join(", ")
+}
+
+/// A wait in seconds as a person reads it: whole seconds, or tenths below ten.
+fn seconds(wait: Duration) -> String {
+    if wait >= Duration::from_secs(10) {
+        format!("{}", wait.as_secs())
+    } else {
+        format!("{:.1}", wait.as_secs_f64())
+    }
 }

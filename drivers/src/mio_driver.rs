@@ -39,7 +39,7 @@
 //! # }
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
@@ -47,11 +47,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use erebus_sansio::io::{
-    ConnId, Event, Input, ListenerId, LocalAction, LocalEvent, Output, TransportEvent,
-};
+use erebus_sansio::Driven;
+use erebus_sansio::io::{ConnId, Event, ListenerId, TransportError};
 use erebus_sansio::tunnel::{Failure, TransportKind, TransportSpec};
-use erebus_sansio::{Driven, Instant};
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -60,6 +58,7 @@ use crate::clock::Clock;
 use crate::connector::{
     Credentials, DEFAULT_CONNECT_TIMEOUT, Handshake, SessionWatch, closed_early,
 };
+use crate::pump::{Io, Pump, literal, resolve, transport_error, unspecified_for};
 use crate::record::Tap;
 
 const TRANSPORT: Token = Token(0);
@@ -100,6 +99,30 @@ enum Transport {
         pending: Vec<u8>,
     },
 }
+
+/// The transport socket of one attempt.
+struct TransportSocket {
+    attempt: u64,
+    remote: SocketAddr,
+    socket: Transport,
+}
+
+/// What happened to the transport, to be told to the pump once the `Io` call that caused it
+/// has returned.
+enum Notice {
+    Connected {
+        attempt: u64,
+        remote: SocketAddr,
+        local: SocketAddr,
+    },
+    Closed {
+        attempt: u64,
+        error: TransportError,
+    },
+}
+
+/// A name resolved off the event loop: the attempt, its kind, and the outcome.
+type Resolved = (u64, TransportKind, Result<SocketAddr, TransportError>);
 
 /// A local connection's socket: accepted from a listener, or handed over by a [`Connector`].
 enum LocalStream {
@@ -292,46 +315,42 @@ struct LocalConn {
     stream: LocalStream,
     /// Bytes the socket did not take yet.
     pending: Vec<u8>,
-    /// Set when a write was refused; cleared (with a `Writable` input) once `pending` drains.
-    blocked: bool,
-    /// Reported to the machine after the drain in which the block happened.
-    block_unreported: bool,
     paused: bool,
     read_closed: bool,
     shutdown_after_flush: bool,
     /// Readable data may be waiting (edge-triggered readiness not yet consumed).
     maybe_readable: bool,
+    /// `pending` went from full to empty: the pump is to be told.
+    flushed: bool,
+}
+
+/// The mio side of the sockets: the transport, the local connections and the resolver
+/// threads, behind the pump's [`Io`].
+struct MioIo {
+    registry: Registry,
+    waker: Arc<Waker>,
+    transport: Option<TransportSocket>,
+    transport_maybe_readable: bool,
+    /// The attempt whose host name a thread is resolving.
+    resolving: Option<u64>,
+    resolved_tx: mpsc::Sender<Resolved>,
+    notices: VecDeque<Notice>,
+    conns: BTreeMap<ConnId, LocalConn>,
 }
 
 /// Runs a [`Driven`] machine with mio.
 pub struct MioDriver<D> {
-    machine: D,
-    clock: Clock,
+    pump: Pump<D>,
+    io: MioIo,
     poll: Poll,
     events: Events,
     stop: StopHandle,
-    stop_sent: bool,
-    transport: Option<(TransportSpec, Transport)>,
-    transport_maybe_readable: bool,
     listeners: Vec<TcpListener>,
-    conns: BTreeMap<ConnId, LocalConn>,
     next_conn: u64,
-    out_buf: Vec<u8>,
     read_buf: Vec<u8>,
-    down: Option<Failure>,
-    /// The deadline from the last drain.
-    deadline: Option<Instant>,
-    tap: Option<Box<dyn Tap>>,
-    on_event: Box<dyn FnMut(&Event)>,
+    resolved_rx: mpsc::Receiver<Resolved>,
     handoff_tx: mpsc::Sender<Handoff>,
     handoff_rx: mpsc::Receiver<Handoff>,
-    watch: Arc<SessionWatch>,
-}
-
-impl<D> Drop for MioDriver<D> {
-    fn drop(&mut self) {
-        self.watch.driver_gone();
-    }
 }
 
 impl<D: Driven> MioDriver<D> {
@@ -359,30 +378,31 @@ impl<D: Driven> MioDriver<D> {
             mio_listeners.push(listener);
         }
         let (handoff_tx, handoff_rx) = mpsc::channel();
+        let (resolved_tx, resolved_rx) = mpsc::channel();
         Ok(Self {
-            machine,
-            clock,
+            pump: Pump::new(machine, clock),
+            io: MioIo {
+                registry: poll.registry().try_clone()?,
+                waker: waker.clone(),
+                transport: None,
+                transport_maybe_readable: false,
+                resolving: None,
+                resolved_tx,
+                notices: VecDeque::new(),
+                conns: BTreeMap::new(),
+            },
             poll,
             events: Events::with_capacity(256),
             stop: StopHandle {
                 requested: Arc::new(AtomicBool::new(false)),
                 waker,
             },
-            stop_sent: false,
-            transport: None,
-            transport_maybe_readable: false,
             listeners: mio_listeners,
-            conns: BTreeMap::new(),
             next_conn: 0,
-            out_buf: vec![0; 65_536],
             read_buf: vec![0; TRANSPORT_READ_CHUNK.max(LOCAL_READ_CHUNK)],
-            down: None,
-            deadline: None,
-            tap: None,
-            on_event: Box::new(|_| {}),
+            resolved_rx,
             handoff_tx,
             handoff_rx,
-            watch: Arc::default(),
         })
     }
 
@@ -394,20 +414,20 @@ impl<D: Driven> MioDriver<D> {
             listener,
             handoff: self.handoff_tx.clone(),
             waker: self.stop.waker.clone(),
-            watch: self.watch.clone(),
+            watch: self.pump.watch().clone(),
             credentials: None,
             timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
 
     /// Calls `on_event` for every [`Event`] the machine reports (to print status lines).
-    pub fn on_event(&mut self, on_event: impl FnMut(&Event) + 'static) {
-        self.on_event = Box::new(on_event);
+    pub fn on_event(&mut self, on_event: impl FnMut(&Event) + Send + 'static) {
+        self.pump.on_event(on_event);
     }
 
     /// Records every input and every transmit through `tap` (see `--record`).
-    pub fn record(&mut self, tap: Box<dyn Tap>) {
-        self.tap = Some(tap);
+    pub fn record(&mut self, tap: Box<dyn Tap + Send>) {
+        self.pump.record(tap);
     }
 
     /// A handle that stops the driver gracefully from another thread.
@@ -417,7 +437,7 @@ impl<D: Driven> MioDriver<D> {
 
     /// The machine, for inspection after [`MioDriver::run`] returns.
     pub fn machine(&self) -> &D {
-        &self.machine
+        self.pump.machine()
     }
 
     /// Runs until the machine reports [`Event::Down`], and returns why.
@@ -426,31 +446,32 @@ impl<D: Driven> MioDriver<D> {
     ///
     /// Fails only when polling itself fails; socket errors become inputs.
     pub fn run(&mut self) -> io::Result<Failure> {
-        // Open the transport before the first drain: the machine's first output is usually its
-        // first packet to the server, and dropping it would cost a retransmission timeout.
-        self.sync_transport();
-        self.drain();
+        // The first drain opens the transport the machine starts with.
+        self.pump.start(&mut self.io);
+        self.deliver_notices();
         loop {
-            if let Some(failure) = self.down.take() {
+            if let Some(failure) = self.pump.take_down() {
                 return Ok(failure);
             }
-            self.sync_transport();
-            if self.stop.requested.load(Ordering::SeqCst) && !self.stop_sent {
-                self.stop_sent = true;
-                self.feed(Input::Close {
-                    now: self.clock.now(),
-                });
-                continue;
+            if self.stop.requested.load(Ordering::SeqCst) {
+                self.pump.stop(&mut self.io);
+                self.deliver_notices();
+                if let Some(failure) = self.pump.take_down() {
+                    return Ok(failure);
+                }
             }
-            let busy = self.transport_maybe_readable
+            self.io.close_finished();
+            self.io.register_interests();
+            let busy = self.io.transport_maybe_readable
                 || self
+                    .io
                     .conns
                     .values()
-                    .any(|c| c.maybe_readable && !c.paused && !c.read_closed);
+                    .any(|c| (c.maybe_readable && !c.paused && !c.read_closed) || c.flushed);
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
-                self.deadline.map(|d| self.clock.until(d))
+                self.pump.deadline().map(|d| self.pump.clock().until(d))
             };
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => {}
@@ -464,176 +485,70 @@ impl<D: Driven> MioDriver<D> {
                     (
                         e.token(),
                         e.is_readable() || e.is_read_closed(),
-                        e.is_writable(),
+                        e.is_writable() || e.is_write_closed() || e.is_error(),
                     )
                 })
                 .collect();
             for (token, readable, writable) in ready {
-                self.mark_ready(token, readable, writable);
+                self.io.mark_ready(token, readable, writable);
             }
-            self.handle_writable();
+            self.take_resolved();
+            self.deliver_notices();
+            self.report_flushed();
             self.accept_all();
             self.accept_handoffs();
             self.read_transport();
             self.read_locals();
-            // Compare the clock with the deadline rather than trusting the poll timeout.
-            if self.deadline.is_some_and(|d| self.clock.now() >= d) {
-                self.feed(Input::Timeout {
-                    now: self.clock.now(),
-                });
+            self.deliver_notices();
+            self.pump.check_deadline(&mut self.io);
+            self.deliver_notices();
+        }
+    }
+
+    /// Tells the pump what happened to the transport since it last heard.
+    fn deliver_notices(&mut self) {
+        while let Some(notice) = self.io.notices.pop_front() {
+            match notice {
+                Notice::Connected {
+                    attempt,
+                    remote,
+                    local,
+                } => {
+                    self.io.transport_maybe_readable = true;
+                    self.pump
+                        .transport_connected(&mut self.io, attempt, remote, local);
+                }
+                Notice::Closed { attempt, error } => {
+                    self.pump.transport_closed(&mut self.io, attempt, error);
+                }
             }
         }
     }
 
-    /// Applies one input, then drains the machine (the sans-IO rule).
-    fn feed(&mut self, input: Input<'_>) {
-        if let Some(tap) = &mut self.tap {
-            tap.input(&input);
-        }
-        if let Err(e) = self.machine.handle_input(input) {
-            tracing::debug!("input refused: {e}");
-        }
-        self.drain()
-    }
-
-    /// Drains outputs until the deadline; then reports write blocks that happened meanwhile.
-    fn drain(&mut self) {
-        let now = self.clock.now();
-        let deadline = loop {
-            let output = self.machine.poll_output(&mut self.out_buf);
-            match output {
-                Output::Transmit(bytes) => {
-                    if let Some(tap) = &mut self.tap {
-                        tap.transmit(now, bytes);
-                    }
-                    send_transport(&mut self.transport, bytes);
-                }
-                Output::Local { conn, action } => apply_local(&mut self.conns, conn, action),
-                Output::Event(event) => {
-                    self.watch.observe(&event);
-                    (self.on_event)(&event);
-                    if let Event::Down(failure) = event {
-                        self.down = Some(failure);
-                    }
-                }
-                Output::BufferTooSmall { needed } => {
-                    let needed = needed.max(self.out_buf.len() * 2);
-                    self.out_buf.resize(needed, 0);
-                }
-                Output::Timeout(deadline) => break deadline,
+    /// Opens the socket of an attempt whose name a resolver thread has resolved.
+    fn take_resolved(&mut self) {
+        while let Ok((attempt, kind, result)) = self.resolved_rx.try_recv() {
+            if self.io.resolving != Some(attempt) {
+                continue;
             }
-        };
-        // Writes refused during the drain are reported now, one input each, each drained.
-        let blocked: Vec<ConnId> = self
-            .conns
-            .iter_mut()
-            .filter(|(_, c)| c.block_unreported)
-            .map(|(id, c)| {
-                c.block_unreported = false;
-                *id
-            })
-            .collect();
-        self.deadline = deadline;
-        self.register_interests();
-        for conn in blocked {
-            self.feed(Input::Local {
-                now: self.clock.now(),
-                conn,
-                event: LocalEvent::WriteBlocked,
-            });
-        }
-        self.close_finished();
-    }
-
-    /// Opens, replaces or keeps the transport so it matches what the machine asks for.
-    fn sync_transport(&mut self) {
-        let wanted = self.machine.transport();
-        if self.transport.as_ref().map(|(spec, _)| *spec) == wanted {
-            return;
-        }
-        if let Some((_, mut old)) = self.transport.take() {
-            let _ = match &mut old {
-                Transport::Udp(s) => self.poll.registry().deregister(s),
-                Transport::Tcp { stream, .. } => self.poll.registry().deregister(stream),
-            };
-        }
-        let Some(spec) = wanted else { return };
-        match open_transport(self.poll.registry(), spec) {
-            Ok(transport) => {
-                let local = match &transport {
-                    Transport::Udp(s) => s.local_addr(),
-                    Transport::Tcp { stream, .. } => stream.local_addr(),
-                };
-                if let (Some(tap), Ok(local)) = (&mut self.tap, local) {
-                    tap.transport_opened(spec, local);
-                }
-                self.transport = Some((spec, transport));
-                self.transport_maybe_readable = false;
-            }
-            Err(e) => {
-                tracing::warn!("cannot open transport to {}: {e}", spec.remote);
-                self.transport = None;
-                self.feed(Input::Transport {
-                    now: self.clock.now(),
-                    event: TransportEvent::Closed,
-                });
+            self.io.resolving = None;
+            match result {
+                Ok(remote) => self.io.open_socket(attempt, kind, remote),
+                Err(error) => self.io.notices.push_back(Notice::Closed { attempt, error }),
             }
         }
     }
 
-    fn mark_ready(&mut self, token: Token, readable: bool, writable: bool) {
-        match token {
-            TRANSPORT => {
-                if readable {
-                    self.transport_maybe_readable = true;
-                }
-                if writable {
-                    if let Some((_, Transport::Tcp { connected, .. })) = &mut self.transport
-                        && !*connected
-                    {
-                        *connected = true;
-                        self.transport_maybe_readable = true;
-                        self.feed(Input::Transport {
-                            now: self.clock.now(),
-                            event: TransportEvent::Connected,
-                        });
-                    }
-                    flush_transport(&mut self.transport);
-                }
-            }
-            WAKER => {}
-            Token(n) if n >= FIRST_CONN => {
-                let id = ConnId((n - FIRST_CONN) as u64);
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    if readable {
-                        conn.maybe_readable = true;
-                    }
-                    if writable && !conn.pending.is_empty() {
-                        flush_local(conn);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Feeds `Writable` for connections whose kept bytes are now flushed.
-    fn handle_writable(&mut self) {
+    /// Tells the pump about connections whose kept bytes are now all written.
+    fn report_flushed(&mut self) {
         let flushed: Vec<ConnId> = self
+            .io
             .conns
             .iter_mut()
-            .filter(|(_, c)| c.blocked && c.pending.is_empty())
-            .map(|(id, c)| {
-                c.blocked = false;
-                *id
-            })
+            .filter_map(|(id, c)| std::mem::take(&mut c.flushed).then_some(*id))
             .collect();
         for conn in flushed {
-            self.feed(Input::Local {
-                now: self.clock.now(),
-                conn,
-                event: LocalEvent::Writable,
-            });
+            self.pump.local_flushed(&mut self.io, conn);
         }
     }
 
@@ -676,89 +591,73 @@ impl<D: Driven> MioDriver<D> {
         self.next_conn += 1;
         let token = Token(FIRST_CONN + id.0 as usize);
         if let Err(e) = self
-            .poll
-            .registry()
+            .io
+            .registry
             .register(&mut stream, token, Interest::READABLE)
         {
             tracing::warn!("cannot register connection from {peer}: {e}");
             return;
         }
         tracing::debug!(conn = id.0, %peer, "accepted");
-        self.conns.insert(
+        self.io.conns.insert(
             id,
             LocalConn {
                 stream,
                 pending: Vec::new(),
-                blocked: false,
-                block_unreported: false,
                 paused: false,
                 read_closed: false,
                 shutdown_after_flush: false,
                 maybe_readable: true,
+                flushed: false,
             },
         );
-        self.feed(Input::Local {
-            now: self.clock.now(),
-            conn: id,
-            event: LocalEvent::Accepted { listener },
-        });
+        self.pump.accepted(&mut self.io, id, listener);
     }
 
     fn read_transport(&mut self) {
         for _ in 0..READS_PER_TURN {
-            if !self.transport_maybe_readable {
+            if !self.io.transport_maybe_readable {
                 break;
             }
-            let result = match &mut self.transport {
-                Some((_, Transport::Udp(socket))) => socket.recv(&mut self.read_buf),
-                Some((
-                    _,
-                    Transport::Tcp {
-                        stream,
-                        connected: true,
-                        ..
-                    },
-                )) => stream.read(&mut self.read_buf),
-                _ => {
-                    self.transport_maybe_readable = false;
+            let Some(transport) = &mut self.io.transport else {
+                self.io.transport_maybe_readable = false;
+                break;
+            };
+            let (attempt, remote) = (transport.attempt, transport.remote);
+            let (result, is_tcp) = match &mut transport.socket {
+                Transport::Udp(socket) => (socket.recv(&mut self.read_buf), false),
+                Transport::Tcp {
+                    stream,
+                    connected: true,
+                    ..
+                } => (stream.read(&mut self.read_buf), true),
+                Transport::Tcp { .. } => {
+                    self.io.transport_maybe_readable = false;
                     break;
                 }
             };
-            let is_tcp = matches!(self.transport, Some((_, Transport::Tcp { .. })));
             match result {
                 Ok(0) if is_tcp => {
-                    self.transport_maybe_readable = false;
-                    self.transport_closed();
+                    self.io.transport_failed(TransportError::Closed);
                     break;
                 }
                 Ok(n) => {
-                    let now = self.clock.now();
                     let data = &self.read_buf[..n];
-                    if let Some(tap) = &mut self.tap {
-                        tap.input(&Input::Transport {
-                            now,
-                            event: TransportEvent::Data(data),
-                        });
-                    }
-                    if let Err(e) = self.machine.handle_input(Input::Transport {
-                        now,
-                        event: TransportEvent::Data(data),
-                    }) {
-                        tracing::debug!("input refused: {e}");
-                    }
-                    self.drain();
+                    self.pump
+                        .transport_data(&mut self.io, attempt, remote, data);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.transport_maybe_readable = false;
+                    self.io.transport_maybe_readable = false;
                     break;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // ICMP port unreachable and friends surface here on a connected UDP socket.
+                    // ICMP port unreachable and friends surface here on a connected UDP
+                    // socket: spoofable and transient, so UDP ignores them (as OpenVPN does)
+                    // and lets server-poll-timeout or ping-restart decide.
                     tracing::debug!("transport read error: {e}");
                     if is_tcp {
-                        self.transport_maybe_readable = false;
-                        self.transport_closed();
+                        self.io.transport_failed(transport_error(&e));
                     }
                     break;
                 }
@@ -766,19 +665,9 @@ impl<D: Driven> MioDriver<D> {
         }
     }
 
-    fn transport_closed(&mut self) {
-        if let Some((_, Transport::Tcp { stream, .. })) = &mut self.transport {
-            let _ = self.poll.registry().deregister(stream);
-        }
-        self.transport = None;
-        self.feed(Input::Transport {
-            now: self.clock.now(),
-            event: TransportEvent::Closed,
-        })
-    }
-
     fn read_locals(&mut self) {
         let ready: Vec<ConnId> = self
+            .io
             .conns
             .iter()
             .filter(|(_, c)| c.maybe_readable && !c.paused && !c.read_closed)
@@ -786,57 +675,156 @@ impl<D: Driven> MioDriver<D> {
             .collect();
         for id in ready {
             for _ in 0..READS_PER_TURN / 8 {
-                let Some(conn) = self.conns.get_mut(&id) else {
+                let Some(conn) = self.io.conns.get_mut(&id) else {
                     break;
                 };
                 if conn.paused || conn.read_closed {
                     break;
                 }
                 let chunk = &mut self.read_buf[..LOCAL_READ_CHUNK];
-                let event = match conn.stream.read(chunk) {
+                match conn.stream.read(chunk) {
                     Ok(0) => {
                         conn.read_closed = true;
                         conn.maybe_readable = false;
-                        LocalEvent::ReadClosed
+                        self.pump.local_eof(&mut self.io, id);
+                        break;
                     }
-                    Ok(n) => LocalEvent::Data(&self.read_buf[..n]),
+                    Ok(n) => {
+                        let data = &self.read_buf[..n];
+                        self.pump.local_data(&mut self.io, id, data);
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         conn.maybe_readable = false;
                         break;
                     }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => {
-                        conn.maybe_readable = false;
-                        conn.read_closed = true;
-                        LocalEvent::Reset
+                        self.io.remove_conn(id);
+                        self.pump.local_reset(&mut self.io, id);
+                        break;
                     }
-                };
-                let finished = !matches!(event, LocalEvent::Data(_));
-                let now = self.clock.now();
-                let input = Input::Local {
-                    now,
-                    conn: id,
-                    event,
-                };
-                if let Some(tap) = &mut self.tap {
-                    tap.input(&input);
                 }
-                if let Err(e) = self.machine.handle_input(input) {
-                    tracing::debug!("input refused: {e}");
+            }
+        }
+    }
+}
+
+impl MioIo {
+    fn mark_ready(&mut self, token: Token, readable: bool, writable: bool) {
+        match token {
+            TRANSPORT => {
+                if readable {
+                    self.transport_maybe_readable = true;
                 }
-                if matches!(event, LocalEvent::Reset) {
-                    self.remove_conn(id);
+                if writable {
+                    self.transport_writable();
                 }
-                self.drain();
-                if finished {
-                    break;
+            }
+            WAKER => {}
+            Token(n) if n >= FIRST_CONN => {
+                let id = ConnId((n - FIRST_CONN) as u64);
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    if readable {
+                        conn.maybe_readable = true;
+                    }
+                    if writable && !conn.pending.is_empty() {
+                        flush_local(conn);
+                    }
                 }
+            }
+            _ => {}
+        }
+    }
+
+    /// A TCP transport that was connecting is writable: connected, or refused.
+    fn transport_writable(&mut self) {
+        let Some(transport) = &mut self.transport else {
+            return;
+        };
+        let Transport::Tcp {
+            stream,
+            connected,
+            pending,
+        } = &mut transport.socket
+        else {
+            return;
+        };
+        if *connected {
+            let written = write_some(stream, pending);
+            pending.drain(..written);
+            return;
+        }
+        let attempt = transport.attempt;
+        match stream.take_error() {
+            Ok(Some(e)) | Err(e) => self.transport_failed(transport_error(&e)),
+            Ok(None) => match (stream.peer_addr(), stream.local_addr()) {
+                (Ok(remote), Ok(local)) => {
+                    *connected = true;
+                    let written = write_some(stream, pending);
+                    pending.drain(..written);
+                    self.notices.push_back(Notice::Connected {
+                        attempt,
+                        remote,
+                        local,
+                    });
+                }
+                // Not connected after all (a spurious wake-up): wait for the next one.
+                (Err(e), _) if e.kind() == ErrorKind::NotConnected => {}
+                (Err(e), _) | (_, Err(e)) => self.transport_failed(transport_error(&e)),
+            },
+        }
+    }
+
+    /// The transport failed: drop its socket and tell the machine.
+    fn transport_failed(&mut self, error: TransportError) {
+        self.transport_maybe_readable = false;
+        if let Some(mut transport) = self.transport.take() {
+            deregister_transport(&self.registry, &mut transport.socket);
+            self.notices.push_back(Notice::Closed {
+                attempt: transport.attempt,
+                error,
+            });
+        }
+    }
+
+    /// Opens the socket of `attempt` to an address already resolved.
+    fn open_socket(&mut self, attempt: u64, kind: TransportKind, remote: SocketAddr) {
+        match open_transport(&self.registry, kind, remote) {
+            Ok(socket) => {
+                if let Transport::Udp(udp) = &socket {
+                    match udp.local_addr() {
+                        Ok(local) => self.notices.push_back(Notice::Connected {
+                            attempt,
+                            remote,
+                            local,
+                        }),
+                        Err(e) => {
+                            self.notices.push_back(Notice::Closed {
+                                attempt,
+                                error: transport_error(&e),
+                            });
+                            return;
+                        }
+                    }
+                }
+                self.transport = Some(TransportSocket {
+                    attempt,
+                    remote,
+                    socket,
+                });
+                self.transport_maybe_readable = false;
+            }
+            Err(e) => {
+                tracing::debug!("cannot open the transport to {remote}: {e}");
+                self.notices.push_back(Notice::Closed {
+                    attempt,
+                    error: transport_error(&e),
+                });
             }
         }
     }
 
     fn register_interests(&mut self) {
-        let registry = self.poll.registry();
         for (id, conn) in &mut self.conns {
             let token = Token(FIRST_CONN + id.0 as usize);
             let interest = if conn.pending.is_empty() {
@@ -844,23 +832,24 @@ impl<D: Driven> MioDriver<D> {
             } else {
                 Interest::READABLE | Interest::WRITABLE
             };
-            let _ = registry.reregister(&mut conn.stream, token, interest);
+            let _ = self.registry.reregister(&mut conn.stream, token, interest);
         }
-        if let Some((
-            _,
-            Transport::Tcp {
-                stream,
-                connected,
-                pending,
-            },
-        )) = &mut self.transport
+        if let Some(TransportSocket {
+            socket:
+                Transport::Tcp {
+                    stream,
+                    connected,
+                    pending,
+                },
+            ..
+        }) = &mut self.transport
         {
             let interest = if !*connected || !pending.is_empty() {
                 Interest::READABLE | Interest::WRITABLE
             } else {
                 Interest::READABLE
             };
-            let _ = registry.reregister(stream, TRANSPORT, interest);
+            let _ = self.registry.reregister(stream, TRANSPORT, interest);
         }
     }
 
@@ -879,26 +868,139 @@ impl<D: Driven> MioDriver<D> {
 
     fn remove_conn(&mut self, id: ConnId) {
         if let Some(mut conn) = self.conns.remove(&id) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = self.registry.deregister(&mut conn.stream);
         }
     }
 }
 
-fn open_transport(registry: &Registry, spec: TransportSpec) -> io::Result<Transport> {
-    let local: SocketAddr = if spec.remote.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+impl Io for MioIo {
+    fn transmit(&mut self, _to: SocketAddr, bytes: &[u8]) {
+        // The socket is connected to the one server the machine talks to.
+        match self.transport.as_mut().map(|t| &mut t.socket) {
+            Some(Transport::Udp(socket)) => {
+                if let Err(e) = socket.send(bytes) {
+                    // UDP may drop; the protocols above retransmit what matters.
+                    tracing::debug!("datagram dropped: {e}");
+                }
+            }
+            Some(Transport::Tcp {
+                stream,
+                connected,
+                pending,
+            }) => {
+                if !*connected || !pending.is_empty() {
+                    pending.extend_from_slice(bytes);
+                    return;
+                }
+                let written = write_some(stream, bytes);
+                if let Some(rest) = bytes.get(written..) {
+                    pending.extend_from_slice(rest);
+                }
+            }
+            None => tracing::debug!("transmit without a transport dropped"),
+        }
+    }
+
+    fn open_transport(&mut self, spec: &TransportSpec) {
+        self.close_transport();
+        let (attempt, kind) = (spec.attempt, spec.kind);
+        match literal(&spec.host, spec.port) {
+            Some(remote) => self.open_socket(attempt, kind, remote),
+            None => {
+                // The system resolver blocks: a thread asks it, and wakes the loop.
+                self.resolving = Some(attempt);
+                let (host, port) = (spec.host.clone(), spec.port);
+                let (tx, waker) = (self.resolved_tx.clone(), self.waker.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("erebus-resolve".into())
+                    .spawn(move || {
+                        let _ = tx.send((attempt, kind, resolve(&host, port)));
+                        let _ = waker.wake();
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!("cannot start a resolver thread: {e}");
+                    self.resolving = None;
+                    self.notices.push_back(Notice::Closed {
+                        attempt,
+                        error: TransportError::Unresolved,
+                    });
+                }
+            }
+        }
+    }
+
+    fn close_transport(&mut self) {
+        self.resolving = None;
+        self.transport_maybe_readable = false;
+        if let Some(mut transport) = self.transport.take() {
+            deregister_transport(&self.registry, &mut transport.socket);
+        }
+    }
+
+    fn write_local(&mut self, conn: ConnId, bytes: &[u8]) -> usize {
+        let Some(conn) = self.conns.get_mut(&conn) else {
+            return 0;
+        };
+        if conn.pending.is_empty() {
+            let written = write_some(&mut conn.stream, bytes);
+            if let Some(rest) = bytes.get(written..).filter(|r| !r.is_empty()) {
+                conn.pending.extend_from_slice(rest);
+            }
+        } else {
+            conn.pending.extend_from_slice(bytes);
+        }
+        conn.pending.len()
+    }
+
+    fn pause_local(&mut self, conn: ConnId, paused: bool) {
+        if let Some(conn) = self.conns.get_mut(&conn) {
+            conn.paused = paused;
+            if !paused {
+                conn.maybe_readable = true;
+            }
+        }
+    }
+
+    fn shutdown_local(&mut self, conn: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&conn) {
+            conn.shutdown_after_flush = true;
+            if conn.pending.is_empty() {
+                let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+            }
+        }
+    }
+
+    fn close_local(&mut self, conn: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&conn) {
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            conn.read_closed = true;
+            conn.pending.clear();
+            conn.shutdown_after_flush = true;
+        }
+    }
+}
+
+fn deregister_transport(registry: &Registry, socket: &mut Transport) {
+    let _ = match socket {
+        Transport::Udp(s) => registry.deregister(s),
+        Transport::Tcp { stream, .. } => registry.deregister(stream),
     };
-    match spec.kind {
+}
+
+fn open_transport(
+    registry: &Registry,
+    kind: TransportKind,
+    remote: SocketAddr,
+) -> io::Result<Transport> {
+    match kind {
         TransportKind::Udp => {
-            let mut socket = UdpSocket::bind(local)?;
-            socket.connect(spec.remote)?;
+            let mut socket = UdpSocket::bind(unspecified_for(remote))?;
+            socket.connect(remote)?;
             registry.register(&mut socket, TRANSPORT, Interest::READABLE)?;
             Ok(Transport::Udp(socket))
         }
         TransportKind::TcpLengthPrefixed => {
-            let mut stream = TcpStream::connect(spec.remote)?;
+            let mut stream = TcpStream::connect(remote)?;
             let _ = stream.set_nodelay(true);
             registry.register(
                 &mut stream,
@@ -911,50 +1013,6 @@ fn open_transport(registry: &Registry, spec: TransportSpec) -> io::Result<Transp
                 pending: Vec::new(),
             })
         }
-    }
-}
-
-fn send_transport(transport: &mut Option<(TransportSpec, Transport)>, bytes: &[u8]) {
-    match transport {
-        Some((_, Transport::Udp(socket))) => {
-            if let Err(e) = socket.send(bytes) {
-                // UDP may drop; the protocols above retransmit what matters.
-                tracing::debug!("datagram dropped: {e}");
-            }
-        }
-        Some((
-            _,
-            Transport::Tcp {
-                stream,
-                connected,
-                pending,
-            },
-        )) => {
-            if !*connected || !pending.is_empty() {
-                pending.extend_from_slice(bytes);
-                return;
-            }
-            let written = write_some(stream, bytes);
-            if let Some(rest) = bytes.get(written..) {
-                pending.extend_from_slice(rest);
-            }
-        }
-        None => tracing::debug!("transmit without a transport dropped"),
-    }
-}
-
-fn flush_transport(transport: &mut Option<(TransportSpec, Transport)>) {
-    if let Some((
-        _,
-        Transport::Tcp {
-            stream,
-            connected: true,
-            pending,
-        },
-    )) = transport
-    {
-        let written = write_some(stream, pending);
-        pending.drain(..written);
     }
 }
 
@@ -975,46 +1033,10 @@ fn write_some(stream: &mut impl Write, bytes: &[u8]) -> usize {
 fn flush_local(conn: &mut LocalConn) {
     let written = write_some(&mut conn.stream, &conn.pending);
     conn.pending.drain(..written);
-    if conn.pending.is_empty() && conn.shutdown_after_flush {
-        let _ = conn.stream.shutdown(std::net::Shutdown::Write);
-    }
-}
-
-fn apply_local(conns: &mut BTreeMap<ConnId, LocalConn>, id: ConnId, action: LocalAction<'_>) {
-    let Some(conn) = conns.get_mut(&id) else {
-        return;
-    };
-    match action {
-        LocalAction::Write(bytes) => {
-            if conn.pending.is_empty() {
-                let written = write_some(&mut conn.stream, bytes);
-                if let Some(rest) = bytes.get(written..).filter(|r| !r.is_empty()) {
-                    conn.pending.extend_from_slice(rest);
-                }
-            } else {
-                conn.pending.extend_from_slice(bytes);
-            }
-            if !conn.pending.is_empty() && !conn.blocked {
-                conn.blocked = true;
-                conn.block_unreported = true;
-            }
-        }
-        LocalAction::PauseReading => conn.paused = true,
-        LocalAction::ResumeReading => {
-            conn.paused = false;
-            conn.maybe_readable = true;
-        }
-        LocalAction::Shutdown => {
-            conn.shutdown_after_flush = true;
-            if conn.pending.is_empty() {
-                let _ = conn.stream.shutdown(std::net::Shutdown::Write);
-            }
-        }
-        LocalAction::Close => {
-            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
-            conn.read_closed = true;
-            conn.pending.clear();
-            conn.shutdown_after_flush = true;
+    if conn.pending.is_empty() {
+        conn.flushed = true;
+        if conn.shutdown_after_flush {
+            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
         }
     }
 }

@@ -40,15 +40,15 @@ use std::path::Path;
 
 use erebus_sansio::io::{Input, TransportEvent};
 use erebus_sansio::journal;
-use erebus_sansio::tunnel::{TransportKind, TransportSpec};
+use erebus_sansio::tunnel::TransportKind;
 use erebus_sansio::{Instant, Seed, WallClock};
 
 use crate::session::Settings;
 
 /// Receives what a driver feeds to and takes from its machine, in order.
 pub trait Tap {
-    /// The driver opened the transport socket, bound to `local`.
-    fn transport_opened(&mut self, spec: TransportSpec, local: SocketAddr);
+    /// The driver opened a transport socket of `kind` from `local` to `remote`.
+    fn transport_opened(&mut self, kind: TransportKind, remote: SocketAddr, local: SocketAddr);
     /// An input, just before the machine handles it.
     fn input(&mut self, input: &Input<'_>);
     /// Bytes the machine sent on the transport, at `now`.
@@ -81,7 +81,8 @@ const EARLY_LIMIT: usize = 1 << 20;
 
 /// The synthesised addresses and TCP sequence numbers of the transport in the pcap.
 struct Link {
-    spec: TransportSpec,
+    kind: TransportKind,
+    remote: SocketAddr,
     local: SocketAddr,
     seq_out: u32,
     seq_in: u32,
@@ -155,17 +156,11 @@ impl Recorder {
     fn capture(&mut self, now: Instant, outbound: bool, payload: &[u8]) {
         let Some(link) = &mut self.link else { return };
         let (src, dst, seq, ack) = if outbound {
-            (link.local, link.spec.remote, link.seq_out, link.seq_in)
+            (link.local, link.remote, link.seq_out, link.seq_in)
         } else {
-            (link.spec.remote, link.local, link.seq_in, link.seq_out)
+            (link.remote, link.local, link.seq_in, link.seq_out)
         };
-        synthesise(
-            &mut self.packet,
-            link.spec.kind,
-            (src, dst),
-            (seq, ack),
-            payload,
-        );
+        synthesise(&mut self.packet, link.kind, (src, dst), (seq, ack), payload);
         let advanced = seq.wrapping_add(payload.len() as u32);
         if outbound {
             link.seq_out = advanced;
@@ -191,9 +186,10 @@ impl Recorder {
 }
 
 impl Tap for Recorder {
-    fn transport_opened(&mut self, spec: TransportSpec, local: SocketAddr) {
+    fn transport_opened(&mut self, kind: TransportKind, remote: SocketAddr, local: SocketAddr) {
         self.link = Some(Link {
-            spec,
+            kind,
+            remote,
             local,
             seq_out: 1,
             seq_in: 1,
@@ -212,7 +208,7 @@ impl Tap for Recorder {
         }
         if let Input::Transport {
             now,
-            event: TransportEvent::Data(bytes),
+            event: TransportEvent::Data { bytes, .. },
         } = *input
         {
             self.capture(now, false, bytes);
@@ -425,10 +421,7 @@ mod tests {
     #[test]
     fn recordings_list_their_transmits_even_before_the_transport_is_known() {
         let dir = std::env::temp_dir().join(format!("erebus-record-unit-{}", std::process::id()));
-        let spec = TransportSpec {
-            kind: TransportKind::TcpLengthPrefixed,
-            remote: "192.0.2.1:1194".parse().unwrap(),
-        };
+        let remote: SocketAddr = "192.0.2.1:1194".parse().unwrap();
         {
             let mut recorder = Recorder::create(
                 &dir,
@@ -438,10 +431,17 @@ mod tests {
             )
             .unwrap();
             recorder.transmit(Instant::from_millis(1), b"first");
-            recorder.transport_opened(spec, "10.0.0.2:40000".parse().unwrap());
+            recorder.transport_opened(
+                TransportKind::TcpLengthPrefixed,
+                remote,
+                "10.0.0.2:40000".parse().unwrap(),
+            );
             recorder.input(&Input::Transport {
                 now: Instant::from_millis(2),
-                event: TransportEvent::Data(b"reply"),
+                event: TransportEvent::Data {
+                    from: remote,
+                    bytes: b"reply",
+                },
             });
             recorder.transmit(Instant::from_millis(3), b"second");
         }
@@ -451,7 +451,7 @@ mod tests {
         let parsed: Vec<_> = packets
             .iter()
             .map(|p| parse_synthesised(p).unwrap())
-            .map(|p| (p.dst == spec.remote, p.payload.to_vec()))
+            .map(|p| (p.dst == remote, p.payload.to_vec()))
             .collect();
         assert_eq!(
             parsed,

@@ -18,7 +18,6 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use erebus_openvpn::config::{AuthUserPass, Material, Profile, SecretBytes};
 use erebus_proxy::ProxyAuth;
 use erebus_sansio::io::{Event, Input, TransportEvent};
 use erebus_sansio::journal::{JournalError, JournalReader};
@@ -26,9 +25,8 @@ use erebus_sansio::tunnel::{Failure, TunnelConfig};
 use erebus_sansio::{Driven, Output, Seed};
 use zeroize::Zeroizing;
 
-use crate::profile::LoadedProfile;
 use crate::record::{parse_synthesised, pcap_packets};
-use crate::session::{Settings, SettingsError, SetupError, build_client};
+use crate::session::{ConfigFile, Settings, SettingsError, SetupError, build_client};
 
 /// The secrets a recording does not keep, for sessions that had them.
 #[derive(Default)]
@@ -93,9 +91,6 @@ pub enum ReplayError {
     /// The `settings` file does not parse.
     #[error(transparent)]
     Settings(#[from] SettingsError),
-    /// The recorded profile does not parse.
-    #[error("config: {0}")]
-    Profile(#[from] erebus_openvpn::config::ProfileError),
     /// The session needs a secret the recording does not keep.
     #[error("the session was recorded with {0}: give it in ReplayOptions")]
     SecretNeeded(&'static str),
@@ -219,35 +214,44 @@ pub fn replay_dir_with(dir: &Path, options: ReplayOptions) -> Result<ReplayRepor
     let seed = Seed::from_bytes(seed);
     let settings_bytes = read("settings")?;
     let settings = Settings::parse(&String::from_utf8_lossy(&settings_bytes))?;
-    let config = read("config")?;
-    let (mut profile, warnings) = Profile::parse(&config)?;
-    if settings.auth_user_pass {
-        let credentials = options
-            .auth_user_pass
-            .ok_or(ReplayError::SecretNeeded("--auth-user-pass"))?;
-        profile.auth_user_pass = Some(AuthUserPass::From(Material::Inline(SecretBytes::new(
-            credentials.to_vec(),
-        ))));
-    }
+    let config = ConfigFile::recorded(
+        read("config")?,
+        // Files the profile names are found where they were, if they are still there.
+        settings.profile_dir.clone().unwrap_or_else(|| dir.into()),
+        dir.join("config"),
+    );
+    let auth_user_pass = if settings.auth_user_pass {
+        Some(
+            options
+                .auth_user_pass
+                .ok_or(ReplayError::SecretNeeded("--auth-user-pass"))?,
+        )
+    } else {
+        None
+    };
     if settings.proxy_auth && options.proxy_auth.is_none() {
         return Err(ReplayError::SecretNeeded("--proxy-auth"));
     }
-    let loaded = LoadedProfile {
-        profile,
-        warnings,
-        bytes: config,
-        // Files the profile names are found where they were, if they are still there.
-        dir: settings.profile_dir.clone().unwrap_or_else(|| dir.into()),
-        path: dir.join("config"),
-    };
-    let mut client = build_client(&loaded, &settings, &seed, options.proxy_auth)?;
+    let plan = config.plan(auth_user_pass, settings.wall_clock())?;
+    let mut client = build_client(plan, &settings, &seed, options.proxy_auth)?;
 
     let journal = read("journal")?;
     let pcap = read("transport.pcap")?;
     let (packets, pcap_complete) = pcap_packets(&pcap).map_err(ReplayError::Pcap)?;
+    // The servers the session talked to: every attempt's address is a journal input.
+    let servers: Vec<std::net::SocketAddr> = JournalReader::new(&journal)
+        .map_err(ReplayError::Journal)?
+        .filter_map(Result::ok)
+        .filter_map(|input| match input {
+            Input::Transport {
+                event: TransportEvent::Connected { remote },
+                ..
+            } => Some(normalise(remote)),
+            _ => None,
+        })
+        .collect();
     let mut outbound = Vec::new();
     let mut inbound = Vec::new();
-    let server = normalise(settings.remote);
     for (index, packet) in packets.iter().enumerate() {
         let parsed = parse_synthesised(packet).ok_or_else(|| {
             ReplayError::Pcap(format!(
@@ -255,14 +259,15 @@ pub fn replay_dir_with(dir: &Path, options: ReplayOptions) -> Result<ReplayRepor
                 short_hex(packet)
             ))
         })?;
-        if normalise(parsed.dst) == server {
+        if servers.contains(&normalise(parsed.dst)) {
             outbound.push(parsed.payload);
-        } else if normalise(parsed.src) == server {
+        } else if servers.contains(&normalise(parsed.src)) {
             inbound.push(parsed.payload);
         } else {
             return Err(ReplayError::Pcap(format!(
-                "packet {index} goes from {} to {}, neither of them the recorded server {}",
-                parsed.src, parsed.dst, settings.remote
+                "packet {index} goes from {} to {}, neither of them a server the journal \
+                 connected to",
+                parsed.src, parsed.dst
             )));
         }
     }
@@ -297,7 +302,7 @@ pub fn replay_dir_with(dir: &Path, options: ReplayOptions) -> Result<ReplayRepor
             Err(error) => return Err(ReplayError::Journal(error)),
         };
         if let Input::Transport {
-            event: TransportEvent::Data(bytes),
+            event: TransportEvent::Data { bytes, .. },
             ..
         } = input
         {
@@ -368,7 +373,7 @@ impl Run<'_> {
     fn drain(&mut self, client: &mut impl Driven) -> Result<(), ReplayError> {
         loop {
             match client.poll_output(&mut self.buf) {
-                Output::Transmit(bytes) => {
+                Output::Transmit { bytes, .. } => {
                     let index = self.report.transmits;
                     match self.recorded.get(index) {
                         Some(recorded) if *recorded == bytes => {}

@@ -1,177 +1,107 @@
-//! From a loaded profile to a running tunnel: resolving the server and building the session
-//! the profile's mode asks for. Shared by the `erebus` and `erebus-ping` commands, and, through
-//! [`Settings`] and [`build_client`], by the replay of a recorded session.
+//! From a configuration file to a running client: reading the file and the files it names,
+//! and building the client a session runs. Shared by the `erebus` and `erebus-ping` commands,
+//! and, through [`Settings`] and [`build_client`], by the replay of a recorded session.
+//!
+//! Nothing here knows which VPN protocol a configuration speaks: [`erebus_session::load`]
+//! recognises it and builds the supervised tunnel.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use erebus_client::{Client, ClientConfig};
 use erebus_net::tcp::TcpConfig;
-use erebus_openvpn::config::{AuthUserPass, Connection, Credentials, Material, Mode, TlsWrap};
-use erebus_openvpn::setup::{TlsMaterials, p2p_config, tls_config};
-use erebus_openvpn::{P2pSession, TlsSession};
 use erebus_proxy::{FrontEnd, Host, ProxyAuth, ProxyConfig};
-use erebus_sansio::tunnel::{Failure, Fault, Tunnel};
 use erebus_sansio::{Instant, Seed, UnixTime, WallClock};
+use erebus_session::{Overrides, Plan, SessionTunnel};
+use zeroize::Zeroizing;
 
-use crate::clock::Clock;
-use crate::profile::{LoadError, LoadedProfile};
+/// The client every erebus program runs: the supervised tunnel behind the proxies.
+pub type SessionClient = Client<SessionTunnel>;
 
-/// A tunnel of whichever protocol the profile uses.
-pub type AnyTunnel = Box<dyn Tunnel + Send>;
-
-/// Why a tunnel could not be set up.
+/// Why a session could not be set up: always something in the configuration or the files it
+/// names, never the network (the server is only contacted once the session runs).
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// The profile, or a file it names, cannot work.
-    #[error("{0:#}")]
-    Config(anyhow::Error),
-    /// The server cannot be reached (its name does not resolve).
-    #[error("{0}")]
-    Network(Failure),
+#[error("{0}")]
+pub struct SetupError(pub String);
+
+/// A configuration file as read from disk.
+pub struct ConfigFile {
+    /// Its path, for messages.
+    pub path: PathBuf,
+    /// The directory its relative file names are resolved against.
+    pub dir: PathBuf,
+    /// Its bytes (for `--record`).
+    pub bytes: Zeroizing<Vec<u8>>,
 }
 
-/// The connection to use: the profile's first (`remote-random` is honoured by the caller's
-/// ordering, later).
-///
-/// # Errors
-///
-/// A profile without `remote`.
-pub fn first_connection(loaded: &LoadedProfile) -> Result<&Connection, SetupError> {
-    loaded
-        .profile
-        .connections
-        .first()
-        .ok_or_else(|| SetupError::Config(anyhow::anyhow!("the profile names no remote")))
-}
-
-/// Resolves the VPN server's address. Only the server's own name uses the host's resolver;
-/// everything proxied resolves through the tunnel.
-///
-/// # Errors
-///
-/// A name that does not resolve, as a network failure.
-pub fn resolve_remote(connection: &Connection) -> Result<SocketAddr, SetupError> {
-    let host = connection.host.as_str();
-    let mut addrs = (host, connection.port).to_socket_addrs().map_err(|e| {
-        SetupError::Network(Failure::new(
-            Fault::Timeout,
-            format!("cannot resolve the server name {host}: {e}"),
-        ))
-    })?;
-    addrs.next().ok_or_else(|| {
-        SetupError::Network(Failure::new(
-            Fault::Timeout,
-            format!("the server name {host} has no address"),
-        ))
-    })
-}
-
-/// Builds the session `loaded` describes for `connection`, talking to `remote`.
-///
-/// # Errors
-///
-/// What in the profile (or the files it names) prevents the session.
-pub fn build_tunnel(
-    loaded: &LoadedProfile,
-    connection: &Connection,
-    remote: SocketAddr,
-    seed: &Seed,
-    clock: &Clock,
-    now: Instant,
-) -> Result<AnyTunnel, SetupError> {
-    build_tunnel_at(loaded, connection, remote, seed, clock.wall_clock(), now)
-}
-
-/// [`build_tunnel`] with the wall clock given directly rather than read from a running
-/// [`Clock`]: what a replay needs.
-///
-/// # Errors
-///
-/// What in the profile (or the files it names) prevents the session.
-pub fn build_tunnel_at(
-    loaded: &LoadedProfile,
-    connection: &Connection,
-    remote: SocketAddr,
-    seed: &Seed,
-    wall_clock: WallClock,
-    now: Instant,
-) -> Result<AnyTunnel, SetupError> {
-    let profile = &loaded.profile;
-    match profile.mode() {
-        Mode::Plaintext | Mode::StaticKey => {
-            let secret = match &profile.secret {
-                Some(secret) => Some(
-                    loaded
-                        .material(&secret.key)
-                        .map_err(|e| SetupError::Config(e.into()))?,
-                ),
-                None => None,
-            };
-            let config = p2p_config(
-                profile,
-                connection,
-                remote,
-                secret.as_deref().map(Vec::as_slice),
-                wall_clock,
-            )
-            .map_err(|e| SetupError::Config(e.into()))?;
-            let session = P2pSession::new(config, &seed.child("openvpn.session"), now)
-                .map_err(|e| SetupError::Config(e.into()))?;
-            Ok(Box::new(session))
-        }
-        Mode::Tls => {
-            let config_error = |e: LoadError| SetupError::Config(e.into());
-            let read = |material: Option<&Material>| {
-                material
-                    .map(|m| loaded.material(m))
-                    .transpose()
-                    .map_err(config_error)
-            };
-            let ca = read(profile.ca.as_ref())?;
-            let cert = read(profile.cert.as_ref())?;
-            let key = read(profile.key.as_ref())?;
-            let extra_certs = read(profile.extra_certs.as_ref())?;
-            let wrap_key = read(connection.tls_wrap.as_ref().map(|wrap| match wrap {
-                TlsWrap::Auth { key, .. } | TlsWrap::Crypt { key } | TlsWrap::CryptV2 { key } => {
-                    key
-                }
-            }))?;
-            let credentials = match &profile.auth_user_pass {
-                None => None,
-                Some(AuthUserPass::Prompt) => {
-                    return Err(SetupError::Config(anyhow::anyhow!(
-                        "{}: the profile asks for a username and password ('auth-user-pass'): \
-                         pass them with --auth-user-pass FILE (username on the first line, \
-                         password on the second)",
-                        loaded.path.display()
-                    )));
-                }
-                Some(AuthUserPass::From(material)) => {
-                    let bytes = loaded.material(material).map_err(config_error)?;
-                    Some(Credentials::parse(&bytes).map_err(|e| SetupError::Config(e.into()))?)
-                }
-            };
-            let index = profile
-                .connections
-                .iter()
-                .position(|c| std::ptr::eq(c, connection))
-                .unwrap_or(0);
-            let materials = TlsMaterials {
-                ca: ca.as_deref().map(Vec::as_slice),
-                cert: cert.as_deref().map(Vec::as_slice),
-                key: key.as_deref().map(Vec::as_slice),
-                extra_certs: extra_certs.as_deref().map(Vec::as_slice),
-                tls_wrap_key: wrap_key.as_deref().map(Vec::as_slice),
-                user_pass: credentials.as_ref(),
-            };
-            let config = tls_config(profile, index, remote, &materials, wall_clock)
-                .map_err(|e| SetupError::Config(e.into()))?;
-            let session = TlsSession::new(config, &seed.child("openvpn.session"), now)
-                .map_err(|e| SetupError::Config(e.into()))?;
-            Ok(Box::new(session))
-        }
+impl std::fmt::Debug for ConfigFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigFile")
+            .field("path", &self.path)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
+}
+
+impl ConfigFile {
+    /// Reads the configuration at `path`.
+    ///
+    /// # Errors
+    ///
+    /// The path and what the operating system said.
+    pub fn read(path: &Path) -> Result<Self, SetupError> {
+        let bytes = std::fs::read(path)
+            .map(Zeroizing::new)
+            .map_err(|e| SetupError(format!("{}: {e}", path.display())))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(Self {
+            path: path.into(),
+            dir,
+            bytes,
+        })
+    }
+
+    /// The configuration with bytes recorded earlier, whose files are found in `dir`.
+    pub fn recorded(bytes: Zeroizing<Vec<u8>>, dir: PathBuf, path: PathBuf) -> Self {
+        Self { path, dir, bytes }
+    }
+
+    /// Parses the configuration and reads every file it names, relative to its directory.
+    /// `auth_user_pass` holds the bytes of a credentials file given on the command line.
+    ///
+    /// # Errors
+    ///
+    /// What in the configuration, or in a file it names, cannot work, with the file and the
+    /// line.
+    pub fn plan(
+        &self,
+        auth_user_pass: Option<Zeroizing<Vec<u8>>>,
+        wall_clock: WallClock,
+    ) -> Result<Plan, SetupError> {
+        let dir = self.dir.clone();
+        let mut files = move |path: &Path| read_relative(&dir, path);
+        erebus_session::load(
+            &self.bytes,
+            &self.path.display().to_string(),
+            &mut files,
+            Overrides { auth_user_pass },
+            wall_clock,
+        )
+        .map_err(|e| SetupError(e.to_string()))
+    }
+}
+
+/// Reads `path` as a configuration in `dir` names it: relative paths are relative to `dir`.
+///
+/// # Errors
+///
+/// The full path and what the operating system said.
+pub fn read_relative(dir: &Path, path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    let full = dir.join(path);
+    std::fs::read(&full)
+        .map(Zeroizing::new)
+        .map_err(|e| format!("{}: {e}", full.display()))
 }
 
 /// What the `erebus` command decided before running a session, beyond the seed and the
@@ -187,8 +117,6 @@ pub struct Settings {
     pub wall_clock_at_epoch: UnixTime,
     /// The monotonic time at which the tunnel and the client were built.
     pub built_at: Instant,
-    /// The VPN server's address, as resolved when the session started.
-    pub remote: SocketAddr,
     /// The local front ends in [`ListenerId`](erebus_sansio::io::ListenerId) order.
     pub listeners: Vec<FrontEnd>,
     /// `--dns` servers, in order.
@@ -197,13 +125,15 @@ pub struct Settings {
     pub proxy_auth: bool,
     /// Whether the credentials came from `--auth-user-pass` rather than from the profile.
     pub auth_user_pass: bool,
+    /// How long a proxied connection waits for the tunnel (`--tunnel-wait`).
+    pub tunnel_wait: Duration,
     /// The absolute directory the profile's relative file names are resolved against, when it
     /// can be written on one line of UTF-8.
     pub profile_dir: Option<PathBuf>,
 }
 
 /// The version of the `settings` text written by [`Settings::to_text`].
-const SETTINGS_VERSION: u32 = 1;
+const SETTINGS_VERSION: u32 = 2;
 
 /// Why a `settings` text could not be read. Every variant names the line (1-based) or key.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -258,20 +188,21 @@ impl Settings {
 
     /// The settings as `key=value` lines, the format [`Settings::parse`] reads.
     ///
-    /// Keys: `version`, `wall_clock_at_epoch` (Unix seconds), `built_at_micros`, `remote`
-    /// (`ip:port`, IPv6 in brackets), one `listener` per front end (`http`, `socks5` or
-    /// `forward HOST:PORT`), one `dns` per server, `proxy_auth` and `auth_user_pass` (`yes` or
-    /// `no`), and optionally `profile_dir`.
+    /// Keys: `version`, `wall_clock_at_epoch` (Unix seconds), `built_at_micros`, one
+    /// `listener` per front end (`http`, `socks5` or `forward HOST:PORT`), one `dns` per
+    /// server, `proxy_auth` and `auth_user_pass` (`yes` or `no`), `tunnel_wait_millis`, and
+    /// optionally `profile_dir`. The server's address is not here: it is an input of the
+    /// journal, since every attempt resolves it again.
     pub fn to_text(&self) -> String {
         let mut text = format!(
             "# erebus session settings: one key=value per line\n\
              version={SETTINGS_VERSION}\n\
              wall_clock_at_epoch={}\n\
              built_at_micros={}\n\
-             remote={}\n",
+             tunnel_wait_millis={}\n",
             self.wall_clock_at_epoch.as_secs(),
             self.built_at.as_micros(),
-            self.remote
+            self.tunnel_wait.as_millis()
         );
         for listener in &self.listeners {
             let line = match listener {
@@ -305,7 +236,7 @@ impl Settings {
         let mut version = None;
         let mut wall = None;
         let mut built_at = None;
-        let mut remote = None;
+        let mut tunnel_wait = None;
         let mut proxy_auth = None;
         let mut auth_user_pass = None;
         let mut profile_dir = None;
@@ -357,9 +288,14 @@ impl Settings {
                         Instant::from_micros(micros),
                     )?;
                 }
-                "remote" => {
-                    let addr = parse_value(line, "remote", value)?;
-                    set_once(&mut remote, line, "remote", addr)?;
+                "tunnel_wait_millis" => {
+                    let millis = parse_value(line, "tunnel_wait_millis", value)?;
+                    set_once(
+                        &mut tunnel_wait,
+                        line,
+                        "tunnel_wait_millis",
+                        Duration::from_millis(millis),
+                    )?;
                 }
                 "listener" => listeners.push(parse_listener(line, value)?),
                 "dns" => dns_servers.push(parse_value(line, "dns", value)?),
@@ -394,7 +330,7 @@ impl Settings {
         Ok(Self {
             wall_clock_at_epoch: wall.ok_or(missing("wall_clock_at_epoch"))?,
             built_at: built_at.ok_or(missing("built_at_micros"))?,
-            remote: remote.ok_or(missing("remote"))?,
+            tunnel_wait: tunnel_wait.ok_or(missing("tunnel_wait_millis"))?,
             listeners,
             dns_servers,
             proxy_auth: proxy_auth.ok_or(missing("proxy_auth"))?,
@@ -484,26 +420,24 @@ fn parse_listener(line: usize, value: &str) -> Result<FrontEnd, SettingsError> {
     }
 }
 
-/// Builds the client a session runs: the tunnel the profile describes, talking to
-/// `settings.remote` and anchored on `settings`' wall clock, behind the listed front ends.
+/// Builds the client a session runs: the supervised tunnel `plan` describes, anchored on
+/// `settings`' wall clock, behind the listed front ends.
 ///
 /// The `erebus` command and [`crate::replay`] both build their client here, so a recorded
 /// session is rebuilt exactly as it ran. `proxy_auth` is the secret `settings.proxy_auth`
-/// only notes; credentials from `--auth-user-pass` must already be in
-/// `loaded.profile.auth_user_pass`.
+/// only notes.
 ///
 /// # Errors
 ///
-/// What in the profile (or the files it names) prevents the session; a `proxy_auth` that
-/// disagrees with `settings.proxy_auth`.
+/// A `proxy_auth` that disagrees with `settings.proxy_auth`.
 pub fn build_client(
-    loaded: &LoadedProfile,
+    plan: Plan,
     settings: &Settings,
     seed: &Seed,
     proxy_auth: Option<ProxyAuth>,
-) -> Result<Client<AnyTunnel>, SetupError> {
+) -> Result<SessionClient, SetupError> {
     if proxy_auth.is_some() != settings.proxy_auth {
-        return Err(SetupError::Config(anyhow::anyhow!(
+        return Err(SetupError(format!(
             "the settings say proxy authentication is {}, but credentials were {}",
             if settings.proxy_auth { "on" } else { "off" },
             if proxy_auth.is_some() {
@@ -513,15 +447,11 @@ pub fn build_client(
             }
         )));
     }
-    let connection = first_connection(loaded)?;
-    let tunnel = build_tunnel_at(
-        loaded,
-        connection,
-        settings.remote,
-        seed,
+    let tunnel = plan.start(
+        &seed.child("session"),
         settings.wall_clock(),
         settings.built_at,
-    )?;
+    );
     let config = ClientConfig {
         listeners: settings.listeners.clone(),
         proxy: ProxyConfig {
@@ -530,6 +460,7 @@ pub fn build_client(
         },
         tcp: TcpConfig::default(),
         dns_servers: settings.dns_servers.clone(),
+        tunnel_wait: settings.tunnel_wait,
     };
     Ok(Client::new(
         tunnel,
@@ -549,7 +480,6 @@ mod tests {
         Settings {
             wall_clock_at_epoch: UnixTime::from_secs(1_700_000_123),
             built_at: Instant::from_micros(4_321),
-            remote: "[2001:db8::1]:1194".parse().unwrap(),
             listeners: vec![
                 FrontEnd::Http,
                 FrontEnd::Socks5,
@@ -565,6 +495,7 @@ mod tests {
             dns_servers: vec!["10.8.0.1".parse().unwrap(), "fd00::53".parse().unwrap()],
             proxy_auth: true,
             auth_user_pass: false,
+            tunnel_wait: Duration::from_secs(10),
             profile_dir: Some(PathBuf::from("/etc/erebus/profiles")),
         }
     }
@@ -574,7 +505,7 @@ mod tests {
         let settings = sample();
         let text = settings.to_text();
         assert!(text.contains("\nlistener=forward [fd00::5]:22\n"), "{text}");
-        assert!(text.contains("\nremote=[2001:db8::1]:1194\n"), "{text}");
+        assert!(text.contains("\ntunnel_wait_millis=10000\n"), "{text}");
         assert_eq!(Settings::parse(&text).unwrap(), settings);
         let bare = Settings {
             listeners: Vec::new(),
@@ -616,10 +547,10 @@ mod tests {
             }
         );
         assert_eq!(
-            with("remote=192.0.2.1:1194"),
+            with("tunnel_wait_millis=5"),
             SettingsError::Duplicate {
                 line: lines + 1,
-                key: "remote"
+                key: "tunnel_wait_millis"
             }
         );
         for bad in [
@@ -638,19 +569,21 @@ mod tests {
         }
         let err = Settings::parse(&good.replace("proxy_auth=yes", "proxy_auth=maybe")).unwrap_err();
         assert!(err.to_string().contains("expected yes or no"), "{err}");
-        let err = Settings::parse(&good.replace("version=1", "version=9")).unwrap_err();
+        let err = Settings::parse(&good.replace("version=2", "version=9")).unwrap_err();
         assert!(
             err.to_string().contains("version 9 is not supported"),
             "{err}"
         );
-        let without_remote: String = good
+        let without_wait: String = good
             .lines()
-            .filter(|l| !l.starts_with("remote="))
+            .filter(|l| !l.starts_with("tunnel_wait_millis="))
             .map(|l| format!("{l}\n"))
             .collect();
         assert_eq!(
-            Settings::parse(&without_remote).unwrap_err(),
-            SettingsError::Missing { key: "remote" }
+            Settings::parse(&without_wait).unwrap_err(),
+            SettingsError::Missing {
+                key: "tunnel_wait_millis"
+            }
         );
         assert_eq!(
             Settings::parse("").unwrap_err(),

@@ -40,11 +40,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use erebus_sansio::io::{
-    ConnId, Event, Input, ListenerId, LocalAction, LocalEvent, Output, TransportEvent,
-};
+use erebus_sansio::Driven;
+use erebus_sansio::io::{ConnId, Event, ListenerId, TransportError};
 use erebus_sansio::tunnel::{Failure, TransportKind, TransportSpec};
-use erebus_sansio::{Driven, Instant};
 use smol::channel::{Receiver, Sender, unbounded};
 use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -52,14 +50,13 @@ use smol::{Async, Task, Timer};
 
 use crate::clock::Clock;
 use crate::connector::{Credentials, DEFAULT_CONNECT_TIMEOUT, Handshake, SessionWatch};
+use crate::pump::{Io, Pump, literal, resolve, transport_error, unspecified_for};
 use crate::record::Tap;
 
 /// Bytes read from a local connection at a time.
 const LOCAL_READ_CHUNK: usize = 64 * 1024;
 /// Largest outer packet or stream chunk read from the transport.
 const TRANSPORT_READ_CHUNK: usize = 65_536;
-/// Bytes queued towards one local connection before the machine is told to hold off.
-const LOCAL_WRITE_HIGH_WATER: usize = 256 * 1024;
 
 /// Stops a running [`SmolDriver`] gracefully, from any thread or task.
 #[derive(Clone)]
@@ -74,9 +71,12 @@ impl StopHandle {
 
 enum Message {
     Stop,
-    TransportConnected(u64, Option<SocketAddr>),
-    TransportData(u64, Vec<u8>),
-    TransportClosed(u64),
+    /// A UDP transport is open: its socket, the server's address and ours.
+    UdpOpened(u64, Arc<Async<UdpSocket>>, SocketAddr, SocketAddr),
+    /// A TCP transport connected to the server's address from ours.
+    TcpConnected(u64, SocketAddr, SocketAddr),
+    TransportData(u64, SocketAddr, Vec<u8>),
+    TransportClosed(u64, TransportError),
     Accepted(ListenerId, LocalStream),
     LocalData(ConnId, Vec<u8>),
     LocalEof(ConnId),
@@ -214,14 +214,22 @@ impl Connector {
 }
 
 enum Writer {
+    /// Opening: nothing is sent before the transport connected.
+    Opening,
     Udp(Arc<Async<UdpSocket>>),
     Tcp(Sender<Vec<u8>>),
+}
+
+/// The transport of one attempt: how to send on it, and the task that opens and reads it.
+struct TransportSlot {
+    attempt: u64,
+    writer: Writer,
+    _task: Task<()>,
 }
 
 struct LocalConn {
     writer: Sender<WriteCommand>,
     queued: usize,
-    blocked: bool,
     paused: Arc<AtomicBool>,
     resume: Sender<()>,
     _reader: Task<()>,
@@ -234,26 +242,24 @@ enum WriteCommand {
     Close,
 }
 
-/// Runs a [`Driven`] machine on smol.
-pub struct SmolDriver<D> {
+/// The smol side of the sockets, behind the pump's [`Io`]: each socket has tasks that report
+/// to the driver's channel.
+struct SmolIo {
     /// Buffers that carry bytes between the socket tasks and the machine, reused so that no
     /// packet costs an allocation once the pool has warmed up.
     pool: BufferPool,
-    machine: D,
-    clock: Clock,
-    listeners: Vec<Arc<Async<TcpListener>>>,
     tx: Sender<Message>,
-    rx: Receiver<Message>,
-    transport: Option<(TransportSpec, u64, Writer, Task<()>)>,
-    transport_generation: u64,
+    transport: Option<TransportSlot>,
     conns: BTreeMap<ConnId, LocalConn>,
+}
+
+/// Runs a [`Driven`] machine on smol.
+pub struct SmolDriver<D> {
+    pump: Pump<D>,
+    io: SmolIo,
+    listeners: Vec<Arc<Async<TcpListener>>>,
+    rx: Receiver<Message>,
     next_conn: u64,
-    out_buf: Vec<u8>,
-    deadline: Option<Instant>,
-    down: Option<Failure>,
-    tap: Option<Box<dyn Tap + Send>>,
-    on_event: Box<dyn FnMut(&Event) + Send>,
-    watch: Arc<SessionWatch>,
 }
 
 /// Buffers handed between tasks and given back after use. Bounded, so a burst does not keep
@@ -284,12 +290,6 @@ impl BufferPool {
     }
 }
 
-impl<D> Drop for SmolDriver<D> {
-    fn drop(&mut self) {
-        self.watch.driver_gone();
-    }
-}
-
 impl<D: Driven> SmolDriver<D> {
     /// Wraps `machine`, serving the given listeners (their order gives the [`ListenerId`]s).
     ///
@@ -303,22 +303,16 @@ impl<D: Driven> SmolDriver<D> {
             .collect::<io::Result<Vec<_>>>()?;
         let (tx, rx) = unbounded();
         Ok(Self {
-            pool: BufferPool::default(),
-            machine,
-            clock,
+            pump: Pump::new(machine, clock),
+            io: SmolIo {
+                pool: BufferPool::default(),
+                tx,
+                transport: None,
+                conns: BTreeMap::new(),
+            },
             listeners,
-            tx,
             rx,
-            transport: None,
-            transport_generation: 0,
-            conns: BTreeMap::new(),
             next_conn: 0,
-            out_buf: vec![0; 65_536],
-            deadline: None,
-            down: None,
-            tap: None,
-            on_event: Box::new(|_| {}),
-            watch: Arc::default(),
         })
     }
 
@@ -328,8 +322,8 @@ impl<D: Driven> SmolDriver<D> {
     pub fn connector(&self, listener: ListenerId) -> Connector {
         Connector {
             listener,
-            tx: self.tx.clone(),
-            watch: self.watch.clone(),
+            tx: self.io.tx.clone(),
+            watch: self.pump.watch().clone(),
             credentials: None,
             timeout: DEFAULT_CONNECT_TIMEOUT,
         }
@@ -337,22 +331,22 @@ impl<D: Driven> SmolDriver<D> {
 
     /// Calls `on_event` for every [`Event`] the machine reports.
     pub fn on_event(&mut self, on_event: impl FnMut(&Event) + Send + 'static) {
-        self.on_event = Box::new(on_event);
+        self.pump.on_event(on_event);
     }
 
     /// Records every input and every transmit through `tap`.
     pub fn record(&mut self, tap: Box<dyn Tap + Send>) {
-        self.tap = Some(tap);
+        self.pump.record(tap);
     }
 
     /// A handle that stops the driver gracefully.
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle(self.tx.clone())
+        StopHandle(self.io.tx.clone())
     }
 
     /// The machine, for inspection after [`SmolDriver::run`] returns.
     pub fn machine(&self) -> &D {
-        &self.machine
+        self.pump.machine()
     }
 
     /// Runs until the machine reports [`Event::Down`], and returns why.
@@ -369,22 +363,19 @@ impl<D: Driven> SmolDriver<D> {
                 smol::spawn(accept_loop(
                     ListenerId(index as u32),
                     listener.clone(),
-                    self.tx.clone(),
+                    self.io.tx.clone(),
                 ))
             })
             .collect();
-        // Open the transport before the first drain: the machine's first output is usually its
-        // first packet to the server, and dropping it would cost a retransmission timeout.
-        self.sync_transport();
-        self.drain();
+        // The first drain opens the transport the machine starts with.
+        self.pump.start(&mut self.io);
         loop {
-            if let Some(failure) = self.down.take() {
+            if let Some(failure) = self.pump.take_down() {
                 return Ok(failure);
             }
-            self.sync_transport();
-            let message = match self.deadline {
+            let message = match self.pump.deadline() {
                 Some(deadline) => {
-                    let wait = self.clock.until(deadline);
+                    let wait = self.pump.clock().until(deadline);
                     let timer = async {
                         Timer::after(wait).await;
                         None
@@ -396,89 +387,51 @@ impl<D: Driven> SmolDriver<D> {
             if let Some(message) = message {
                 self.handle_message(message);
             }
-            // Compare the clock with the deadline rather than trusting the timer.
-            if self.deadline.is_some_and(|d| self.clock.now() >= d) {
-                self.feed(Input::Timeout {
-                    now: self.clock.now(),
-                });
-            }
+            self.pump.check_deadline(&mut self.io);
         }
     }
 
     fn handle_message(&mut self, message: Message) {
-        let current = self
-            .transport
-            .as_ref()
-            .map(|(_, generation, ..)| *generation);
+        let (pump, io) = (&mut self.pump, &mut self.io);
         match message {
-            Message::Stop => self.feed(Input::Close {
-                now: self.clock.now(),
-            }),
-            Message::TransportConnected(generation, local) if Some(generation) == current => {
-                if let (Some(tap), Some(local), Some((spec, ..))) =
-                    (&mut self.tap, local, &self.transport)
-                {
-                    tap.transport_opened(*spec, local);
+            Message::Stop => pump.stop(io),
+            Message::UdpOpened(attempt, socket, remote, local) => {
+                match &mut io.transport {
+                    Some(slot) if slot.attempt == attempt => slot.writer = Writer::Udp(socket),
+                    _ => return,
                 }
-                self.feed(Input::Transport {
-                    now: self.clock.now(),
-                    event: TransportEvent::Connected,
-                });
+                pump.transport_connected(io, attempt, remote, local);
             }
-            Message::TransportData(generation, bytes) if Some(generation) == current => {
-                self.feed(Input::Transport {
-                    now: self.clock.now(),
-                    event: TransportEvent::Data(&bytes),
-                });
-                self.pool.give(bytes);
+            Message::TcpConnected(attempt, remote, local) => {
+                pump.transport_connected(io, attempt, remote, local);
             }
-            Message::TransportClosed(generation) if Some(generation) == current => {
-                self.transport = None;
-                self.feed(Input::Transport {
-                    now: self.clock.now(),
-                    event: TransportEvent::Closed,
-                });
+            Message::TransportData(attempt, from, bytes) => {
+                pump.transport_data(io, attempt, from, &bytes);
+                io.pool.give(bytes);
             }
-            Message::TransportData(_, bytes) => self.pool.give(bytes),
-            Message::TransportConnected(..) | Message::TransportClosed(_) => {}
+            Message::TransportClosed(attempt, error) => {
+                if io.transport.as_ref().is_some_and(|t| t.attempt == attempt) {
+                    io.transport = None;
+                }
+                pump.transport_closed(io, attempt, error);
+            }
             Message::Accepted(listener, stream) => self.accept(listener, stream),
             Message::LocalData(conn, bytes) => {
-                self.feed(Input::Local {
-                    now: self.clock.now(),
-                    conn,
-                    event: LocalEvent::Data(&bytes),
-                });
-                self.pool.give(bytes);
+                pump.local_data(io, conn, &bytes);
+                io.pool.give(bytes);
             }
-            Message::LocalEof(conn) => {
-                self.feed(Input::Local {
-                    now: self.clock.now(),
-                    conn,
-                    event: LocalEvent::ReadClosed,
-                });
-            }
+            Message::LocalEof(conn) => pump.local_eof(io, conn),
             Message::LocalReset(conn) => {
-                if self.conns.remove(&conn).is_some() {
-                    self.feed(Input::Local {
-                        now: self.clock.now(),
-                        conn,
-                        event: LocalEvent::Reset,
-                    });
+                if io.conns.remove(&conn).is_some() {
+                    pump.local_reset(io, conn);
                 }
             }
             Message::LocalFlushed(conn) => {
-                let Some(state) = self.conns.get_mut(&conn) else {
+                let Some(state) = io.conns.get_mut(&conn) else {
                     return;
                 };
                 state.queued = 0;
-                if state.blocked {
-                    state.blocked = false;
-                    self.feed(Input::Local {
-                        now: self.clock.now(),
-                        conn,
-                        event: LocalEvent::Writable,
-                    });
-                }
+                pump.local_flushed(io, conn);
             }
         }
     }
@@ -505,185 +458,128 @@ impl<D: Driven> SmolDriver<D> {
         let (resume_tx, resume_rx) = unbounded();
         let (write_tx, write_rx) = unbounded();
         let reader = smol::spawn(read_local(
-            self.pool.clone(),
+            self.io.pool.clone(),
             id,
             stream.clone(),
             paused.clone(),
             resume_rx,
-            self.tx.clone(),
+            self.io.tx.clone(),
         ));
         let writer = smol::spawn(write_local(
-            self.pool.clone(),
+            self.io.pool.clone(),
             id,
             stream,
             write_rx,
-            self.tx.clone(),
+            self.io.tx.clone(),
         ));
-        self.conns.insert(
+        self.io.conns.insert(
             id,
             LocalConn {
                 writer: write_tx,
                 queued: 0,
-                blocked: false,
                 paused,
                 resume: resume_tx,
                 _reader: reader,
                 _writer: writer,
             },
         );
-        self.feed(Input::Local {
-            now: self.clock.now(),
-            conn: id,
-            event: LocalEvent::Accepted { listener },
+        self.pump.accepted(&mut self.io, id, listener);
+    }
+}
+
+impl Io for SmolIo {
+    fn transmit(&mut self, _to: SocketAddr, bytes: &[u8]) {
+        // The socket is connected to the one server the machine talks to.
+        match self.transport.as_ref().map(|t| &t.writer) {
+            Some(Writer::Udp(socket)) => {
+                // A full socket buffer drops the datagram; the protocols retransmit.
+                if let Err(e) = socket.get_ref().send(bytes) {
+                    tracing::debug!("datagram dropped: {e}");
+                }
+            }
+            Some(Writer::Tcp(tx)) => {
+                let _ = tx.try_send(self.pool.copy_of(bytes));
+            }
+            Some(Writer::Opening) | None => {
+                tracing::debug!("transmit without a transport dropped");
+            }
+        }
+    }
+
+    fn open_transport(&mut self, spec: &TransportSpec) {
+        self.close_transport();
+        let attempt = spec.attempt;
+        let (host, port) = (spec.host.clone(), spec.port);
+        let (pool, tx) = (self.pool.clone(), self.tx.clone());
+        let (writer, task) = match spec.kind {
+            TransportKind::Udp => (
+                Writer::Opening,
+                smol::spawn(run_udp(pool, attempt, host, port, tx)),
+            ),
+            TransportKind::TcpLengthPrefixed => {
+                // Bytes written before the stream connects wait in the channel.
+                let (write_tx, write_rx) = unbounded();
+                (
+                    Writer::Tcp(write_tx),
+                    smol::spawn(run_tcp(pool, attempt, host, port, write_rx, tx)),
+                )
+            }
+        };
+        self.transport = Some(TransportSlot {
+            attempt,
+            writer,
+            _task: task,
         });
     }
 
-    /// Applies one input, then drains the machine (the sans-IO rule).
-    fn feed(&mut self, input: Input<'_>) {
-        if let Some(tap) = &mut self.tap {
-            tap.input(&input);
-        }
-        if let Err(e) = self.machine.handle_input(input) {
-            tracing::debug!("input refused: {e}");
-        }
-        self.drain();
-    }
-
-    fn drain(&mut self) {
-        let now = self.clock.now();
-        let mut newly_blocked = Vec::new();
-        self.deadline = loop {
-            match self.machine.poll_output(&mut self.out_buf) {
-                Output::Transmit(bytes) => {
-                    if let Some(tap) = &mut self.tap {
-                        tap.transmit(now, bytes);
-                    }
-                    match &self.transport {
-                        Some((_, _, Writer::Udp(socket), _)) => {
-                            // A full socket buffer drops the datagram; the protocols retransmit.
-                            if let Err(e) = socket.get_ref().send(bytes) {
-                                tracing::debug!("datagram dropped: {e}");
-                            }
-                        }
-                        Some((_, _, Writer::Tcp(tx), _)) => {
-                            let _ = tx.try_send(self.pool.copy_of(bytes));
-                        }
-                        None => tracing::debug!("transmit without a transport dropped"),
-                    }
-                }
-                Output::Local { conn, action } => {
-                    let Some(state) = self.conns.get_mut(&conn) else {
-                        continue;
-                    };
-                    match action {
-                        LocalAction::Write(bytes) => {
-                            state.queued += bytes.len();
-                            let _ = state
-                                .writer
-                                .try_send(WriteCommand::Data(self.pool.copy_of(bytes)));
-                            if state.queued > LOCAL_WRITE_HIGH_WATER && !state.blocked {
-                                state.blocked = true;
-                                newly_blocked.push(conn);
-                            }
-                        }
-                        LocalAction::PauseReading => state.paused.store(true, Ordering::SeqCst),
-                        LocalAction::ResumeReading => {
-                            state.paused.store(false, Ordering::SeqCst);
-                            let _ = state.resume.try_send(());
-                        }
-                        LocalAction::Shutdown => {
-                            let _ = state.writer.try_send(WriteCommand::Shutdown);
-                        }
-                        LocalAction::Close => {
-                            let _ = state.writer.try_send(WriteCommand::Close);
-                            if let Some(state) = self.conns.remove(&conn) {
-                                // The writer task finishes the close; the reader ends with it.
-                                state._writer.detach();
-                            }
-                        }
-                    }
-                }
-                Output::Event(event) => {
-                    self.watch.observe(&event);
-                    (self.on_event)(&event);
-                    if let Event::Down(failure) = event {
-                        self.down = Some(failure);
-                    }
-                }
-                Output::BufferTooSmall { needed } => {
-                    let needed = needed.max(self.out_buf.len() * 2);
-                    self.out_buf.resize(needed, 0);
-                }
-                Output::Timeout(deadline) => break deadline,
-            }
-        };
-        for conn in newly_blocked {
-            self.feed(Input::Local {
-                now: self.clock.now(),
-                conn,
-                event: LocalEvent::WriteBlocked,
-            });
-        }
-    }
-
-    fn sync_transport(&mut self) {
-        let wanted = self.machine.transport();
-        if self.transport.as_ref().map(|(spec, ..)| *spec) == wanted {
-            return;
-        }
+    fn close_transport(&mut self) {
+        // Dropping the task cancels it and closes its socket.
         self.transport = None;
-        let Some(spec) = wanted else { return };
-        self.transport_generation += 1;
-        let generation = self.transport_generation;
-        match spec.kind {
-            TransportKind::Udp => match open_udp(spec.remote) {
-                Ok(socket) => {
-                    if let (Some(tap), Ok(local)) = (&mut self.tap, socket.get_ref().local_addr()) {
-                        tap.transport_opened(spec, local);
-                    }
-                    let socket = Arc::new(socket);
-                    let task = smol::spawn(read_udp(
-                        self.pool.clone(),
-                        generation,
-                        socket.clone(),
-                        self.tx.clone(),
-                    ));
-                    self.transport = Some((spec, generation, Writer::Udp(socket), task));
-                }
-                Err(e) => {
-                    tracing::warn!("cannot open transport to {}: {e}", spec.remote);
-                    self.feed(Input::Transport {
-                        now: self.clock.now(),
-                        event: TransportEvent::Closed,
-                    });
-                }
-            },
-            TransportKind::TcpLengthPrefixed => {
-                let (write_tx, write_rx) = unbounded();
-                let task = smol::spawn(run_tcp(
-                    self.pool.clone(),
-                    generation,
-                    spec.remote,
-                    write_rx,
-                    self.tx.clone(),
-                ));
-                self.transport = Some((spec, generation, Writer::Tcp(write_tx), task));
+    }
+
+    fn write_local(&mut self, conn: ConnId, bytes: &[u8]) -> usize {
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return 0;
+        };
+        state.queued += bytes.len();
+        let _ = state
+            .writer
+            .try_send(WriteCommand::Data(self.pool.copy_of(bytes)));
+        state.queued
+    }
+
+    fn pause_local(&mut self, conn: ConnId, paused: bool) {
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.paused.store(paused, Ordering::SeqCst);
+            if !paused {
+                let _ = state.resume.try_send(());
             }
+        }
+    }
+
+    fn shutdown_local(&mut self, conn: ConnId) {
+        if let Some(state) = self.conns.get_mut(&conn) {
+            let _ = state.writer.try_send(WriteCommand::Shutdown);
+        }
+    }
+
+    fn close_local(&mut self, conn: ConnId) {
+        if let Some(state) = self.conns.remove(&conn) {
+            let _ = state.writer.try_send(WriteCommand::Close);
+            // The writer task finishes the close; the reader ends with it.
+            state._writer.detach();
         }
     }
 }
 
-fn open_udp(remote: SocketAddr) -> io::Result<Async<UdpSocket>> {
-    let local: SocketAddr = if remote.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = UdpSocket::bind(local)?;
-    socket.connect(remote)?;
-    Async::new(socket)
+/// The server's address for a transport task: an address literal at once, a name through the
+/// system resolver on a blocking thread.
+async fn resolve_async(host: String, port: u16) -> Result<SocketAddr, TransportError> {
+    match literal(&host, port) {
+        Some(addr) => Ok(addr),
+        None => smol::unblock(move || resolve(&host, port)).await,
+    }
 }
-
 async fn accept_loop(
     listener_id: ListenerId,
     listener: Arc<Async<TcpListener>>,
@@ -708,51 +604,86 @@ async fn accept_loop(
     }
 }
 
-async fn read_udp(
-    pool: BufferPool,
-    generation: u64,
-    socket: Arc<Async<UdpSocket>>,
-    tx: Sender<Message>,
-) {
+/// Opens a UDP transport and reads it until the driver drops this task.
+async fn run_udp(pool: BufferPool, attempt: u64, host: String, port: u16, tx: Sender<Message>) {
+    let remote = match resolve_async(host, port).await {
+        Ok(remote) => remote,
+        Err(error) => {
+            let _ = tx.send(Message::TransportClosed(attempt, error)).await;
+            return;
+        }
+    };
+    let opened = UdpSocket::bind(unspecified_for(remote))
+        .and_then(|socket| socket.connect(remote).map(|()| socket))
+        .and_then(|socket| Ok((socket.local_addr()?, Async::new(socket)?)));
+    let (local, socket) = match opened {
+        Ok((local, socket)) => (local, Arc::new(socket)),
+        Err(e) => {
+            let error = transport_error(&e);
+            let _ = tx.send(Message::TransportClosed(attempt, error)).await;
+            return;
+        }
+    };
+    let opened = Message::UdpOpened(attempt, socket.clone(), remote, local);
+    if tx.send(opened).await.is_err() {
+        return;
+    }
     let mut buf = vec![0u8; TRANSPORT_READ_CHUNK];
     loop {
         match socket.recv(&mut buf).await {
             Ok(n) => {
                 let data = pool.copy_of(buf.get(..n).unwrap_or_default());
                 if tx
-                    .send(Message::TransportData(generation, data))
+                    .send(Message::TransportData(attempt, remote, data))
                     .await
                     .is_err()
                 {
                     return;
                 }
             }
-            // ICMP errors on a connected UDP socket are transient; keep reading.
+            // ICMP errors on a connected UDP socket are spoofable and transient; keep reading
+            // and let server-poll-timeout or ping-restart decide.
             Err(e) => tracing::debug!("transport read error: {e}"),
         }
     }
 }
 
+/// Connects a TCP transport, then writes what the driver sends and reads what the server
+/// sends, until either side ends or the driver drops this task.
 async fn run_tcp(
     pool: BufferPool,
-    generation: u64,
-    remote: SocketAddr,
+    attempt: u64,
+    host: String,
+    port: u16,
     writes: Receiver<Vec<u8>>,
     tx: Sender<Message>,
 ) {
-    let stream = match Async::<TcpStream>::connect(remote).await {
-        Ok(stream) => Arc::new(stream),
-        Err(e) => {
-            tracing::warn!("cannot connect to {remote}: {e}");
-            let _ = tx.send(Message::TransportClosed(generation)).await;
+    let connected = match resolve_async(host, port).await {
+        Ok(remote) => Async::<TcpStream>::connect(remote)
+            .await
+            .map(|stream| (remote, stream))
+            .map_err(|e| transport_error(&e)),
+        Err(error) => Err(error),
+    };
+    let (remote, stream) = match connected {
+        Ok((remote, stream)) => (remote, Arc::new(stream)),
+        Err(error) => {
+            let _ = tx.send(Message::TransportClosed(attempt, error)).await;
             return;
         }
     };
     let _ = stream.get_ref().set_nodelay(true);
-    let local = stream.get_ref().local_addr().ok();
-    let _ = tx
-        .send(Message::TransportConnected(generation, local))
-        .await;
+    let local = stream
+        .get_ref()
+        .local_addr()
+        .unwrap_or_else(|_| unspecified_for(remote));
+    if tx
+        .send(Message::TcpConnected(attempt, remote, local))
+        .await
+        .is_err()
+    {
+        return;
+    }
     let writer = {
         let stream = stream.clone();
         let pool = pool.clone();
@@ -761,10 +692,11 @@ async fn run_tcp(
             while let Ok(bytes) = writes.recv().await {
                 let written = stream.write_all(&bytes).await;
                 pool.give(bytes);
-                if written.is_err() {
-                    break;
+                if let Err(e) = written {
+                    return transport_error(&e);
                 }
             }
+            TransportError::Other
         }
     };
     let reader = {
@@ -774,23 +706,24 @@ async fn run_tcp(
             let mut buf = vec![0u8; TRANSPORT_READ_CHUNK];
             loop {
                 match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) => return TransportError::Closed,
+                    Err(e) => return transport_error(&e),
                     Ok(n) => {
                         let data = pool.copy_of(buf.get(..n).unwrap_or_default());
                         if tx
-                            .send(Message::TransportData(generation, data))
+                            .send(Message::TransportData(attempt, remote, data))
                             .await
                             .is_err()
                         {
-                            break;
+                            return TransportError::Other;
                         }
                     }
                 }
             }
         }
     };
-    reader.or(writer).await;
-    let _ = tx.send(Message::TransportClosed(generation)).await;
+    let error = reader.or(writer).await;
+    let _ = tx.send(Message::TransportClosed(attempt, error)).await;
 }
 
 async fn read_local<S: LocalSocket>(

@@ -42,21 +42,20 @@ const PAGE: &str = "<html>hello from the private network</html>\n";
 
 /// A tunnel that carries inner packets as they are, over UDP to `remote`, up at once.
 struct PassThrough {
-    remote: SocketAddr,
+    spec: TransportSpec,
     up_sent: bool,
     closing: bool,
 }
 
 impl Tunnel for PassThrough {
-    fn transport(&self) -> TransportSpec {
-        TransportSpec {
-            remote: self.remote,
-            kind: TransportKind::Udp,
-        }
+    fn transport(&self) -> Option<&TransportSpec> {
+        Some(&self.spec)
     }
     fn overhead(&self) -> Overhead {
         Overhead::default()
     }
+    fn transport_connected(&mut self, _: Instant, _: SocketAddr) {}
+    fn transport_closed(&mut self, _: Instant, _: erebus_sansio::io::TransportError) {}
     fn decapsulate(&mut self, _: Instant, packet: &mut [u8]) -> Result<Decapsulated, DropReason> {
         Ok(Decapsulated::Inner(0..packet.len()))
     }
@@ -293,10 +292,11 @@ fn client(net: &PrivateNet, with_socks_listener: bool) -> (Client<PassThrough>, 
         proxy: ProxyConfig::default(),
         tcp: TcpConfig::default(),
         dns_servers: vec![IpAddr::V4(SERVER_IP)],
+        tunnel_wait: ClientConfig::DEFAULT_TUNNEL_WAIT,
     };
     let internal = add_internal_listener(&mut config);
     let tunnel = PassThrough {
-        remote: net.addr,
+        spec: TransportSpec::to_addr(net.addr, TransportKind::Udp),
         up_sent: false,
         closing: false,
     };

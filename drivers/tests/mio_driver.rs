@@ -53,7 +53,7 @@ fn run_relay(kind: TransportKind) {
         ticks >= 3,
         "the 20 ms timer ran only {ticks} times in 200 ms"
     );
-    assert_eq!(connected, kind == TransportKind::TcpLengthPrefixed);
+    assert!(connected, "the transport reported where it connected");
 
     // The recording replays: the same inputs give the same transmits, which match the pcap.
     let journal = std::fs::read(record_dir.join("journal")).unwrap();

@@ -49,9 +49,9 @@ fn run_relay(kind: TransportKind) {
         ticks >= 3,
         "the 20 ms timer ran only {ticks} times in 200 ms"
     );
-    assert_eq!(
+    assert!(
         driver.machine().connected,
-        kind == TransportKind::TcpLengthPrefixed
+        "the transport reported where it connected"
     );
     drop(driver);
 

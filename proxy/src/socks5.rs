@@ -32,7 +32,8 @@ pub(crate) enum Reply {
     Succeeded = 0x00,
     GeneralFailure = 0x01,
     NotAllowed = 0x02,
-    NetworkUnreachable = 0x03,
+    // 0x03, network unreachable, is never sent: a tunnel that is down is our failure, not
+    // the destination network's, and gets a general failure.
     HostUnreachable = 0x04,
     ConnectionRefused = 0x05,
     TtlExpired = 0x06,
@@ -45,12 +46,14 @@ impl Reply {
         match failure {
             UpstreamFailure::Refused => Self::ConnectionRefused,
             UpstreamFailure::Unreachable | UpstreamFailure::NameNotFound => Self::HostUnreachable,
-            UpstreamFailure::TunnelDown => Self::NetworkUnreachable,
             // Timeouts are reported as "TTL expired", as other SOCKS servers do: it is the
             // only code that says the attempt ran out of time.
             UpstreamFailure::Timeout => Self::TtlExpired,
             UpstreamFailure::NotAllowed => Self::NotAllowed,
-            UpstreamFailure::Reset | UpstreamFailure::Other => Self::GeneralFailure,
+            // The tunnel being down is our own failure, not the destination network's.
+            UpstreamFailure::Reset | UpstreamFailure::Other | UpstreamFailure::TunnelDown => {
+                Self::GeneralFailure
+            }
         }
     }
 }

@@ -9,8 +9,14 @@ use erebus_proxy::{Action, FrontEnd, ProxyAuth, ProxyConfig, UpstreamFailure};
 
 /// The exact response the proxy writes for its own errors.
 fn status(code_reason: &str, detail: &str) -> String {
+    // A 503 (the tunnel is down) says when to try again.
+    let retry = if code_reason.starts_with("503") {
+        "Retry-After: 5\r\n"
+    } else {
+        ""
+    };
     format!(
-        "HTTP/1.1 {code_reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{detail}\n",
+        "HTTP/1.1 {code_reason}\r\n{retry}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{detail}\n",
         detail.len() + 1
     )
 }

@@ -213,7 +213,7 @@ fn every_upstream_failure_maps_to_its_reply_code() {
         (UpstreamFailure::Other, 0x01),
         (UpstreamFailure::Reset, 0x01),
         (UpstreamFailure::NotAllowed, 0x02),
-        (UpstreamFailure::TunnelDown, 0x03),
+        (UpstreamFailure::TunnelDown, 0x01),
         (UpstreamFailure::Unreachable, 0x04),
         (UpstreamFailure::NameNotFound, 0x04),
         (UpstreamFailure::Refused, 0x05),

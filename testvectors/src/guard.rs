@@ -158,9 +158,52 @@ pub fn forbidden_source_lines(file: &str, source: &str) -> Vec<String> {
     hits
 }
 
+/// The protocol crates, as a manifest and as source name them. Drivers reach protocols only
+/// through `erebus-session`, so that a new protocol or a new event loop touches one side only.
+pub const PROTOCOL_CRATES: &[&str] = &[
+    "erebus-openvpn",
+    "erebus_openvpn",
+    "erebus-ipsec",
+    "erebus_ipsec",
+];
+
+/// The lines of `text` (a file under drivers/, named `file`) that name a protocol crate, as
+/// `"file:line: names a protocol crate"`. Comments count too: a driver has no business
+/// knowing which protocols exist.
+pub fn protocol_mentions(file: &str, text: &str) -> Vec<String> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(number, line)| {
+            PROTOCOL_CRATES
+                .iter()
+                .find(|name| line.contains(*name))
+                .map(|name| format!("{file}:{}: names the protocol crate `{name}`", number + 1))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protocol_crates_are_caught_in_manifests_and_source() {
+        assert_eq!(
+            protocol_mentions(
+                "drivers/Cargo.toml",
+                "[dependencies]\nerebus-openvpn.workspace = true\n"
+            ),
+            ["drivers/Cargo.toml:2: names the protocol crate `erebus-openvpn`"]
+        );
+        assert_eq!(
+            protocol_mentions(
+                "drivers/src/x.rs",
+                "use erebus_session::load;\nuse erebus_ipsec::Sa;"
+            ),
+            ["drivers/src/x.rs:2: names the protocol crate `erebus_ipsec`"]
+        );
+        assert!(protocol_mentions("drivers/src/y.rs", "use erebus_session::Plan;").is_empty());
+    }
 
     fn metadata(core_deps: &[&str]) -> Metadata {
         let mut packages = serde_json::json!([

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use erebus_testvectors::guard::{Metadata, forbidden_source_lines, runtime_dependencies};
+use erebus_testvectors::guard::{
+    Metadata, forbidden_source_lines, protocol_mentions, runtime_dependencies,
+};
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -122,4 +124,43 @@ fn core_crates_forbid_unsafe() {
             lib.display()
         );
     }
+}
+
+/// Every file of drivers/ a person or cargo reads: manifests, sources, tests, examples.
+fn driver_files() -> Vec<PathBuf> {
+    let drivers = workspace_root().join("drivers");
+    let mut files = vec![drivers.join("Cargo.toml")];
+    for dir in ["src", "tests", "examples", "benches"] {
+        let dir = drivers.join(dir);
+        if dir.is_dir() {
+            rust_files(&dir, &mut files);
+        }
+    }
+    files
+}
+
+#[test]
+fn drivers_name_no_protocol() {
+    let root = workspace_root();
+    let files = driver_files();
+    assert!(
+        files.len() > 10,
+        "expected the drivers' files, found {}",
+        files.len()
+    );
+    let mut hits = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable file");
+        let name = file
+            .strip_prefix(&root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        hits.extend(protocol_mentions(&name, &text));
+    }
+    assert!(
+        hits.is_empty(),
+        "drivers/ is I/O only and reaches protocols through erebus-session:\n{}",
+        hits.join("\n")
+    );
 }

@@ -19,11 +19,13 @@
 #![forbid(unsafe_code)]
 
 pub mod framing;
+pub mod ping;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use erebus_net::dns::{
     DnsTransport, Family, LookupId, ResolveError, Resolver, ResolverOptions, tcp_frame_len,
@@ -32,10 +34,11 @@ use erebus_net::stack::{SocketHandle, Stack, StackError};
 use erebus_net::tcp::{ConnectionError, Events, RecvError, State, TcpConfig};
 use erebus_proxy::{Action, FrontEnd, Host, ProxyConfig, ProxyConn, UpstreamFailure};
 use erebus_sansio::io::{
-    ConnId, Event, Input, InputError, LocalAction, LocalEvent, Output, TransportEvent,
+    ConnId, Event, Input, InputError, LocalAction, LocalEvent, Output, TransportError,
+    TransportEvent,
 };
 use erebus_sansio::tunnel::{
-    Decapsulated, Failure, Fault, TransportKind, TransportSpec, Tunnel, TunnelConfig, TunnelEvent,
+    Decapsulated, TransportKind, TransportSpec, Tunnel, TunnelConfig, TunnelEvent,
 };
 use erebus_sansio::{Driven, Instant, Seed};
 
@@ -52,6 +55,14 @@ pub struct ClientConfig {
     pub tcp: TcpConfig,
     /// DNS servers inside the tunnel to use instead of those the tunnel provides (`--dns`).
     pub dns_servers: Vec<IpAddr>,
+    /// How long a proxied connection waits for the tunnel to come (back) up before it is
+    /// refused (HTTP 503, a SOCKS5 failure reply).
+    pub tunnel_wait: Duration,
+}
+
+impl ClientConfig {
+    /// The default [`ClientConfig::tunnel_wait`].
+    pub const DEFAULT_TUNNEL_WAIT: Duration = Duration::from_secs(10);
 }
 
 /// Counters of what the client moved and dropped.
@@ -67,6 +78,10 @@ pub struct ClientStats {
     pub stack_drops: u64,
     /// Local connections accepted.
     pub connections: u64,
+    /// Outer packets from an address other than the server's, dropped unread.
+    pub foreign_packets: u64,
+    /// Local connections closed because the session under them was lost.
+    pub cut_by_reconnect: u64,
 }
 
 /// A local command with no bytes, queued until the next drain.
@@ -130,7 +145,9 @@ struct DnsOverTcp {
 pub struct Client<T> {
     tunnel: T,
     stack: Stack,
-    transport: TransportSpec,
+    /// The attempt of the transport the inputs are about, and where it connected.
+    transport_attempt: Option<u64>,
+    remote: Option<SocketAddr>,
     deframer: Deframer,
     rx: Vec<u8>,
     listeners: Vec<FrontEnd>,
@@ -147,6 +164,9 @@ pub struct Client<T> {
     resolver: Resolver,
     /// Lookups in flight: the connection and port waiting for each.
     lookups: BTreeMap<LookupId, (ConnId, u16)>,
+    /// Connections waiting for the tunnel to come up: where to, and until when.
+    awaiting_tunnel: BTreeMap<ConnId, (Host, u16, Instant)>,
+    tunnel_wait: Duration,
     /// UDP ports bound for the resolver's queries.
     dns_ports: BTreeSet<u16>,
     dns_tcp: BTreeMap<SocketHandle, DnsOverTcp>,
@@ -162,7 +182,6 @@ const MAX_PACKET: usize = 65_535;
 impl<T: Tunnel> Client<T> {
     /// A client over `tunnel`, serving `config`'s listeners; `seed` feeds the TCP/IP stack.
     pub fn new(tunnel: T, config: ClientConfig, seed: &Seed, now: Instant) -> Self {
-        let transport = tunnel.transport();
         let stack = Stack::new(
             &TunnelConfig::default(),
             config.tcp,
@@ -176,7 +195,8 @@ impl<T: Tunnel> Client<T> {
         Self {
             tunnel,
             stack,
-            transport,
+            transport_attempt: None,
+            remote: None,
             deframer: Deframer::default(),
             rx: vec![0; MAX_PACKET],
             listeners: config.listeners,
@@ -190,6 +210,8 @@ impl<T: Tunnel> Client<T> {
             tunnel_config: None,
             resolver,
             lookups: BTreeMap::new(),
+            awaiting_tunnel: BTreeMap::new(),
+            tunnel_wait: config.tunnel_wait,
             dns_ports: BTreeSet::new(),
             dns_tcp: BTreeMap::new(),
             dns_servers: config.dns_servers,
@@ -219,10 +241,31 @@ impl<T: Tunnel> Client<T> {
         self.tunnel_config.as_ref()
     }
 
+    /// Where the current transport connected, once it did.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.remote
+    }
+
+    fn transport_kind(&self) -> TransportKind {
+        self.tunnel
+            .transport()
+            .map_or(TransportKind::Udp, |spec| spec.kind)
+    }
+
     fn framing_len(&self) -> usize {
-        match self.transport.kind {
+        match self.transport_kind() {
             TransportKind::Udp => 0,
             TransportKind::TcpLengthPrefixed => 2,
+        }
+    }
+
+    /// Forgets the old transport's address and stream bytes when the tunnel asks for another.
+    fn sync_transport(&mut self) {
+        let attempt = self.tunnel.transport().map(|spec| spec.attempt);
+        if attempt != self.transport_attempt {
+            self.transport_attempt = attempt;
+            self.remote = None;
+            self.deframer.reset();
         }
     }
 
@@ -232,79 +275,99 @@ impl<T: Tunnel> Client<T> {
     }
 
     fn on_transport(&mut self, event: TransportEvent<'_>) {
+        self.sync_transport();
+        let now = self.now;
         match event {
-            TransportEvent::Connected => {}
-            TransportEvent::Data(bytes) => match self.transport.kind {
-                TransportKind::Udp => {
-                    let Some(packet) = self.rx.get_mut(..bytes.len()) else {
-                        self.stats.tunnel_drops += 1;
-                        return;
-                    };
-                    packet.copy_from_slice(bytes);
-                    self.stats.packets_in += 1;
-                    let result = self.tunnel.decapsulate(self.now, packet);
-                    let inner = self.decapsulated(result);
-                    if let Some(range) = inner {
-                        let Self {
-                            rx,
-                            stack,
-                            stats,
-                            now,
-                            ..
-                        } = self;
-                        if let Some(inner) = rx.get(range)
-                            && stack.ingress(*now, inner).is_err()
-                        {
-                            stats.stack_drops += 1;
-                        }
+            TransportEvent::Connected { remote } => {
+                if self.transport_attempt.is_none() || self.remote.is_some() {
+                    return;
+                }
+                self.remote = Some(remote);
+                self.deframer.reset();
+                self.tunnel.transport_connected(now, remote);
+            }
+            TransportEvent::Data { from, bytes } => {
+                if self.remote != Some(from) {
+                    // Not the server: nothing it sends reaches the tunnel.
+                    self.stats.foreign_packets += 1;
+                    return;
+                }
+                match self.transport_kind() {
+                    TransportKind::Udp => self.datagram(bytes),
+                    TransportKind::TcpLengthPrefixed => self.stream_chunk(bytes),
+                }
+            }
+            TransportEvent::Closed { error } => {
+                if self.transport_attempt.is_some() {
+                    self.remote = None;
+                    self.tunnel.transport_closed(now, error);
+                }
+            }
+        }
+    }
+
+    fn datagram(&mut self, bytes: &[u8]) {
+        let Some(packet) = self.rx.get_mut(..bytes.len()) else {
+            self.stats.tunnel_drops += 1;
+            return;
+        };
+        packet.copy_from_slice(bytes);
+        self.stats.packets_in += 1;
+        let result = self.tunnel.decapsulate(self.now, packet);
+        let inner = self.decapsulated(result);
+        if let Some(range) = inner {
+            let Self {
+                rx,
+                stack,
+                stats,
+                now,
+                ..
+            } = self;
+            if let Some(inner) = rx.get(range)
+                && stack.ingress(*now, inner).is_err()
+            {
+                stats.stack_drops += 1;
+            }
+        }
+    }
+
+    fn stream_chunk(&mut self, bytes: &[u8]) {
+        self.deframer.push(bytes);
+        loop {
+            let Self {
+                deframer,
+                tunnel,
+                stack,
+                stats,
+                now,
+                ..
+            } = self;
+            let frame = match deframer.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::debug!("the server sent a zero-length frame on the TCP transport");
+                    self.remote = None;
+                    self.deframer.reset();
+                    self.tunnel
+                        .transport_closed(self.now, TransportError::Reset);
+                    return;
+                }
+            };
+            stats.packets_in += 1;
+            match tunnel.decapsulate(*now, frame) {
+                Ok(Decapsulated::Inner(range)) => {
+                    if let Some(inner) = frame.get(range)
+                        && stack.ingress(*now, inner).is_err()
+                    {
+                        stats.stack_drops += 1;
                     }
                 }
-                TransportKind::TcpLengthPrefixed => {
-                    self.deframer.push(bytes);
-                    loop {
-                        let Self {
-                            deframer,
-                            tunnel,
-                            stack,
-                            stats,
-                            now,
-                            ..
-                        } = self;
-                        let frame = match deframer.next_frame() {
-                            Ok(Some(frame)) => frame,
-                            Ok(None) => break,
-                            Err(_) => {
-                                self.fail(
-                                    Fault::PeerMisbehaved,
-                                    "the server sent a zero-length frame on the TCP transport",
-                                );
-                                return;
-                            }
-                        };
-                        stats.packets_in += 1;
-                        match tunnel.decapsulate(*now, frame) {
-                            Ok(Decapsulated::Inner(range)) => {
-                                if let Some(inner) = frame.get(range)
-                                    && stack.ingress(*now, inner).is_err()
-                                {
-                                    stats.stack_drops += 1;
-                                }
-                            }
-                            Ok(Decapsulated::Consumed) => {}
-                            Err(reason) => {
-                                stats.tunnel_drops += 1;
-                                tracing::debug!("dropped a packet from the server: {reason}");
-                            }
-                        }
-                    }
+                Ok(Decapsulated::Consumed) => {}
+                Err(reason) => {
+                    stats.tunnel_drops += 1;
+                    tracing::debug!("dropped a packet from the server: {reason}");
                 }
-            },
-            TransportEvent::Closed => {
-                let message = match self.transport.kind {
-                    TransportKind::Udp => "the UDP socket to the server failed",
-                    TransportKind::TcpLengthPrefixed => "the server closed the TCP connection",
-                };
-                self.fail(Fault::Timeout, message);
             }
         }
     }
@@ -321,14 +384,6 @@ impl<T: Tunnel> Client<T> {
                 tracing::debug!("dropped a packet from the server: {reason}");
                 None
             }
-        }
-    }
-
-    fn fail(&mut self, fault: Fault, message: &str) {
-        if !self.down {
-            self.down = true;
-            self.events
-                .push_back(Event::Down(Failure::new(fault, message)));
         }
     }
 
@@ -378,6 +433,20 @@ impl<T: Tunnel> Client<T> {
 
     fn on_timeout(&mut self) {
         let now = self.now;
+        let expired: Vec<ConnId> = self
+            .awaiting_tunnel
+            .iter()
+            .filter(|(_, (.., deadline))| *deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.awaiting_tunnel.remove(&id);
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.proxy
+                    .on_upstream_failed(now, UpstreamFailure::TunnelDown);
+                self.dirty.insert(id);
+            }
+        }
         self.tunnel.handle_timeout(now);
         self.resolver.handle_timeout(now);
         for (id, conn) in &mut self.conns {
@@ -398,21 +467,43 @@ impl<T: Tunnel> Client<T> {
             return false;
         };
         match event {
+            TunnelEvent::Connecting(spec) => {
+                self.sync_transport();
+                self.events.push_back(Event::Connecting(spec));
+            }
             TunnelEvent::Up(mut config) => {
                 if !self.dns_servers.is_empty() {
                     config.dns_servers.clone_from(&self.dns_servers);
                 }
+                // A new session may bring another address or routes: the stack follows.
                 self.stack.set_tunnel_config(&config);
                 self.resolver.set_tunnel_config(&config);
                 self.tunnel_config = Some(config.clone());
                 self.events.push_back(Event::Connected(config));
+                let waiting: Vec<(ConnId, (Host, u16, Instant))> =
+                    std::mem::take(&mut self.awaiting_tunnel)
+                        .into_iter()
+                        .collect();
+                for (id, (host, port, _)) in waiting {
+                    self.dirty.insert(id);
+                    self.connect(id, &host, port);
+                }
             }
-            TunnelEvent::Reconnecting(failure) => {
-                self.tunnel_config = None;
-                self.events.push_back(Event::Reconnecting(failure));
+            TunnelEvent::Reconnecting { reason, retry_in } => {
+                self.tunnel_lost();
+                self.events
+                    .push_back(Event::Reconnecting { reason, retry_in });
             }
             TunnelEvent::Down(failure) => {
-                self.tunnel_config = None;
+                self.tunnel_lost();
+                let now = self.now;
+                for (id, _) in std::mem::take(&mut self.awaiting_tunnel) {
+                    if let Some(conn) = self.conns.get_mut(&id) {
+                        conn.proxy
+                            .on_upstream_failed(now, UpstreamFailure::TunnelDown);
+                        self.dirty.insert(id);
+                    }
+                }
                 if !self.down {
                     self.down = true;
                     self.events.push_back(Event::Down(failure));
@@ -421,6 +512,37 @@ impl<T: Tunnel> Client<T> {
             _ => {}
         }
         true
+    }
+
+    /// The session under the stack is gone, and every stream through it with it: their
+    /// local connections are closed (a client sees a cut transfer, never a hang) and the
+    /// stack forgets their sockets. Connections still waiting for their first byte of
+    /// upstream keep waiting for the next session, within their bound.
+    fn tunnel_lost(&mut self) {
+        self.tunnel_config = None;
+        let cut: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| conn.upstream.is_some() || conn.lookup.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in cut {
+            if let Some(conn) = self.conns.remove(&id) {
+                self.stats.cut_by_reconnect += 1;
+                if !conn.gone {
+                    self.commands.push_back((id, LocalCommand::Close));
+                }
+            }
+            self.dirty.remove(&id);
+        }
+        let handles: Vec<SocketHandle> = self.stack.handles().collect();
+        for handle in handles {
+            self.stack.remove(handle);
+        }
+        self.by_socket.clear();
+        self.closing.clear();
+        self.dns_tcp.clear();
+        self.lookups.clear();
     }
 
     /// Routes socket events to their connections. Returns whether there were any.
@@ -465,8 +587,14 @@ impl<T: Tunnel> Client<T> {
             return;
         };
         if self.tunnel_config.is_none() {
-            conn.proxy
-                .on_upstream_failed(now, UpstreamFailure::TunnelDown);
+            if self.down {
+                conn.proxy
+                    .on_upstream_failed(now, UpstreamFailure::TunnelDown);
+            } else {
+                // The tunnel is (re)connecting: wait for it, within a bound.
+                self.awaiting_tunnel
+                    .insert(id, (host.clone(), port, now + self.tunnel_wait));
+            }
             return;
         }
         match host {
@@ -830,10 +958,16 @@ impl<T: Tunnel> Client<T> {
             .values()
             .filter_map(|c| c.proxy.poll_timeout())
             .min();
+        let waits = self
+            .awaiting_tunnel
+            .values()
+            .map(|(.., deadline)| *deadline)
+            .min();
         [
             self.tunnel.poll_timeout().map(|(t, _)| t),
             self.stack.poll_timeout(),
             proxies,
+            waits,
         ]
         .into_iter()
         .flatten()
@@ -868,8 +1002,11 @@ fn upstream_failure(error: ConnectionError) -> UpstreamFailure {
 }
 
 impl<T: Tunnel> Driven for Client<T> {
-    fn transport(&self) -> Option<TransportSpec> {
-        (!self.down).then_some(self.transport)
+    fn transport(&self) -> Option<&TransportSpec> {
+        if self.down {
+            return None;
+        }
+        self.tunnel.transport()
     }
 
     fn handle_input(&mut self, input: Input<'_>) -> Result<(), InputError> {
@@ -897,8 +1034,12 @@ impl<T: Tunnel> Driven for Client<T> {
             if self.drain_tunnel_events() {
                 continue;
             }
-            // The tunnel's own packets first: handshakes and keepalives must not starve.
-            if let Some(step) = self.tunnel_transmit(buf) {
+            self.sync_transport();
+            // The tunnel's own packets first: handshakes and keepalives must not starve. No
+            // packet leaves before the transport is open: there is nowhere to send it.
+            if self.remote.is_some()
+                && let Some(step) = self.tunnel_transmit(buf)
+            {
                 break step;
             }
             if self.drain_socket_events() {
@@ -914,6 +1055,7 @@ impl<T: Tunnel> Driven for Client<T> {
                 continue;
             }
             if self.tunnel_config.is_some()
+                && self.remote.is_some()
                 && let Some(step) = self.egress(buf)
             {
                 break step;
@@ -921,7 +1063,13 @@ impl<T: Tunnel> Driven for Client<T> {
             return Output::Timeout(self.next_deadline());
         };
         match step {
-            Step::Transmit(range) => Output::Transmit(buf.get(range).unwrap_or_default()),
+            Step::Transmit(range) => match self.remote {
+                Some(to) => Output::Transmit {
+                    to,
+                    bytes: buf.get(range).unwrap_or_default(),
+                },
+                None => Output::Timeout(self.next_deadline()),
+            },
             Step::Write(conn, range) => Output::Local {
                 conn,
                 action: LocalAction::Write(buf.get(range).unwrap_or_default()),

@@ -4,15 +4,19 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
+use std::rc::Rc;
+use std::time::Duration;
 
 use erebus_client::{Client, ClientConfig};
 use erebus_net::{SocketHandle, Stack, TcpConfig};
 use erebus_proxy::{FrontEnd, ProxyConfig};
 use erebus_sansio::io::{
-    ConnId, Event, Input, ListenerId, LocalAction, LocalEvent, Output, TransportEvent,
+    ConnId, Event, Input, ListenerId, LocalAction, LocalEvent, Output, TransportError,
+    TransportEvent,
 };
 use erebus_sansio::tunnel::{
     Decapsulated, DropReason, Failure, Fault, IpNet, Overhead, TransportKind, TransportSpec,
@@ -23,21 +27,36 @@ use erebus_sansio::{Driven, Instant, Seed};
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 8, 0, 2);
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 8, 0, 1);
 
-/// A tunnel that carries inner packets as they are, up at once.
+const SERVER_ADDR: &str = "192.0.2.1:1194";
+
+fn up_config() -> TunnelConfig {
+    TunnelConfig {
+        ipv4: IpNet::new(IpAddr::V4(CLIENT_IP), 24),
+        gateway: Some(IpAddr::V4(SERVER_IP)),
+        mtu: 1500,
+        ..TunnelConfig::default()
+    }
+}
+
+/// A tunnel that carries inner packets as they are, up at once. The test can queue more
+/// events for it (a lost session, a new one) through the shared queue.
 struct PassThrough {
-    up_sent: bool,
+    spec: TransportSpec,
+    events: Rc<RefCell<VecDeque<TunnelEvent>>>,
     closing: bool,
+    closed_by_transport: Rc<RefCell<Vec<TransportError>>>,
 }
 
 impl Tunnel for PassThrough {
-    fn transport(&self) -> TransportSpec {
-        TransportSpec {
-            remote: "192.0.2.1:1194".parse().unwrap(),
-            kind: TransportKind::Udp,
-        }
+    fn transport(&self) -> Option<&TransportSpec> {
+        Some(&self.spec)
     }
     fn overhead(&self) -> Overhead {
         Overhead::default()
+    }
+    fn transport_connected(&mut self, _: Instant, _: SocketAddr) {}
+    fn transport_closed(&mut self, _: Instant, error: TransportError) {
+        self.closed_by_transport.borrow_mut().push(error);
     }
     fn decapsulate(&mut self, _: Instant, packet: &mut [u8]) -> Result<Decapsulated, DropReason> {
         Ok(Decapsulated::Inner(0..packet.len()))
@@ -62,16 +81,7 @@ impl Tunnel for PassThrough {
             self.closing = false;
             return Some(TunnelEvent::Down(Failure::new(Fault::Closed, "closed")));
         }
-        if self.up_sent {
-            return None;
-        }
-        self.up_sent = true;
-        Some(TunnelEvent::Up(TunnelConfig {
-            ipv4: IpNet::new(IpAddr::V4(CLIENT_IP), 24),
-            gateway: Some(IpAddr::V4(SERVER_IP)),
-            mtu: 1500,
-            ..TunnelConfig::default()
-        }))
+        self.events.borrow_mut().pop_front()
     }
     fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
         None
@@ -81,6 +91,8 @@ impl Tunnel for PassThrough {
 /// The client, a server stack behind the tunnel, and what each local connection received.
 struct World {
     client: Client<PassThrough>,
+    tunnel_events: Rc<RefCell<VecDeque<TunnelEvent>>>,
+    transport_errors: Rc<RefCell<Vec<TransportError>>>,
     server: Stack,
     now: Instant,
     received: std::collections::BTreeMap<ConnId, Vec<u8>>,
@@ -97,12 +109,25 @@ impl World {
             proxy: ProxyConfig::default(),
             tcp: TcpConfig::default(),
             dns_servers: vec![IpAddr::V4(SERVER_IP)],
+            tunnel_wait: Duration::from_secs(10),
         };
+        let tunnel_events = Rc::new(RefCell::new(VecDeque::from([TunnelEvent::Up(up_config())])));
+        let transport_errors = Rc::new(RefCell::new(Vec::new()));
         let tunnel = PassThrough {
-            up_sent: false,
+            spec: TransportSpec::to_addr(SERVER_ADDR.parse().unwrap(), TransportKind::Udp),
+            events: tunnel_events.clone(),
             closing: false,
+            closed_by_transport: transport_errors.clone(),
         };
-        let client = Client::new(tunnel, config, &Seed::from_byte(1), Instant::ZERO);
+        let mut client = Client::new(tunnel, config, &Seed::from_byte(1), Instant::ZERO);
+        client
+            .handle_input(Input::Transport {
+                now: Instant::ZERO,
+                event: TransportEvent::Connected {
+                    remote: SERVER_ADDR.parse().unwrap(),
+                },
+            })
+            .unwrap();
         let server_config = TunnelConfig {
             ipv4: IpNet::new(IpAddr::V4(SERVER_IP), 24),
             mtu: 1500,
@@ -111,6 +136,8 @@ impl World {
         let server = Stack::new(&server_config, TcpConfig::default(), &Seed::from_byte(2));
         let mut world = Self {
             client,
+            tunnel_events,
+            transport_errors,
             server,
             now: Instant::ZERO,
             received: Default::default(),
@@ -141,7 +168,10 @@ impl World {
         loop {
             let deadline = loop {
                 match self.client.poll_output(&mut self.buf) {
-                    Output::Transmit(bytes) => self.to_server.push_back(bytes.to_vec()),
+                    Output::Transmit { to, bytes } => {
+                        assert_eq!(to, SERVER_ADDR.parse::<SocketAddr>().unwrap());
+                        self.to_server.push_back(bytes.to_vec());
+                    }
                     Output::Local { conn, action } => match action {
                         LocalAction::Write(bytes) => self
                             .received
@@ -171,7 +201,10 @@ impl World {
                 self.client
                     .handle_input(Input::Transport {
                         now: self.now,
-                        event: TransportEvent::Data(&reply),
+                        event: TransportEvent::Data {
+                            from: SERVER_ADDR.parse().unwrap(),
+                            bytes: &reply,
+                        },
                     })
                     .unwrap();
             }
@@ -189,7 +222,7 @@ impl World {
             if next > until {
                 break;
             }
-            self.now = next.max(self.now + std::time::Duration::from_micros(1));
+            self.now = next.max(self.now + Duration::from_micros(1));
             self.input(Input::Timeout { now: self.now });
         }
         self.now = self.now.max(until);
@@ -238,9 +271,9 @@ fn connect_relays_bytes_both_ways_through_the_tunnel() {
             .server_socket(listener)
             .send(&payload[sent..])
             .unwrap();
-        world.run_until(world.now + std::time::Duration::from_millis(1));
+        world.run_until(world.now + Duration::from_millis(1));
     }
-    world.run_until(world.now + std::time::Duration::from_secs(1));
+    world.run_until(world.now + Duration::from_secs(1));
     let received = &world.received[&ConnId(1)];
     let body = &received[b"HTTP/1.1 200 Connection established\r\n\r\n".len()..];
     assert_eq!(body.len(), payload.len());
@@ -390,4 +423,196 @@ fn unknown_connection_is_refused_without_effect() {
         event: LocalEvent::Data(b"x"),
     });
     assert!(result.is_err());
+}
+
+/// The tunnel loses its session: the supervisor's `Reconnecting`.
+fn lose_session(world: &mut World) {
+    world
+        .tunnel_events
+        .borrow_mut()
+        .push_back(TunnelEvent::Reconnecting {
+            reason: Failure::new(Fault::Timeout, "ping-restart"),
+            retry_in: Duration::from_secs(1),
+        });
+    world.input(Input::Timeout { now: world.now });
+}
+
+#[test]
+fn a_lost_session_closes_the_connections_through_it() {
+    let mut world = World::new();
+    let listener = world.server.listen(80).unwrap();
+    world.local(
+        1,
+        LocalEvent::Accepted {
+            listener: ListenerId(0),
+        },
+    );
+    world.local(
+        1,
+        LocalEvent::Data(b"CONNECT 10.8.0.1:80 HTTP/1.1\r\nHost: 10.8.0.1:80\r\n\r\n"),
+    );
+    world.run_until(Instant::from_millis(50));
+    world.server_socket(listener).send(b"partial").unwrap();
+    world.run_until(Instant::from_millis(100));
+    assert!(world.received[&ConnId(1)].ends_with(b"partial"));
+    assert!(world.closed.is_empty());
+
+    lose_session(&mut world);
+    assert_eq!(
+        world.closed,
+        [ConnId(1)],
+        "the cut connection is closed, not left hanging"
+    );
+    assert!(matches!(
+        world.events.last(),
+        Some(Event::Reconnecting { .. })
+    ));
+    assert_eq!(world.client.stats().cut_by_reconnect, 1);
+    assert_eq!(
+        world.client.stack().handles().count(),
+        0,
+        "the stack forgets the lost session's sockets"
+    );
+    // The connection's later events are refused quietly: it is gone.
+    assert!(
+        world
+            .client
+            .handle_input(Input::Local {
+                now: world.now,
+                conn: ConnId(1),
+                event: LocalEvent::Data(b"more"),
+            })
+            .is_err()
+    );
+}
+
+#[test]
+fn a_request_during_an_outage_waits_for_the_next_session() {
+    let mut world = World::new();
+    let listener = world.server.listen(80).unwrap();
+    lose_session(&mut world);
+    world.local(
+        2,
+        LocalEvent::Accepted {
+            listener: ListenerId(0),
+        },
+    );
+    world.local(
+        2,
+        LocalEvent::Data(b"CONNECT 10.8.0.1:80 HTTP/1.1\r\nHost: 10.8.0.1:80\r\n\r\n"),
+    );
+    world.run_until(Instant::from_secs(3));
+    assert!(
+        !world.received.contains_key(&ConnId(2)),
+        "no answer while the tunnel is down and the wait is not over"
+    );
+    // The next session comes up, with another address: the stack follows it.
+    world.server.set_tunnel_config(&TunnelConfig {
+        ipv4: IpNet::new(IpAddr::V4(SERVER_IP), 24),
+        mtu: 1500,
+        ..TunnelConfig::default()
+    });
+    let mut next = up_config();
+    next.ipv4 = IpNet::new(IpAddr::V4(Ipv4Addr::new(10, 8, 0, 7)), 24);
+    world
+        .tunnel_events
+        .borrow_mut()
+        .push_back(TunnelEvent::Up(next));
+    world.input(Input::Timeout { now: world.now });
+    world.run_until(world.now + Duration::from_millis(100));
+    assert_eq!(
+        world.received[&ConnId(2)],
+        b"HTTP/1.1 200 Connection established\r\n\r\n"
+    );
+    let accepted = world.server_socket(listener).remote_endpoint();
+    assert_eq!(
+        accepted.map(|a| a.ip()),
+        Some(IpAddr::V4(Ipv4Addr::new(10, 8, 0, 7)))
+    );
+}
+
+#[test]
+fn a_request_during_a_long_outage_gets_503_after_the_wait() {
+    let mut world = World::new();
+    lose_session(&mut world);
+    let lost_at = world.now;
+    world.local(
+        3,
+        LocalEvent::Accepted {
+            listener: ListenerId(0),
+        },
+    );
+    world.local(
+        3,
+        LocalEvent::Data(b"GET http://10.8.0.1/ HTTP/1.1\r\nHost: 10.8.0.1\r\n\r\n"),
+    );
+    world.run_until(lost_at + Duration::from_millis(9_900));
+    assert!(!world.received.contains_key(&ConnId(3)));
+    world.run_until(lost_at + Duration::from_millis(10_100));
+    let answer = String::from_utf8_lossy(&world.received[&ConnId(3)]).into_owned();
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\r\nRetry-After: 5\r\n"), "{answer}");
+    assert!(answer.contains("the VPN tunnel is down"), "{answer}");
+}
+
+#[test]
+fn a_socks_request_during_an_outage_gets_a_general_failure() {
+    let mut world = World::new();
+    lose_session(&mut world);
+    world.local(
+        4,
+        LocalEvent::Accepted {
+            listener: ListenerId(1),
+        },
+    );
+    world.local(4, LocalEvent::Data(&[5, 1, 0]));
+    world.local(4, LocalEvent::Data(&[5, 1, 0, 1, 10, 8, 0, 1, 0, 80]));
+    world.run_until(world.now + Duration::from_secs(11));
+    let answer = &world.received[&ConnId(4)];
+    assert_eq!(&answer[..2], &[5, 0], "method selection");
+    assert_eq!(&answer[2..4], &[5, 1], "general SOCKS server failure");
+}
+
+#[test]
+fn packets_from_another_address_are_dropped_and_counted() {
+    let mut world = World::new();
+    let before = world.client.stats();
+    world
+        .client
+        .handle_input(Input::Transport {
+            now: world.now,
+            event: TransportEvent::Data {
+                from: "192.0.2.66:1194".parse().unwrap(),
+                bytes: &[0x45; 40],
+            },
+        })
+        .unwrap();
+    let after = world.client.stats();
+    assert_eq!(after.foreign_packets, before.foreign_packets + 1);
+    assert_eq!(after.packets_in, before.packets_in);
+}
+
+#[test]
+fn a_closed_transport_is_the_tunnels_to_handle() {
+    let mut world = World::new();
+    world
+        .client
+        .handle_input(Input::Transport {
+            now: world.now,
+            event: TransportEvent::Closed {
+                error: TransportError::Reset,
+            },
+        })
+        .unwrap();
+    assert_eq!(*world.transport_errors.borrow(), [TransportError::Reset]);
+    assert_eq!(world.client.remote(), None);
+    // Nothing is sent until the transport is connected again.
+    let mut buf = vec![0; 2048];
+    assert!(matches!(
+        world.client.poll_output(&mut buf),
+        Output::Timeout(_)
+    ));
 }

@@ -16,5 +16,4 @@ pub mod tls_session;
 pub use data::DataChannel;
 pub use keys::StaticKey;
 pub use p2p::{P2pConfig, P2pMode, P2pSession, StaticKeyMode};
-pub use packet::StreamFramer;
 pub use tls_session::{TlsConfig, TlsSession};

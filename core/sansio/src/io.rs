@@ -5,6 +5,8 @@
 //! mutate.
 
 use core::fmt;
+use core::time::Duration;
+use std::net::SocketAddr;
 
 use crate::time::Instant;
 use crate::tunnel::{Failure, TransportSpec, TunnelConfig};
@@ -41,15 +43,91 @@ pub enum LocalEvent<'a> {
     Reset,
 }
 
+/// Why the transport towards the VPN server failed, as far as the driver can tell.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The server's host name did not resolve to an address.
+    Unresolved,
+    /// The server refused the connection (nothing listens on its port).
+    Refused,
+    /// The stream was reset.
+    Reset,
+    /// The server closed the stream in an orderly way (end of file).
+    Closed,
+    /// No route to the server, or the network is down.
+    Unreachable,
+    /// Connecting took longer than the operating system allows.
+    TimedOut,
+    /// Any other socket error.
+    Other,
+}
+
+impl TransportError {
+    /// The error's number in the session journal.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Unresolved => 0,
+            Self::Refused => 1,
+            Self::Reset => 2,
+            Self::Closed => 3,
+            Self::Unreachable => 4,
+            Self::TimedOut => 5,
+            Self::Other => 6,
+        }
+    }
+
+    /// The error with journal number `code`; unknown numbers read as [`TransportError::Other`].
+    pub const fn from_code(code: u8) -> Self {
+        match code {
+            0 => Self::Unresolved,
+            1 => Self::Refused,
+            2 => Self::Reset,
+            3 => Self::Closed,
+            4 => Self::Unreachable,
+            5 => Self::TimedOut,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unresolved => "the server's name did not resolve",
+            Self::Refused => "the server refused the connection",
+            Self::Reset => "the connection to the server was reset",
+            Self::Closed => "the server closed the connection",
+            Self::Unreachable => "the server is unreachable",
+            Self::TimedOut => "connecting to the server timed out",
+            Self::Other => "the socket to the server failed",
+        })
+    }
+}
+
 /// Something that happened to the transport socket towards the VPN server.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum TransportEvent<'a> {
-    /// A stream transport finished connecting.
-    Connected,
+    /// The transport the machine asked for ([`Driven::transport`]) is open: a UDP socket
+    /// connected to `remote`, or a TCP stream to `remote` that finished connecting. `remote` is
+    /// what the host name resolved to for this attempt.
+    Connected {
+        /// The server's address.
+        remote: SocketAddr,
+    },
     /// Bytes from the server: one datagram over UDP, any chunk of the stream over TCP.
-    Data(&'a [u8]),
-    /// The transport failed or the server closed the stream.
-    Closed,
+    Data {
+        /// Who sent them.
+        from: SocketAddr,
+        /// The datagram or stream chunk.
+        bytes: &'a [u8],
+    },
+    /// The transport could not be opened, failed, or the server closed the stream. The driver
+    /// opens nothing again until the machine asks for a new attempt.
+    Closed {
+        /// Why.
+        error: TransportError,
+    },
 }
 
 /// One input to a sans-IO state machine. Every input carries the time it happened.
@@ -114,14 +192,22 @@ pub enum LocalAction<'b> {
     Close,
 }
 
-/// An event for the user or the supervising program.
+/// An event for the user or the supervising program. Each happens once per occurrence, in
+/// the order: `Connecting`, then `Connected` or `Reconnecting`, and so on, then `Down` last.
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub enum Event {
+    /// A connection attempt to this server starts.
+    Connecting(TransportSpec),
     /// The tunnel is up with this configuration.
     Connected(TunnelConfig),
-    /// The session was lost; the client is starting over.
-    Reconnecting(Failure),
+    /// The session was lost, or an attempt failed; the next attempt starts in `retry_in`.
+    Reconnecting {
+        /// Why.
+        reason: Failure,
+        /// How long until the next attempt.
+        retry_in: Duration,
+    },
     /// The client has stopped for good.
     Down(Failure),
 }
@@ -130,7 +216,12 @@ pub enum Event {
 #[derive(PartialEq, Eq, Debug)]
 pub enum Output<'b> {
     /// Send these bytes on the transport to the VPN server.
-    Transmit(&'b [u8]),
+    Transmit {
+        /// Where to: the address of the current transport's [`TransportEvent::Connected`].
+        to: SocketAddr,
+        /// The datagram, or the chunk of the stream (already framed).
+        bytes: &'b [u8],
+    },
     /// Act on a local connection.
     Local {
         /// Which connection.
@@ -181,8 +272,12 @@ impl std::error::Error for InputError {}
 /// 3. read one thing, stamp it with the clock, pass it to
 ///    [`handle_input`](Self::handle_input), and go back to 1.
 pub trait Driven {
-    /// Where the driver must open the transport socket, once known.
-    fn transport(&self) -> Option<TransportSpec>;
+    /// The transport the machine wants open now, or `None` for none (between attempts, or once
+    /// down). When the [`TransportSpec::attempt`] changes, the driver closes the socket it has
+    /// and opens a new one: resolving [`TransportSpec::host`] again, connecting, and reporting
+    /// [`TransportEvent::Connected`] or [`TransportEvent::Closed`]. Check it after every
+    /// drain.
+    fn transport(&self) -> Option<&TransportSpec>;
 
     /// Applies one input.
     ///

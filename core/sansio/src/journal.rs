@@ -9,15 +9,17 @@
 //!
 //! The file starts with [`MAGIC`]. Each record is a tag byte, `now` as big-endian `u64`
 //! microseconds, then fields by tag (all big-endian): connection ids `u64`, listener ids `u32`,
-//! byte strings as a `u32` length and the bytes.
+//! byte strings as a `u32` length and the bytes, socket addresses as a family byte (4 or 6),
+//! the 4 or 16 address bytes and the port as `u16`, transport errors as one byte
+//! ([`TransportError::code`]).
 //!
 //! | tag | input |
 //! |---|---|
 //! | 0 | `Timeout` |
 //! | 1 | `Close` |
-//! | 2 | `Transport Connected` |
-//! | 3 | `Transport Data(bytes)` |
-//! | 4 | `Transport Closed` |
+//! | 2 | `Transport Connected(remote address)` |
+//! | 3 | `Transport Data(from address, bytes)` |
+//! | 4 | `Transport Closed(error)` |
 //! | 5 | `Local conn Accepted(listener)` |
 //! | 6 | `Local conn Data(bytes)` |
 //! | 7 | `Local conn ReadClosed` |
@@ -27,27 +29,41 @@
 
 use core::fmt;
 
-use crate::io::{ConnId, Input, ListenerId, LocalEvent, TransportEvent};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::io::{ConnId, Input, ListenerId, LocalEvent, TransportError, TransportEvent};
 use crate::time::Instant;
 
 /// The first bytes of every journal: a name and a format version.
-pub const MAGIC: &[u8; 16] = b"EREBUS-JOURNAL\x00\x01";
+pub const MAGIC: &[u8; 16] = b"EREBUS-JOURNAL\x00\x02";
 
 /// Appends `input` to a journal being written.
 pub fn encode(input: &Input<'_>, out: &mut Vec<u8>) {
     let (tag, rest): (u8, Option<(ConnId, Option<Field<'_>>)>) = match *input {
         Input::Timeout { .. } => (0, None),
         Input::Close { .. } => (1, None),
-        Input::Transport { event, .. } => match event {
-            TransportEvent::Connected => (2, None),
-            TransportEvent::Data(bytes) => {
-                out.push(3);
-                out.extend_from_slice(&input.now().as_micros().to_be_bytes());
-                put_bytes(bytes, out);
-                return;
+        Input::Transport { event, .. } => {
+            let now = input.now().as_micros().to_be_bytes();
+            match event {
+                TransportEvent::Connected { remote } => {
+                    out.push(2);
+                    out.extend_from_slice(&now);
+                    put_addr(remote, out);
+                }
+                TransportEvent::Data { from, bytes } => {
+                    out.push(3);
+                    out.extend_from_slice(&now);
+                    put_addr(from, out);
+                    put_bytes(bytes, out);
+                }
+                TransportEvent::Closed { error } => {
+                    out.push(4);
+                    out.extend_from_slice(&now);
+                    out.push(error.code());
+                }
             }
-            TransportEvent::Closed => (4, None),
-        },
+            return;
+        }
         Input::Local { conn, event, .. } => match event {
             LocalEvent::Accepted { listener } => (5, Some((conn, Some(Field::Listener(listener))))),
             LocalEvent::Data(bytes) => (6, Some((conn, Some(Field::Bytes(bytes))))),
@@ -74,6 +90,20 @@ enum Field<'a> {
     Bytes(&'a [u8]),
 }
 
+fn put_addr(addr: SocketAddr, out: &mut Vec<u8>) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&addr.port().to_be_bytes());
+}
+
 fn put_bytes(bytes: &[u8], out: &mut Vec<u8>) {
     // Inputs are bounded by socket reads, far below 4 GiB; saturate rather than wrap.
     let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
@@ -98,6 +128,11 @@ pub enum JournalError {
         /// The tag found.
         tag: u8,
     },
+    /// A socket address with a family byte other than 4 or 6.
+    BadAddress {
+        /// Where the record starts.
+        offset: usize,
+    },
 }
 
 impl fmt::Display for JournalError {
@@ -107,6 +142,12 @@ impl fmt::Display for JournalError {
             Self::Truncated { offset } => write!(f, "journal record at byte {offset} is truncated"),
             Self::UnknownTag { offset, tag } => {
                 write!(f, "journal record at byte {offset} has unknown tag {tag}")
+            }
+            Self::BadAddress { offset } => {
+                write!(
+                    f,
+                    "journal record at byte {offset} has a bad socket address"
+                )
             }
         }
     }
@@ -164,6 +205,26 @@ impl<'a> JournalReader<'a> {
         Ok(u32::from_be_bytes(raw))
     }
 
+    fn addr(&mut self, record: usize) -> Result<SocketAddr, JournalError> {
+        let family = self.take(1, record)?.first().copied().unwrap_or_default();
+        let ip = match family {
+            4 => {
+                let mut raw = [0; 4];
+                raw.copy_from_slice(self.take(4, record)?);
+                IpAddr::V4(Ipv4Addr::from(raw))
+            }
+            6 => {
+                let mut raw = [0; 16];
+                raw.copy_from_slice(self.take(16, record)?);
+                IpAddr::V6(Ipv6Addr::from(raw))
+            }
+            _ => return Err(JournalError::BadAddress { offset: record }),
+        };
+        let mut port = [0; 2];
+        port.copy_from_slice(self.take(2, record)?);
+        Ok(SocketAddr::new(ip, u16::from_be_bytes(port)))
+    }
+
     fn bytes(&mut self, record: usize) -> Result<&'a [u8], JournalError> {
         let len = self.u32(record)? as usize;
         self.take(len, record)
@@ -178,16 +239,29 @@ impl<'a> JournalReader<'a> {
             1 => Input::Close { now },
             2 => Input::Transport {
                 now,
-                event: TransportEvent::Connected,
+                event: TransportEvent::Connected {
+                    remote: self.addr(record)?,
+                },
             },
-            3 => Input::Transport {
-                now,
-                event: TransportEvent::Data(self.bytes(record)?),
-            },
-            4 => Input::Transport {
-                now,
-                event: TransportEvent::Closed,
-            },
+            3 => {
+                let from = self.addr(record)?;
+                Input::Transport {
+                    now,
+                    event: TransportEvent::Data {
+                        from,
+                        bytes: self.bytes(record)?,
+                    },
+                }
+            }
+            4 => {
+                let code = self.take(1, record)?.first().copied().unwrap_or_default();
+                Input::Transport {
+                    now,
+                    event: TransportEvent::Closed {
+                        error: TransportError::from_code(code),
+                    },
+                }
+            }
             5..=10 => {
                 let conn = ConnId(self.u64(record)?);
                 let event = match tag {
@@ -236,11 +310,16 @@ mod tests {
             Input::Timeout { now: t(1) },
             Input::Transport {
                 now: t(2),
-                event: TransportEvent::Connected,
+                event: TransportEvent::Connected {
+                    remote: "192.0.2.1:1194".parse().unwrap(),
+                },
             },
             Input::Transport {
                 now: t(3),
-                event: TransportEvent::Data(b"\x38datagram"),
+                event: TransportEvent::Data {
+                    from: "[2001:db8::1]:4500".parse().unwrap(),
+                    bytes: b"\x38datagram",
+                },
             },
             Input::Local {
                 now: t(4),
@@ -276,10 +355,24 @@ mod tests {
             },
             Input::Transport {
                 now: t(10),
-                event: TransportEvent::Closed,
+                event: TransportEvent::Closed {
+                    error: TransportError::Unresolved,
+                },
             },
             Input::Close { now: t(u64::MAX) },
         ]
+    }
+
+    #[test]
+    fn a_bad_address_family_is_an_error() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(2);
+        bytes.extend_from_slice(&[0; 8]);
+        bytes.extend_from_slice(&[5, 1, 2, 3, 4, 0, 1]);
+        assert_eq!(
+            JournalReader::new(&bytes).unwrap().next(),
+            Some(Err(JournalError::BadAddress { offset: 16 }))
+        );
     }
 
     #[test]
@@ -325,6 +418,7 @@ mod tests {
         let mut huge = MAGIC.to_vec();
         huge.push(3);
         huge.extend_from_slice(&[0; 8]);
+        huge.extend_from_slice(&[4, 192, 0, 2, 1, 0, 53]);
         huge.extend_from_slice(&u32::MAX.to_be_bytes());
         assert!(matches!(
             JournalReader::new(&huge).unwrap().next(),

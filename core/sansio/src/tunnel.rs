@@ -16,8 +16,10 @@
 
 use core::fmt;
 use core::ops::Range;
+use core::time::Duration;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::io::TransportError;
 use crate::time::Instant;
 
 /// How the outer packets travel to the server.
@@ -30,13 +32,51 @@ pub enum TransportKind {
     TcpLengthPrefixed,
 }
 
-/// Where and how the driver must connect for a tunnel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+impl TransportKind {
+    /// `udp` or `tcp`, as a profile writes it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::TcpLengthPrefixed => "tcp",
+        }
+    }
+}
+
+/// Where and how the driver must connect for one attempt of a tunnel.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TransportSpec {
-    /// The server's address, already resolved.
-    pub remote: SocketAddr,
+    /// Which attempt this is. A new value means a new socket, even to the same server: the
+    /// driver closes the old one and opens another (with a new source port).
+    pub attempt: u64,
+    /// The server's host name or address literal, as the configuration gives it. The driver
+    /// resolves it for every attempt, so a server whose address changes is found again.
+    pub host: String,
+    /// The server's port.
+    pub port: u16,
     /// Datagrams or a framed stream.
     pub kind: TransportKind,
+}
+
+impl TransportSpec {
+    /// A spec for attempt 0 to an address already known (tests, tools with a fixed server).
+    pub fn to_addr(remote: SocketAddr, kind: TransportKind) -> Self {
+        Self {
+            attempt: 0,
+            host: remote.ip().to_string(),
+            port: remote.port(),
+            kind,
+        }
+    }
+}
+
+impl fmt::Display for TransportSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{} ({})", self.host, self.port, self.kind.name())
+        } else {
+            write!(f, "{}:{} ({})", self.host, self.port, self.kind.name())
+        }
+    }
 }
 
 /// Bytes a tunnel needs around an inner packet to encapsulate it in place.
@@ -108,10 +148,21 @@ pub enum Fault {
     PeerMisbehaved,
     /// The server speaks something we do not (cipher, protocol version).
     PeerIncompatible,
-    /// The server stopped answering.
+    /// The server stopped answering, or could not be reached.
     Timeout,
-    /// The server or the user closed the session in an orderly way.
+    /// The server or the user closed the session in an orderly way. A supervisor starts over
+    /// unless the user asked for the close.
     Closed,
+    /// The server ended the session and told the client not to come back (OpenVPN's `HALT`).
+    Halted,
+}
+
+impl Fault {
+    /// Whether starting a new session may help: not for faults in our configuration or
+    /// credentials, an incompatible server, or a server that told us to stay away.
+    pub const fn is_retryable(self) -> bool {
+        matches!(self, Self::PeerMisbehaved | Self::Timeout | Self::Closed)
+    }
 }
 
 /// Why a session ended or restarts.
@@ -143,11 +194,19 @@ impl fmt::Display for Failure {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TunnelEvent {
+    /// A connection attempt to this server starts (a supervisor's event).
+    Connecting(TransportSpec),
     /// Inner packets can flow, with this configuration. May repeat with a new configuration
     /// after a reconnect.
     Up(TunnelConfig),
-    /// The session was lost and the tunnel is starting over by itself.
-    Reconnecting(Failure),
+    /// The session was lost, or an attempt failed; the tunnel starts over by itself in
+    /// `retry_in` (a supervisor's event).
+    Reconnecting {
+        /// Why.
+        reason: Failure,
+        /// How long until the next attempt.
+        retry_in: Duration,
+    },
     /// The session is over for good.
     Down(Failure),
 }
@@ -246,6 +305,8 @@ pub struct TunnelConfig {
     pub search_domains: Vec<String>,
     /// The largest inner packet the tunnel carries, in bytes.
     pub mtu: u16,
+    /// The data-channel cipher in use, by its protocol name, for status lines.
+    pub cipher: Option<String>,
 }
 
 impl TunnelConfig {
@@ -282,7 +343,9 @@ impl TunnelConfig {
 ///
 /// Method groups, in the order a caller uses them:
 /// - getters: [`transport`](Self::transport), [`overhead`](Self::overhead);
-/// - input: [`decapsulate`](Self::decapsulate) for each outer packet from the server,
+/// - input: [`transport_connected`](Self::transport_connected) and
+///   [`transport_closed`](Self::transport_closed) for the socket's fate,
+///   [`decapsulate`](Self::decapsulate) for each outer packet from the server,
 ///   [`handle_timeout`](Self::handle_timeout) when the deadline passes, and
 ///   [`encapsulate`](Self::encapsulate) for each inner packet to send;
 /// - output: [`poll_transmit`](Self::poll_transmit) until `None`, then
@@ -292,11 +355,19 @@ impl TunnelConfig {
 /// Every input carries `now`; time never goes backwards (a `now` earlier than one already seen
 /// is treated as that one). Calling `handle_timeout` early or twice is harmless.
 pub trait Tunnel {
-    /// How to reach the server.
-    fn transport(&self) -> TransportSpec;
+    /// The transport the tunnel wants open now, or `None` (between attempts, or once down).
+    fn transport(&self) -> Option<&TransportSpec>;
 
     /// Room to reserve around an inner packet for [`Tunnel::encapsulate`].
     fn overhead(&self) -> Overhead;
+
+    /// The transport of the current [`transport`](Self::transport) attempt is open, to
+    /// `remote`. Nothing is sent before this.
+    fn transport_connected(&mut self, now: Instant, remote: SocketAddr);
+
+    /// The transport of the current attempt failed or was closed by the server. A session
+    /// reports [`TunnelEvent::Down`]; a supervisor starts over.
+    fn transport_closed(&mut self, now: Instant, error: TransportError);
 
     /// Processes one outer packet from the server, decrypting it in place in `packet`.
     ///
@@ -344,12 +415,20 @@ pub trait Tunnel {
 
 /// A boxed tunnel is a tunnel, so a program can pick the protocol at run time.
 impl<T: Tunnel + ?Sized> Tunnel for Box<T> {
-    fn transport(&self) -> TransportSpec {
+    fn transport(&self) -> Option<&TransportSpec> {
         (**self).transport()
     }
 
     fn overhead(&self) -> Overhead {
         (**self).overhead()
+    }
+
+    fn transport_connected(&mut self, now: Instant, remote: SocketAddr) {
+        (**self).transport_connected(now, remote);
+    }
+
+    fn transport_closed(&mut self, now: Instant, error: TransportError) {
+        (**self).transport_closed(now, error);
     }
 
     fn decapsulate(&mut self, now: Instant, packet: &mut [u8]) -> Result<Decapsulated, DropReason> {

@@ -57,8 +57,8 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     let session = Session::new(args)?;
     let mut driver = SmolDriver::new(session.client, session.clock, Vec::new())?;
     driver.on_event(|event| {
-        if let Event::Reconnecting(failure) = event {
-            eprintln!("hyper_client: reconnecting: {failure}");
+        if let Event::Reconnecting { reason, retry_in } = event {
+            eprintln!("hyper_client: reconnecting in {retry_in:?}: {reason}");
         }
     });
     let connector = driver.connector(session.internal);

@@ -8,8 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use erebus::Clock;
 use erebus::connector::add_internal_listener;
-use erebus::profile::LoadedProfile;
-use erebus::session::{AnyTunnel, build_tunnel, first_connection, resolve_remote};
+use erebus::session::{ConfigFile, SessionClient};
 use erebus_client::{Client, ClientConfig};
 use erebus_net::tcp::TcpConfig;
 use erebus_proxy::ProxyConfig;
@@ -19,7 +18,7 @@ use erebus_sansio::io::ListenerId;
 /// runs in this process. The page goes to stdout, the status line to stderr.
 #[derive(Parser, Debug)]
 pub(crate) struct Args {
-    /// The OpenVPN profile (.ovpn) to connect with.
+    /// The VPN configuration (an OpenVPN profile) to connect with.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: PathBuf,
     /// A DNS server inside the tunnel to resolve names with, instead of those the tunnel
@@ -36,7 +35,7 @@ pub(crate) struct Args {
 
 /// A client ready for a driver, and the listener id of its internal front end.
 pub(crate) struct Session {
-    pub(crate) client: Client<AnyTunnel>,
+    pub(crate) client: SessionClient,
     pub(crate) internal: ListenerId,
     pub(crate) clock: Clock,
 }
@@ -45,28 +44,23 @@ impl Session {
     /// Loads the profile and builds the client. Only the VPN server's own name uses the
     /// host's resolver.
     pub(crate) fn new(args: &Args) -> anyhow::Result<Self> {
-        let loaded = LoadedProfile::load(&args.config)?;
-        for warning in &loaded.warnings {
-            tracing::warn!(
-                "{}: line {}: {}: {}",
-                loaded.path.display(),
-                warning.line,
-                warning.directive,
-                warning.message
-            );
-        }
-        let connection = first_connection(&loaded)?;
-        let remote = resolve_remote(connection)?;
-        let seed = erebus::os_seed()?;
+        let config = ConfigFile::read(&args.config)?;
         let clock = Clock::start();
-        let tunnel = build_tunnel(&loaded, connection, remote, &seed, &clock, clock.now())
+        let plan = config
+            .plan(None, clock.wall_clock())
             .context("cannot set up the tunnel")?;
+        for warning in &plan.warnings {
+            tracing::warn!("{warning}");
+        }
+        let seed = erebus::os_seed()?;
+        let tunnel = plan.start(&seed.child("session"), clock.wall_clock(), clock.now());
         let mut config = ClientConfig {
             // No listening socket: only the front end connectors hand their streams to.
             listeners: Vec::new(),
             proxy: ProxyConfig::default(),
             tcp: TcpConfig::default(),
             dns_servers: args.dns.clone(),
+            tunnel_wait: ClientConfig::DEFAULT_TUNNEL_WAIT,
         };
         let internal = add_internal_listener(&mut config);
         let client = Client::new(tunnel, config, &seed.child("client"), clock.now());

@@ -11,17 +11,16 @@ use std::time::Duration;
 
 use clap::Parser;
 use erebus::mio_driver::MioDriver;
-use erebus::ping::PingProbe;
-use erebus::profile::LoadedProfile;
-use erebus::session::{SetupError, build_tunnel, first_connection, resolve_remote};
+use erebus::session::{ConfigFile, SetupError};
 use erebus::{Clock, os_seed};
+use erebus_client::ping::PingProbe;
 use erebus_sansio::tunnel::Fault;
 
 /// Pings an address inside the VPN tunnel a profile opens.
 #[derive(Parser, Debug)]
 #[command(name = "erebus-ping", version)]
 struct Args {
-    /// The OpenVPN profile (.ovpn) to connect with.
+    /// The VPN configuration (an OpenVPN profile) to connect with.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
     /// How many echo requests to send.
@@ -49,12 +48,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<ExitCode, SetupError> {
-    let loaded = LoadedProfile::load(&args.config).map_err(|e| SetupError::Config(e.into()))?;
-    let connection = first_connection(&loaded)?;
-    let remote = resolve_remote(connection)?;
-    let seed = os_seed().map_err(SetupError::Config)?;
+    let config = ConfigFile::read(&args.config)?;
     let clock = Clock::start();
-    let tunnel = build_tunnel(&loaded, connection, remote, &seed, &clock, clock.now())?;
+    let plan = config.plan(None, clock.wall_clock())?;
+    let seed = os_seed().map_err(|e| SetupError(e.to_string()))?;
+    let tunnel = plan.start(&seed.child("session"), clock.wall_clock(), clock.now());
     let interval = Duration::from_secs_f64(args.interval.clamp(0.01, 3600.0));
     let wait = Duration::from_secs_f64(args.wait.clamp(0.0, 3600.0));
     let ident = seed.child("ping").rng().next_u32() as u16;
@@ -68,10 +66,10 @@ fn run(args: &Args) -> Result<ExitCode, SetupError> {
         clock.now(),
     );
     let mut driver = MioDriver::new(probe, clock, Vec::new())
-        .map_err(|e| SetupError::Config(anyhow::anyhow!("cannot start the event loop: {e}")))?;
+        .map_err(|e| SetupError(format!("cannot start the event loop: {e}")))?;
     let outcome = driver
         .run()
-        .map_err(|e| SetupError::Config(anyhow::anyhow!("event loop failed: {e}")))?;
+        .map_err(|e| SetupError(format!("event loop failed: {e}")))?;
     for reply in driver.machine().replies() {
         println!(
             "reply from {}: icmp_seq={} time={:.2} ms",

@@ -16,20 +16,22 @@ use erebus_sansio::{Driven, Instant};
 /// Relays local bytes to the transport and transport bytes to the newest local connection.
 pub(crate) struct Relay {
     spec: TransportSpec,
+    remote: SocketAddr,
     conn: Option<ConnId>,
     queued: VecDeque<Vec<u8>>,
     to_local: VecDeque<Vec<u8>>,
     ticks: u32,
     next_tick: Instant,
     closed: bool,
-    /// Whether the transport reported `Connected` (stream transports only).
+    /// Whether the transport reported `Connected`, to the echo server's address.
     pub(crate) connected: bool,
 }
 
 impl Relay {
     pub(crate) fn new(remote: SocketAddr, kind: TransportKind) -> Self {
         Self {
-            spec: TransportSpec { remote, kind },
+            spec: TransportSpec::to_addr(remote, kind),
+            remote,
             conn: None,
             queued: VecDeque::new(),
             to_local: VecDeque::new(),
@@ -46,8 +48,8 @@ impl Relay {
 }
 
 impl Driven for Relay {
-    fn transport(&self) -> Option<TransportSpec> {
-        Some(self.spec)
+    fn transport(&self) -> Option<&TransportSpec> {
+        Some(&self.spec)
     }
 
     fn handle_input(&mut self, input: Input<'_>) -> Result<(), InputError> {
@@ -60,9 +62,11 @@ impl Driven for Relay {
             }
             Input::Close { .. } => self.closed = true,
             Input::Transport { event, .. } => match event {
-                TransportEvent::Connected => self.connected = true,
-                TransportEvent::Data(bytes) => self.to_local.push_back(bytes.to_vec()),
-                TransportEvent::Closed => {}
+                TransportEvent::Connected { remote } => {
+                    self.connected = remote == self.remote;
+                }
+                TransportEvent::Data { bytes, .. } => self.to_local.push_back(bytes.to_vec()),
+                TransportEvent::Closed { .. } => {}
             },
             Input::Local { conn, event, .. } => match event {
                 LocalEvent::Accepted { .. } => self.conn = Some(conn),
@@ -81,10 +85,15 @@ impl Driven for Relay {
                 "closed on request",
             )));
         }
-        if let Some(bytes) = self.queued.pop_front() {
+        if self.connected
+            && let Some(bytes) = self.queued.pop_front()
+        {
             let n = bytes.len().min(buf.len());
             buf[..n].copy_from_slice(&bytes[..n]);
-            return Output::Transmit(&buf[..n]);
+            return Output::Transmit {
+                to: self.remote,
+                bytes: &buf[..n],
+            };
         }
         if let (Some(conn), Some(bytes)) = (self.conn, self.to_local.pop_front()) {
             let n = bytes.len().min(buf.len());
@@ -149,7 +158,7 @@ pub(crate) fn replay(journal: &[u8], machine: &mut impl Driven) -> Vec<Vec<u8>> 
         machine.handle_input(input.unwrap()).unwrap();
         loop {
             match machine.poll_output(&mut buf) {
-                Output::Transmit(bytes) => sent.push(bytes.to_vec()),
+                Output::Transmit { bytes, .. } => sent.push(bytes.to_vec()),
                 Output::Timeout(_) => break,
                 _ => {}
             }

@@ -777,9 +777,15 @@ fn write_status(pipes: &mut Pipes, status: Status, detail: &str, close: bool) {
     } else {
         ""
     };
+    // The tunnel is the only reason for a 503: it reconnects by itself, so say when to retry.
+    let retry = if status == Status::ServiceUnavailable {
+        "Retry-After: 5\r\n"
+    } else {
+        ""
+    };
     let connection = if close { "Connection: close\r\n" } else { "" };
     let text = format!(
-        "HTTP/1.1 {status}\r\n{challenge}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {body_len}\r\n{connection}\r\n{detail}\n"
+        "HTTP/1.1 {status}\r\n{challenge}{retry}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {body_len}\r\n{connection}\r\n{detail}\n"
     );
     pipes.send_client(text.as_bytes());
 }

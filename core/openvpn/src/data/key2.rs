@@ -54,6 +54,17 @@ impl DataCipher {
         })
     }
 
+    /// The cipher as OpenVPN logs it: `AES-256-GCM`, or `AES-256-CBC/SHA256` for CBC with
+    /// its HMAC.
+    pub fn label(self) -> String {
+        match self {
+            Self::Aead(alg) => alg.openvpn_name().to_owned(),
+            Self::CbcHmac { cipher, auth } => {
+                format!("{}/{}", cipher.openvpn_name(), auth.openvpn_name())
+            }
+        }
+    }
+
     /// Bytes the layout adds in front of the payload, not counting the header and the framing.
     pub const fn headroom(self) -> usize {
         match self {

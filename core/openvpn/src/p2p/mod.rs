@@ -22,17 +22,15 @@
 //! # Restarts
 //!
 //! Where OpenVPN restarts its process state (`SIGUSR1` after ping-restart or the peer's exit),
-//! the session reports [`TunnelEvent::Reconnecting`] with [`Fault::Timeout`] or
-//! [`Fault::Closed`], starts a fresh replay window and packet-id counter (with a later time, so
-//! the peer accepts id 1 again), sends the start-up ping again and reports [`TunnelEvent::Up`]
-//! with the same configuration: a p2p tunnel needs no handshake to come back. Over TCP the layer
-//! above should reopen its connection when it sees `Reconnecting`.
+//! the session ends with [`TunnelEvent::Down`] and [`Fault::Timeout`] or [`Fault::Closed`]. A
+//! supervisor builds the next session, on a new socket: its packet ids start at 1 again with a
+//! later time, which the peer accepts.
 //!
 //! # TCP
 //!
 //! Outer packets are the same for UDP and TCP. Over TCP the layer above frames them with
-//! [`StreamFramer`](crate::packet::StreamFramer), which needs two more bytes of headroom than
-//! [`Tunnel::overhead`] reports.
+//! a 16-bit length prefix (the client's `framing` module, shared by every protocol), which
+//! needs two more bytes of headroom than [`Tunnel::overhead`] reports.
 
 #[cfg(test)]
 mod capture_tests;
@@ -44,6 +42,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
 
+use erebus_sansio::io::TransportError;
 use erebus_sansio::tunnel::{
     Decapsulated, DropReason, Failure, Fault, IpNet, Overhead, TransportKind, TransportSpec,
     TunnelEvent,
@@ -315,15 +314,20 @@ impl P2pSession {
             ipv4: Some(IpNet::host(IpAddr::V4(config.local_ip))),
             gateway: Some(IpAddr::V4(config.remote_ip)),
             mtu: config.tun_mtu,
+            cipher: Some(match &config.mode {
+                P2pMode::Plaintext => "none (plaintext)".to_owned(),
+                P2pMode::StaticKey(mode) => format!(
+                    "{}/{} (static key)",
+                    mode.cipher.openvpn_name(),
+                    mode.auth.openvpn_name()
+                ),
+            }),
             ..TunnelConfig::default()
         };
         let mut events = VecDeque::new();
         events.push_back(TunnelEvent::Up(tunnel_config.clone()));
         Ok(Self {
-            transport: TransportSpec {
-                remote: config.remote,
-                kind: config.transport,
-            },
+            transport: TransportSpec::to_addr(config.remote, config.transport),
             options: config.options_string(false),
             expected_peer_options: config.options_string(true),
             tunnel_config,
@@ -386,19 +390,15 @@ impl P2pSession {
         self.now
     }
 
-    /// OpenVPN's `SIGUSR1` restart, for a tunnel that needs no handshake to come back.
+    /// Where OpenVPN restarts (`SIGUSR1`): this session is over, and a supervisor starts the
+    /// next one.
     fn restart(&mut self, failure: Failure) {
-        self.events.push_back(TunnelEvent::Reconnecting(failure));
-        self.data.restart();
-        self.last_sent = None;
-        self.last_received = self.now;
-        self.next_occ_request = Some(self.now + OCC_INTERVAL);
-        self.occ_requests = 0;
-        self.occ_reply_pending = false;
-        self.peer_options_match = None;
+        if self.state == State::Down {
+            return;
+        }
+        self.state = State::Down;
         self.stats.restarts += 1;
-        self.events
-            .push_back(TunnelEvent::Up(self.tunnel_config.clone()));
+        self.events.push_back(TunnelEvent::Down(failure));
     }
 
     fn ping_due(&self) -> Option<Instant> {
@@ -460,8 +460,17 @@ impl P2pSession {
 }
 
 impl Tunnel for P2pSession {
-    fn transport(&self) -> TransportSpec {
-        self.transport
+    fn transport(&self) -> Option<&TransportSpec> {
+        (self.state != State::Down).then_some(&self.transport)
+    }
+
+    fn transport_connected(&mut self, now: Instant, _remote: SocketAddr) {
+        self.advance(now);
+    }
+
+    fn transport_closed(&mut self, now: Instant, error: TransportError) {
+        self.advance(now);
+        self.restart(Failure::new(Fault::Timeout, error.to_string()));
     }
 
     fn overhead(&self) -> Overhead {

@@ -142,14 +142,16 @@ fn up_at_once_with_the_ifconfig_and_a_startup_ping() {
         ipv4: IpNet::new(IpAddr::V4(Ipv4Addr::new(10, 8, 0, 2)), 32),
         gateway: Some(IpAddr::V4(Ipv4Addr::new(10, 8, 0, 1))),
         mtu: 1500,
+        cipher: Some("AES-256-CBC/SHA256 (static key)".into()),
         ..TunnelConfig::default()
     };
     assert_eq!(up, vec![TunnelEvent::Up(expected.clone())]);
     assert!(expected.routes_to(IpAddr::V4(Ipv4Addr::new(10, 8, 0, 1))));
-    assert_eq!(client.transport().kind, TransportKind::Udp);
+    let transport = client.transport().unwrap();
+    assert_eq!(transport.kind, TransportKind::Udp);
     assert_eq!(
-        client.transport().remote,
-        SocketAddr::from(([192, 0, 2, 1], 1194))
+        (transport.host.as_str(), transport.port),
+        ("192.0.2.1", 1194)
     );
     assert_eq!(
         client.overhead(),
@@ -338,7 +340,7 @@ fn pings_every_interval_when_idle_and_occ_gives_up() {
 }
 
 #[test]
-fn ping_restart_reports_reconnecting_and_comes_back() {
+fn ping_restart_ends_the_session_and_the_next_one_is_accepted() {
     let (mut client, mut server) = pair();
     events(&mut client);
     for packet in transmit(&mut client, Instant::ZERO) {
@@ -358,23 +360,30 @@ fn ping_restart_reports_reconnecting_and_comes_back() {
     assert!(decapsulate(&mut client, secs(80), &bad).is_err());
     client.handle_timeout(secs(90));
     let restart = events(&mut client);
-    assert_eq!(restart.len(), 2);
-    match &restart[0] {
-        TunnelEvent::Reconnecting(failure) => {
+    match &restart[..] {
+        [TunnelEvent::Down(failure)] => {
             assert_eq!(failure.fault, Fault::Timeout);
             assert!(failure.message.contains("ping-restart"), "{failure}");
         }
-        other => panic!("expected Reconnecting, got {other:?}"),
+        other => panic!("expected Down, got {other:?}"),
     }
-    assert!(matches!(restart[1], TunnelEvent::Up(_)));
+    assert!(client.is_down());
+    assert_eq!(client.transport(), None);
     assert_eq!(client.stats().restarts, 1);
-    // After the restart: a start-up ping again, with packet id 1 and a later time, which the
-    // server (still holding the old window) accepts.
-    let again = transmit(&mut client, secs(90));
+    // The next session, as a supervisor builds it: a start-up ping again, with packet id 1
+    // and a later time, which the server (still holding the old window) accepts.
+    let mut next = P2pSession::new(
+        config(false, mode(KeyDirection::Inverse)),
+        &Seed::from_byte(3),
+        secs(90),
+    )
+    .unwrap();
+    events(&mut next);
+    let again = transmit(&mut next, secs(90));
     assert_eq!(again.len(), 1);
     assert_eq!(decapsulate(&mut server, secs(90), &again[0]), Ok(None));
-    assert_eq!(client.data_channel().last_sent().map(|p| p.id), Some(1));
-    let data = encapsulate(&mut client, secs(91), &ip_packet(50, 9));
+    assert_eq!(next.data_channel().last_sent().map(|p| p.id), Some(1));
+    let data = encapsulate(&mut next, secs(91), &ip_packet(50, 9));
     assert_eq!(
         decapsulate(&mut server, secs(91), &data),
         Ok(Some(ip_packet(50, 9)))
@@ -417,11 +426,12 @@ fn close_sends_exit_notifications_then_goes_down() {
         decapsulate(&mut client, secs(8), &[0u8; 80]),
         Err(DropReason::NotReady)
     );
-    // The server takes the exit as the peer leaving and restarts.
+    // The server takes the exit as the peer leaving: its session ends, for a supervisor to
+    // start the next.
     assert_eq!(decapsulate(&mut server, secs(5), &exits[0].1), Ok(None));
     let restart = events(&mut server);
     assert!(
-        matches!(&restart[..], [TunnelEvent::Reconnecting(f), TunnelEvent::Up(_)] if f.fault == Fault::Closed),
+        matches!(&restart[..], [TunnelEvent::Down(f)] if f.fault == Fault::Closed),
         "{restart:?}"
     );
 }

@@ -54,8 +54,8 @@
 //! # TCP
 //!
 //! Outer packets are the same over TCP; the layer above frames them with
-//! [`StreamFramer`](crate::packet::StreamFramer), which needs two more bytes of headroom than
-//! [`Tunnel::overhead`] reports. The reliability layer still acknowledges and retransmits, as
+//! a 16-bit length prefix (the client's `framing` module, shared by every protocol), which
+//! needs two more bytes of headroom than [`Tunnel::overhead`] reports. The reliability layer still acknowledges and retransmits, as
 //! OpenVPN does.
 
 #[cfg(test)]
@@ -70,6 +70,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
+use erebus_sansio::io::TransportError;
 use erebus_sansio::tunnel::{
     Decapsulated, DropReason, Failure, Fault, Overhead, TransportKind, TransportSpec, TunnelEvent,
 };
@@ -127,6 +128,9 @@ pub struct TlsConfig {
     pub client_credentials: Option<ClientCredentials>,
     /// The username and password of `auth-user-pass`, when the profile asks for them.
     pub user_pass: Option<Credentials>,
+    /// A token the server pushed (`auth-token`) in an earlier session to the same profile: sent
+    /// instead of the password, as the stock client does after a reconnect.
+    pub auth_token: Option<SecretString>,
     /// Wall time, for certificate validity and the replay ids of wrapped control packets.
     pub wall_clock: WallClock,
     /// The peer-info text's parameters (`IV_VER`, `IV_PLAT`, `IV_PROTO`).
@@ -167,6 +171,7 @@ impl TlsConfig {
             policy,
             client_credentials: None,
             user_pass: None,
+            auth_token: None,
             wall_clock,
             peer_info: PeerInfoParams::default(),
             hand_window: DEFAULT_HAND_WINDOW,
@@ -449,10 +454,7 @@ impl TlsSession {
         let options = keymethod::options_string(&config.profile, config.connection_index);
         let peer_info = keymethod::peer_info(&config.profile, &config.peer_info);
         Ok(Self {
-            transport: TransportSpec {
-                remote: config.remote,
-                kind: config.transport,
-            },
+            transport: TransportSpec::to_addr(config.remote, config.transport),
             wrap: config.wrap,
             wall_time: provider.wall_time().clone(),
             tls_config,
@@ -460,7 +462,7 @@ impl TlsSession {
             rng,
             data_seed: seed.child("openvpn.data"),
             user_pass: config.user_pass,
-            auth_token: None,
+            auth_token: config.auth_token,
             options,
             peer_info,
             hand_window: config.hand_window,
@@ -566,6 +568,12 @@ impl TlsSession {
         &self.options
     }
 
+    /// The token the server pushed with `auth-token`, if any: give it to the next session
+    /// ([`TlsConfig::auth_token`]) so a reconnect does not ask for the password again.
+    pub fn auth_token(&self) -> Option<&SecretString> {
+        self.auth_token.as_ref()
+    }
+
     /// Whether data flows.
     pub fn is_up(&self) -> bool {
         self.phase == Phase::Up
@@ -605,7 +613,7 @@ impl TlsSession {
         if self.phase == Phase::Down {
             return;
         }
-        tracing::info!(fault = ?failure.fault, message = %failure.message, "session down");
+        tracing::debug!(fault = ?failure.fault, message = %failure.message, "session down");
         self.phase = Phase::Down;
         self.data.clear();
         if let Some(next) = self.next.take() {
@@ -902,7 +910,7 @@ impl TlsSession {
                 ),
             )),
             ServerMessage::Halt(message) => self.fail(Failure::new(
-                Fault::Closed,
+                Fault::Halted,
                 format!(
                     "the server ended the session for good (HALT{})",
                     message.map(|m| format!(": {m}")).unwrap_or_default()
@@ -966,6 +974,8 @@ impl TlsSession {
             ekm = negotiated.ekm,
             "tunnel up"
         );
+        let mut config = config;
+        config.cipher = Some(negotiated.data.cipher.label());
         self.tunnel_config = Some(config.clone());
         self.events.push_back(TunnelEvent::Up(config));
     }
@@ -1332,8 +1342,19 @@ impl TlsSession {
 }
 
 impl Tunnel for TlsSession {
-    fn transport(&self) -> TransportSpec {
-        self.transport
+    fn transport(&self) -> Option<&TransportSpec> {
+        (self.phase != Phase::Down).then_some(&self.transport)
+    }
+
+    fn transport_connected(&mut self, now: Instant, _remote: SocketAddr) {
+        self.advance(now);
+    }
+
+    /// Over TCP the session cannot go on without its stream; over UDP a failed socket is as
+    /// good as a silent server. Either way the session is over: a supervisor starts another.
+    fn transport_closed(&mut self, now: Instant, error: TransportError) {
+        self.advance(now);
+        self.fail(Failure::new(Fault::Timeout, error.to_string()));
     }
 
     /// The most any cipher the profile may negotiate needs, with the `P_DATA_V2` header and

@@ -654,16 +654,22 @@ fn tls_session_close_without_cc_exit_sends_occ_exit() {
 
 #[test]
 fn tls_session_server_restart_and_halt_end_the_session() {
-    for (message, expected) in [
-        ("RESTART,[N]server restarting", "RESTART: server restarting"),
-        ("HALT,maintenance", "HALT: maintenance"),
+    // RESTART asks for a new session (a supervisor starts one); HALT says not to come back.
+    for (message, expected, fault) in [
+        (
+            "RESTART,[N]server restarting",
+            "RESTART: server restarting",
+            Fault::Closed,
+        ),
+        ("HALT,maintenance", "HALT: maintenance", Fault::Halted),
     ] {
         let mut world = World::standard(Link::new(16), 16);
         world.connect();
         world.server.send_message(world.now, message);
         world.run_until(world.now + Duration::from_secs(5), |w| w.down().is_some());
         let failure = world.down().cloned().expect("down");
-        assert_eq!(failure.fault, Fault::Closed);
+        assert_eq!(failure.fault, fault);
+        assert_eq!(failure.fault.is_retryable(), fault == Fault::Closed);
         assert!(failure.message.contains(expected), "{failure}");
     }
 }

@@ -3,10 +3,9 @@
 //! the tunnel alone: handshake, encryption, framing and the server's routing.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use erebus_client::framing::{self, Deframer};
 use erebus_sansio::io::{Event, Input, InputError, Output, TransportEvent};
 use erebus_sansio::tunnel::{
     Decapsulated, Failure, Fault, TransportKind, TransportSpec, Tunnel, TunnelEvent,
@@ -15,6 +14,8 @@ use erebus_sansio::{Driven, Instant};
 use erebus_wire::IpProtocol;
 use erebus_wire::icmp::{IcmpPacket, IcmpRepr};
 use erebus_wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
+
+use crate::framing::{self, Deframer};
 
 /// The data every request carries, so a reply can be told from anything else.
 const PAYLOAD: &[u8] = b"erebus-ping-0123456789abcdef";
@@ -34,7 +35,9 @@ pub struct Reply {
 #[derive(Debug)]
 pub struct PingProbe<T> {
     tunnel: T,
-    transport: TransportSpec,
+    /// The attempt of the transport the inputs are about, and where it connected.
+    attempt: Option<u64>,
+    remote: Option<SocketAddr>,
     deframer: Deframer,
     rx: Vec<u8>,
     target: Ipv4Addr,
@@ -64,10 +67,10 @@ impl<T: Tunnel> PingProbe<T> {
         ident: u16,
         now: Instant,
     ) -> Self {
-        let transport = tunnel.transport();
         Self {
             tunnel,
-            transport,
+            attempt: None,
+            remote: None,
             deframer: Deframer::default(),
             rx: vec![0; 65_535],
             target,
@@ -94,6 +97,29 @@ impl<T: Tunnel> PingProbe<T> {
     /// How many requests went out.
     pub fn requests_sent(&self) -> u16 {
         self.next_seq - 1
+    }
+
+    fn kind(&self) -> TransportKind {
+        self.tunnel
+            .transport()
+            .map_or(TransportKind::Udp, |spec| spec.kind)
+    }
+
+    fn frame_len(&self) -> usize {
+        match self.kind() {
+            TransportKind::Udp => 0,
+            TransportKind::TcpLengthPrefixed => 2,
+        }
+    }
+
+    /// Forgets the old transport when the tunnel asks for another.
+    fn sync_transport(&mut self) {
+        let attempt = self.tunnel.transport().map(|spec| spec.attempt);
+        if attempt != self.attempt {
+            self.attempt = attempt;
+            self.remote = None;
+            self.deframer.reset();
+        }
     }
 
     /// Handles the decrypted inner packet at `rx[range]` (both transports decrypt in `rx`).
@@ -167,10 +193,7 @@ impl<T: Tunnel> PingProbe<T> {
             payload_len: icmp.buffer_len(),
             ttl: 64,
         };
-        let frame = match self.transport.kind {
-            TransportKind::Udp => 0,
-            TransportKind::TcpLengthPrefixed => 2,
-        };
+        let frame = self.frame_len();
         let start = frame + self.tunnel.overhead().headroom;
         let end = start + ip.buffer_len();
         let inner = buf.get_mut(start..end)?;
@@ -198,12 +221,16 @@ impl<T: Tunnel> PingProbe<T> {
 }
 
 impl<T: Tunnel> Driven for PingProbe<T> {
-    fn transport(&self) -> Option<TransportSpec> {
-        (!self.finished).then_some(self.transport)
+    fn transport(&self) -> Option<&TransportSpec> {
+        if self.finished {
+            return None;
+        }
+        self.tunnel.transport()
     }
 
     fn handle_input(&mut self, input: Input<'_>) -> Result<(), InputError> {
         self.now = self.now.max(input.now());
+        self.sync_transport();
         match input {
             Input::Timeout { .. } => self.tunnel.handle_timeout(self.now),
             Input::Close { .. } => {
@@ -211,9 +238,22 @@ impl<T: Tunnel> Driven for PingProbe<T> {
                 self.wait = Duration::ZERO;
             }
             Input::Transport {
-                event: TransportEvent::Data(bytes),
+                event: TransportEvent::Connected { remote },
                 ..
-            } => match self.transport.kind {
+            } => {
+                if self.remote.is_none() {
+                    self.remote = Some(remote);
+                    self.tunnel.transport_connected(self.now, remote);
+                }
+            }
+            Input::Transport {
+                event: TransportEvent::Data { from, .. },
+                ..
+            } if self.remote != Some(from) => {}
+            Input::Transport {
+                event: TransportEvent::Data { bytes, .. },
+                ..
+            } => match self.kind() {
                 TransportKind::Udp => {
                     if let Some(packet) = self.rx.get_mut(..bytes.len()) {
                         packet.copy_from_slice(bytes);
@@ -240,16 +280,13 @@ impl<T: Tunnel> Driven for PingProbe<T> {
                 }
             },
             Input::Transport {
-                event: TransportEvent::Closed,
+                event: TransportEvent::Closed { error },
                 ..
             } => {
-                self.events.push(Event::Down(Failure::new(
-                    Fault::Timeout,
-                    "the transport to the server closed",
-                )));
-                self.finished = true;
+                self.remote = None;
+                self.tunnel.transport_closed(self.now, error);
             }
-            Input::Transport { .. } | Input::Local { .. } => {}
+            Input::Local { .. } => {}
         }
         Ok(())
     }
@@ -268,10 +305,11 @@ impl<T: Tunnel> Driven for PingProbe<T> {
                 _ => {}
             }
         }
-        let frame = match self.transport.kind {
-            TransportKind::Udp => 0,
-            TransportKind::TcpLengthPrefixed => 2,
+        self.sync_transport();
+        let Some(to) = self.remote else {
+            return Output::Timeout(self.deadline());
         };
+        let frame = self.frame_len();
         let control = match buf.get_mut(frame..) {
             Some(room) => self.tunnel.poll_transmit(self.now, room),
             None => None,
@@ -281,7 +319,10 @@ impl<T: Tunnel> Driven for PingProbe<T> {
                 if frame > 0 && framing::write_prefix(buf, len).is_none() {
                     return Output::Timeout(Some(self.now));
                 }
-                return Output::Transmit(buf.get(..frame + len).unwrap_or_default());
+                return Output::Transmit {
+                    to,
+                    bytes: buf.get(..frame + len).unwrap_or_default(),
+                };
             }
             Some(Err(needed)) => {
                 return Output::BufferTooSmall {
@@ -295,12 +336,21 @@ impl<T: Tunnel> Driven for PingProbe<T> {
             && self.now >= self.next_send
             && let Some(range) = self.request(buf)
         {
-            return Output::Transmit(buf.get(range).unwrap_or_default());
+            return Output::Transmit {
+                to,
+                bytes: buf.get(range).unwrap_or_default(),
+            };
         }
         self.finish_if_done();
         if let Some(event) = self.events.pop() {
             return Output::Event(event);
         }
+        Output::Timeout(self.deadline())
+    }
+}
+
+impl<T: Tunnel> PingProbe<T> {
+    fn deadline(&self) -> Option<Instant> {
         let mut deadline = self.tunnel.poll_timeout().map(|(t, _)| t);
         let ping_deadline = if self.requests_sent() < self.count {
             self.next_send
@@ -308,6 +358,6 @@ impl<T: Tunnel> Driven for PingProbe<T> {
             self.next_send + self.wait
         };
         deadline = Some(deadline.map_or(ping_deadline, |d| d.min(ping_deadline)));
-        Output::Timeout(deadline.map(|d| d.max(self.now)))
+        deadline.map(|d| d.max(self.now))
     }
 }

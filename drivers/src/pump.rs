@@ -1,0 +1,447 @@
+//! The part of every driver that does not depend on the runtime: feeding one input, draining
+//! the machine to its deadline, recording, following the session's events, and keeping the
+//! transport in step with what the machine asks for.
+//!
+//! A runtime supplies an [`Io`]: the sockets, and nothing else. It tells the [`Pump`] what
+//! happened ([`Pump::accepted`], [`Pump::local_data`], [`Pump::transport_data`], ...) with the
+//! time from its [`Clock`], and the pump turns every [`Output`] into a call on the `Io`. The
+//! mio and smol drivers are each a loop around a pump; another event loop is one more `Io`
+//! (see `drivers/examples/blocking_loop.rs`).
+//!
+//! # Local writes
+//!
+//! A local connection is reported [`LocalEvent::WriteBlocked`] when more than
+//! [`LOCAL_WRITE_HIGH_WATER`] bytes wait behind its socket after a drain, and
+//! [`LocalEvent::Writable`] once the runtime says all of them were written
+//! ([`Pump::local_flushed`]). The meaning is the same under every runtime.
+//!
+//! # The transport
+//!
+//! After every drain the pump compares the machine's [`Driven::transport`] attempt with the
+//! one the `Io` was last asked for; when it changed, it calls [`Io::open_transport`] (which
+//! closes the old socket and starts opening the new one) or [`Io::close_transport`]. The
+//! runtime reports the outcome, tagged with the attempt, through [`Pump::transport_connected`]
+//! or [`Pump::transport_closed`]; reports about an attempt that is no longer current are
+//! dropped, so a late answer from an old socket never reaches the machine.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use erebus_sansio::io::{
+    ConnId, Event, Input, ListenerId, LocalAction, LocalEvent, Output, TransportError,
+    TransportEvent,
+};
+use erebus_sansio::tunnel::{Failure, TransportKind, TransportSpec};
+use erebus_sansio::{Driven, Instant};
+
+use crate::clock::Clock;
+use crate::connector::SessionWatch;
+use crate::record::Tap;
+
+/// Bytes waiting behind a local socket beyond which the machine is told to hold off.
+pub const LOCAL_WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// The sockets of one runtime, as the pump drives them.
+pub trait Io {
+    /// Sends one datagram, or one chunk of the stream, on the current transport. A datagram
+    /// the socket refuses is dropped (the protocols above retransmit what matters); stream
+    /// bytes the socket does not take now are kept and sent in order.
+    fn transmit(&mut self, to: SocketAddr, bytes: &[u8]);
+
+    /// Closes the current transport socket, if any, and starts opening one for `spec`:
+    /// resolve its host, connect. The outcome is reported to the pump with `spec.attempt`.
+    fn open_transport(&mut self, spec: &TransportSpec);
+
+    /// Closes the current transport socket, if any.
+    fn close_transport(&mut self);
+
+    /// Writes `bytes` to a local connection, keeping what the socket does not take now, and
+    /// returns how many bytes now wait behind its socket.
+    fn write_local(&mut self, conn: ConnId, bytes: &[u8]) -> usize;
+
+    /// Stops (`true`) or resumes (`false`) reading from a local connection.
+    fn pause_local(&mut self, conn: ConnId, paused: bool);
+
+    /// Closes a local connection's sending side once everything kept is written.
+    fn shutdown_local(&mut self, conn: ConnId);
+
+    /// Drops a local connection now.
+    fn close_local(&mut self, conn: ConnId);
+}
+
+/// Feeds and drains one [`Driven`] machine for a runtime. See the [module
+/// documentation](self).
+pub struct Pump<D> {
+    machine: D,
+    clock: Clock,
+    out_buf: Vec<u8>,
+    deadline: Option<Instant>,
+    down: Option<Failure>,
+    /// The attempt the `Io` was last asked to open, if any, and its kind.
+    attempt: Option<u64>,
+    kind: TransportKind,
+    blocked: BTreeSet<ConnId>,
+    newly_blocked: Vec<ConnId>,
+    tap: Option<Box<dyn Tap + Send>>,
+    on_event: Box<dyn FnMut(&Event) + Send>,
+    watch: Arc<SessionWatch>,
+    stop_sent: bool,
+}
+
+impl<D> Drop for Pump<D> {
+    fn drop(&mut self) {
+        self.watch.driver_gone();
+    }
+}
+
+impl<D: Driven> Pump<D> {
+    /// A pump for `machine`, reading `clock`.
+    pub fn new(machine: D, clock: Clock) -> Self {
+        Self {
+            machine,
+            clock,
+            out_buf: vec![0; 65_536],
+            deadline: None,
+            down: None,
+            attempt: None,
+            kind: TransportKind::Udp,
+            blocked: BTreeSet::new(),
+            newly_blocked: Vec::new(),
+            tap: None,
+            on_event: Box::new(|_| {}),
+            watch: Arc::default(),
+            stop_sent: false,
+        }
+    }
+
+    /// The machine.
+    pub fn machine(&self) -> &D {
+        &self.machine
+    }
+
+    /// The clock inputs are stamped with.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The session watch connectors share.
+    pub(crate) fn watch(&self) -> &Arc<SessionWatch> {
+        &self.watch
+    }
+
+    /// Calls `on_event` for every [`Event`] the machine reports.
+    pub fn on_event(&mut self, on_event: impl FnMut(&Event) + Send + 'static) {
+        self.on_event = Box::new(on_event);
+    }
+
+    /// Records every input and every transmit through `tap`.
+    pub fn record(&mut self, tap: Box<dyn Tap + Send>) {
+        self.tap = Some(tap);
+    }
+
+    /// The deadline of the last drain.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Why the machine stopped, once it did; taken once.
+    pub fn take_down(&mut self) -> Option<Failure> {
+        self.down.take()
+    }
+
+    /// The first drain, before any input: opens the transport the machine starts with.
+    pub fn start(&mut self, io: &mut impl Io) {
+        self.drain(io);
+    }
+
+    /// Applies one input, then drains the machine (the sans-IO rule).
+    pub fn feed(&mut self, io: &mut impl Io, input: Input<'_>) {
+        if let Some(tap) = &mut self.tap {
+            tap.input(&input);
+        }
+        if let Err(e) = self.machine.handle_input(input) {
+            tracing::debug!("input refused: {e}");
+        }
+        self.drain(io);
+    }
+
+    /// Feeds [`Input::Timeout`] when the deadline has passed, by the clock (never trust a
+    /// timer to have fired on time).
+    pub fn check_deadline(&mut self, io: &mut impl Io) {
+        let now = self.clock.now();
+        if self.deadline.is_some_and(|deadline| now >= deadline) {
+            self.feed(io, Input::Timeout { now });
+        }
+    }
+
+    /// Asks the machine to close gracefully (once).
+    pub fn stop(&mut self, io: &mut impl Io) {
+        if !self.stop_sent {
+            self.stop_sent = true;
+            let now = self.clock.now();
+            self.feed(io, Input::Close { now });
+        }
+    }
+
+    /// A listener accepted `conn` (a number the runtime chose, unique while it lives).
+    pub fn accepted(&mut self, io: &mut impl Io, conn: ConnId, listener: ListenerId) {
+        self.local(io, conn, LocalEvent::Accepted { listener });
+    }
+
+    /// Bytes read from a local connection.
+    pub fn local_data(&mut self, io: &mut impl Io, conn: ConnId, bytes: &[u8]) {
+        self.local(io, conn, LocalEvent::Data(bytes));
+    }
+
+    /// A local connection's reading side ended.
+    pub fn local_eof(&mut self, io: &mut impl Io, conn: ConnId) {
+        self.local(io, conn, LocalEvent::ReadClosed);
+    }
+
+    /// A local connection failed; the runtime has dropped it.
+    pub fn local_reset(&mut self, io: &mut impl Io, conn: ConnId) {
+        self.blocked.remove(&conn);
+        self.local(io, conn, LocalEvent::Reset);
+    }
+
+    /// Everything kept for a local connection was written.
+    pub fn local_flushed(&mut self, io: &mut impl Io, conn: ConnId) {
+        if self.blocked.remove(&conn) {
+            self.local(io, conn, LocalEvent::Writable);
+        }
+    }
+
+    /// A local connection is gone without the machine's asking (closed by the runtime).
+    pub fn forget_local(&mut self, conn: ConnId) {
+        self.blocked.remove(&conn);
+    }
+
+    fn local(&mut self, io: &mut impl Io, conn: ConnId, event: LocalEvent<'_>) {
+        let now = self.clock.now();
+        self.feed(io, Input::Local { now, conn, event });
+    }
+
+    /// The transport of `attempt` is open to `remote` from `local`.
+    pub fn transport_connected(
+        &mut self,
+        io: &mut impl Io,
+        attempt: u64,
+        remote: SocketAddr,
+        local: SocketAddr,
+    ) {
+        if self.attempt != Some(attempt) {
+            return;
+        }
+        if let Some(tap) = &mut self.tap {
+            tap.transport_opened(self.kind, remote, local);
+        }
+        let now = self.clock.now();
+        self.feed(
+            io,
+            Input::Transport {
+                now,
+                event: TransportEvent::Connected { remote },
+            },
+        );
+    }
+
+    /// Bytes from the transport of `attempt`.
+    pub fn transport_data(
+        &mut self,
+        io: &mut impl Io,
+        attempt: u64,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
+        if self.attempt != Some(attempt) {
+            return;
+        }
+        let now = self.clock.now();
+        self.feed(
+            io,
+            Input::Transport {
+                now,
+                event: TransportEvent::Data { from, bytes },
+            },
+        );
+    }
+
+    /// The transport of `attempt` could not be opened, failed, or was closed by the server.
+    pub fn transport_closed(&mut self, io: &mut impl Io, attempt: u64, error: TransportError) {
+        if self.attempt != Some(attempt) {
+            return;
+        }
+        tracing::debug!(attempt, "transport closed: {error}");
+        let now = self.clock.now();
+        self.feed(
+            io,
+            Input::Transport {
+                now,
+                event: TransportEvent::Closed { error },
+            },
+        );
+    }
+
+    fn drain(&mut self, io: &mut impl Io) {
+        loop {
+            let now = self.clock.now();
+            self.deadline = loop {
+                match self.machine.poll_output(&mut self.out_buf) {
+                    Output::Transmit { to, bytes } => {
+                        if let Some(tap) = &mut self.tap {
+                            tap.transmit(now, bytes);
+                        }
+                        io.transmit(to, bytes);
+                    }
+                    Output::Local { conn, action } => match action {
+                        LocalAction::Write(bytes) => {
+                            let queued = io.write_local(conn, bytes);
+                            if queued > LOCAL_WRITE_HIGH_WATER && self.blocked.insert(conn) {
+                                self.newly_blocked.push(conn);
+                            }
+                        }
+                        LocalAction::PauseReading => io.pause_local(conn, true),
+                        LocalAction::ResumeReading => io.pause_local(conn, false),
+                        LocalAction::Shutdown => io.shutdown_local(conn),
+                        LocalAction::Close => {
+                            self.blocked.remove(&conn);
+                            io.close_local(conn);
+                        }
+                    },
+                    Output::Event(event) => {
+                        self.watch.observe(&event);
+                        (self.on_event)(&event);
+                        if let Event::Down(failure) = event {
+                            self.down = Some(failure);
+                        }
+                    }
+                    Output::BufferTooSmall { needed } => {
+                        let needed = needed.max(self.out_buf.len() * 2);
+                        self.out_buf.resize(needed, 0);
+                    }
+                    Output::Timeout(deadline) => break deadline,
+                }
+            };
+            self.sync_transport(io);
+            // Writes refused during the drain are reported now, one input each, each drained.
+            let Some(conn) = self.newly_blocked.pop() else {
+                return;
+            };
+            let input = Input::Local {
+                now: self.clock.now(),
+                conn,
+                event: LocalEvent::WriteBlocked,
+            };
+            if let Some(tap) = &mut self.tap {
+                tap.input(&input);
+            }
+            if let Err(e) = self.machine.handle_input(input) {
+                tracing::debug!("input refused: {e}");
+            }
+        }
+    }
+
+    /// Opens, replaces or closes the transport so it matches what the machine asks for.
+    fn sync_transport(&mut self, io: &mut impl Io) {
+        let wanted = self.machine.transport();
+        let attempt = wanted.map(|spec| spec.attempt);
+        if attempt == self.attempt {
+            return;
+        }
+        self.attempt = attempt;
+        match wanted {
+            Some(spec) => {
+                self.kind = spec.kind;
+                tracing::debug!(attempt = spec.attempt, %spec, "opening the transport");
+                io.open_transport(spec);
+            }
+            None => io.close_transport(),
+        }
+    }
+}
+
+/// Maps a socket error to what the machine is told about its transport.
+pub fn transport_error(error: &std::io::Error) -> TransportError {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::ConnectionRefused => TransportError::Refused,
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+            TransportError::Reset
+        }
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable | ErrorKind::NetworkDown => {
+            TransportError::Unreachable
+        }
+        ErrorKind::TimedOut => TransportError::TimedOut,
+        _ => TransportError::Other,
+    }
+}
+
+/// Resolves a transport's host with the system resolver: the only name erebus ever resolves
+/// outside the tunnel is the VPN server's own. An address literal resolves at once. Blocks for
+/// a name: run it off the event loop.
+///
+/// # Errors
+///
+/// [`TransportError::Unresolved`] when the name has no address.
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, TransportError> {
+    use std::net::ToSocketAddrs;
+    if let Some(addr) = literal(host, port) {
+        return Ok(addr);
+    }
+    let mut addrs = (host, port).to_socket_addrs().map_err(|e| {
+        tracing::debug!("cannot resolve {host}: {e}");
+        TransportError::Unresolved
+    })?;
+    addrs.next().ok_or(TransportError::Unresolved)
+}
+
+/// `host` as an address, when it is one (IPv6 with or without brackets).
+pub fn literal(host: &str, port: u16) -> Option<SocketAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, port))
+}
+
+/// The wildcard address of `remote`'s family, for binding a transport socket.
+pub fn unspecified_for(remote: SocketAddr) -> SocketAddr {
+    if remote.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_need_no_resolver() {
+        assert_eq!(
+            literal("10.99.0.1", 1194),
+            Some("10.99.0.1:1194".parse().unwrap())
+        );
+        assert_eq!(
+            literal("[2001:db8::1]", 4500),
+            Some("[2001:db8::1]:4500".parse().unwrap())
+        );
+        assert_eq!(
+            literal("2001:db8::1", 4500),
+            Some("[2001:db8::1]:4500".parse().unwrap())
+        );
+        assert_eq!(literal("vpn.example", 1194), None);
+        assert_eq!(resolve("127.0.0.1", 1), Ok("127.0.0.1:1".parse().unwrap()));
+    }
+
+    #[test]
+    fn names_resolve_with_the_system_resolver() {
+        // `localhost` comes from the hosts file: no query leaves the machine.
+        let addr = resolve("localhost", 1194).unwrap();
+        assert!(addr.ip().is_loopback() && addr.port() == 1194, "{addr}");
+    }
+}
