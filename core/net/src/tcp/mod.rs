@@ -219,6 +219,12 @@ pub struct TcpConfig {
     pub sack: bool,
     /// Delay for acknowledgments of in-order data, or `None` to acknowledge every segment.
     pub delayed_ack: Option<Duration>,
+    /// Data segments acknowledged at once, before delayed acknowledgments apply, at the start
+    /// of a connection and again whenever data arrives after longer than the retransmission
+    /// timeout without any (Linux's quick-ACK mode). A peer that holds back its next small
+    /// segment until the last one is acknowledged (Nagle's algorithm: an HTTP server writing
+    /// its head, then its body) would otherwise wait out the whole delay on every exchange.
+    pub quick_acks: u32,
     /// Nagle's algorithm: hold back small segments while data is unacknowledged. Off by
     /// default, because a proxy forwards whatever it reads and latency matters more.
     pub nagle: bool,
@@ -268,6 +274,7 @@ impl Default for TcpConfig {
             timestamps: true,
             sack: true,
             delayed_ack: Some(Duration::from_millis(40)),
+            quick_acks: 16,
             nagle: false,
             keep_alive: None,
             keep_alive_probes: 9,
@@ -387,6 +394,9 @@ pub struct TcpSocket {
     ack_now: bool,
     delayed_ack_at: Option<Instant>,
     unacked_segments: u32,
+    /// Data segments still to acknowledge at once (quick-ACK mode), and when data last came.
+    quick_acks_left: u32,
+    last_data_at: Option<Instant>,
 
     // Timers.
     rtt: RttEstimator,
@@ -486,6 +496,8 @@ impl TcpSocket {
             last_ack_sent: SeqNumber(0),
             ack_now: false,
             delayed_ack_at: None,
+            quick_acks_left: 0,
+            last_data_at: None,
             unacked_segments: 0,
             rto_at: None,
             retries: 0,
@@ -1265,9 +1277,25 @@ impl TcpSocket {
         if seg.payload.is_empty() {
             return;
         }
+        // The first data, or data after an idle spell, starts a run of immediate ACKs.
+        let idle = self
+            .last_data_at
+            .is_none_or(|last| now.saturating_duration_since(last) > self.rtt.rto());
+        if idle {
+            self.quick_acks_left = self.config.quick_acks;
+        }
+        self.last_data_at = Some(now);
         if offset > 0 || !self.ooo.is_empty() || delivered == 0 || trimmed {
             // Out of order, filling a hole, a duplicate, or more than fits: tell the sender
             // at once, so it can repair the loss (RFC 5681 section 4.2).
+            self.ack_now = true;
+        } else if self.quick_acks_left > 0 {
+            self.quick_acks_left -= 1;
+            self.ack_now = true;
+        } else if seg.control == TcpControl::Psh && seg.payload.len() < self.full_segment() {
+            // The short end of a write: a sender under Nagle's algorithm holds its next small
+            // segment until this one is acknowledged, so make it wait for nothing (Linux
+            // acknowledges such a pushed segment as soon as the application has read it).
             self.ack_now = true;
         } else {
             self.unacked_segments += 1;
@@ -1817,6 +1845,16 @@ impl TcpSocket {
         self.sends_data()
             && (self.snd_max < self.data_end()
                 || self.fin_seq().is_some_and(|fin| self.snd_max <= fin))
+    }
+
+    /// The payload of a full-sized segment from the peer: our MSS less the timestamp option.
+    fn full_segment(&self) -> usize {
+        let ts = if self.ts_enabled {
+            TIMESTAMP_OPTION_LEN
+        } else {
+            0
+        };
+        usize::from(self.config.mss).saturating_sub(ts)
     }
 
     /// The segment size the peer accepts, less the timestamp option.

@@ -35,6 +35,7 @@ fn config() -> TcpConfig {
         timestamps: false,
         sack: false,
         delayed_ack: None,
+        quick_acks: 0,
         congestion: CongestionAlgorithm::NewReno,
         ..TcpConfig::default()
     }
@@ -475,6 +476,49 @@ fn delayed_ack_waits_40ms_or_every_second_segment() {
             ..recv_templ()
         }],
     );
+}
+
+#[test]
+fn quick_acks_at_the_start_and_after_idle_then_delayed() {
+    let mut s = established_with(
+        TcpConfig {
+            delayed_ack: Some(Duration::from_millis(40)),
+            quick_acks: 2,
+            ..config()
+        },
+        syn_from_peer(),
+    );
+    let ack = |upto: usize| TcpRepr {
+        ack_number: Some(REMOTE_SEQ + 1 + upto),
+        window_len: (BUF - upto) as u16,
+        ..recv_templ()
+    };
+    // A response head, then its body: both acknowledged at once, so a peer holding its body
+    // back for the head's ACK (Nagle) never waits for the delayed-ACK timer.
+    send(&mut s, 0, &data_from_peer(0, b"head"));
+    expect(&mut s, 0, &[ack(4)]);
+    send(&mut s, 1, &data_from_peer(4, b"body"));
+    expect(&mut s, 1, &[ack(8)]);
+    // The quick ACKs are spent: back to delayed ACKs.
+    send(&mut s, 2, &data_from_peer(8, b"more"));
+    expect_nothing(&mut s, 2);
+    expect(&mut s, 42, &[ack(12)]);
+    // After longer than the RTO without data, quick ACKs again.
+    send(&mut s, 1_500, &data_from_peer(12, b"next"));
+    expect(&mut s, 1_500, &[ack(16)]);
+    send(&mut s, 1_501, &data_from_peer(16, b"then"));
+    expect(&mut s, 1_501, &[ack(20)]);
+    // The short end of a write (PSH) is acknowledged at once: its sender may be holding the
+    // next small segment back for this ACK.
+    send(
+        &mut s,
+        1_502,
+        &TcpRepr {
+            control: TcpControl::Psh,
+            ..data_from_peer(20, b"tail")
+        },
+    );
+    expect(&mut s, 1_502, &[ack(24)]);
 }
 
 #[test]
