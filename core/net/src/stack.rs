@@ -19,7 +19,7 @@ use erebus_sansio::{Instant, Seed, SeededRng, TunnelConfig};
 use erebus_wire::IpProtocol;
 use erebus_wire::icmp::{IcmpPacket, IcmpRepr};
 use erebus_wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
-use erebus_wire::tcp::{TcpPacket, TcpRepr};
+use erebus_wire::tcp::{SeqNumber, TcpControl, TcpPacket, TcpRepr};
 use erebus_wire::udp::{UdpPacket, UdpRepr};
 
 use crate::tcp::{self, Events, TcpConfig, TcpSocket};
@@ -103,6 +103,9 @@ pub struct StackStats {
     pub tx_packets: u64,
     /// Resets sent for segments that matched no socket.
     pub resets_sent: u64,
+    /// Acknowledgments sent again for a connection already removed in TIME-WAIT (its peer
+    /// retransmitted its FIN).
+    pub time_wait_acks: u64,
     /// Segments that did not fit the caller's egress buffer (they count as lost).
     pub tx_too_big: u64,
     /// UDP datagrams delivered to a bound port.
@@ -165,6 +168,12 @@ pub struct Stack {
     /// so owning each datagram is fine.
     udp_out: VecDeque<Vec<u8>>,
     udp_in: VecDeque<UdpDatagram>,
+    /// What is left of connections removed in TIME-WAIT, by (local, remote): enough to
+    /// acknowledge a retransmitted FIN again instead of resetting it (RFC 9293 section
+    /// 3.10.7.4), until TIME-WAIT would have ended. Bounded by [`MAX_TIME_WAIT`].
+    time_wait: BTreeMap<(SocketAddr, SocketAddr), TimeWait>,
+    /// The latest time an input or poll carried.
+    now: Instant,
     /// Echo replies waiting for [`Stack::poll_egress`].
     echo_replies: VecDeque<EchoReply>,
     /// Data buffers of replies already sent, kept for the next requests so that answering
@@ -172,6 +181,21 @@ pub struct Stack {
     spare_echo_data: Vec<Vec<u8>>,
     stats: StackStats,
 }
+
+/// A connection removed in TIME-WAIT.
+#[derive(Clone, Copy, Debug)]
+struct TimeWait {
+    /// Our next sequence number (after our FIN).
+    seq: SeqNumber,
+    /// What we acknowledge (after the peer's FIN).
+    ack: SeqNumber,
+    /// When TIME-WAIT ends.
+    until: Instant,
+}
+
+/// At most this many removed connections are remembered in TIME-WAIT; beyond, the one that
+/// would end first is forgotten.
+const MAX_TIME_WAIT: usize = 4096;
 
 /// An ICMP echo reply waiting to be sent.
 #[derive(Debug)]
@@ -217,6 +241,8 @@ impl Stack {
             next_handle: 0,
             next_port,
             replies: VecDeque::new(),
+            time_wait: BTreeMap::new(),
+            now: Instant::ZERO,
             cursor: None,
             udp_ports: BTreeSet::new(),
             udp_out: VecDeque::new(),
@@ -268,6 +294,7 @@ impl Stack {
         now: Instant,
         remote: SocketAddr,
     ) -> Result<SocketHandle, StackError> {
+        self.now = self.now.max(now);
         if !self.tunnel.routes_to(remote.ip()) {
             return Err(StackError::NoRoute);
         }
@@ -324,6 +351,22 @@ impl Stack {
     pub fn remove(&mut self, handle: SocketHandle) -> Option<TcpSocket> {
         self.unfile(handle);
         let mut socket = self.sockets.remove(&handle)?;
+        if let (Some((seq, ack, until)), Some(local), Some(remote)) = (
+            socket.time_wait_record(),
+            socket.local_endpoint(),
+            socket.remote_endpoint(),
+        ) {
+            // The final ACK may still be owed (the peer's FIN just arrived): send it, then
+            // keep what is needed to acknowledge a retransmission of that FIN.
+            let now = self.now;
+            if let Some(ack) = socket.dispatch(now, |repr| TcpRepr {
+                payload: &[],
+                ..*repr
+            }) {
+                self.queue_reply(local, remote, ack);
+            }
+            self.remember_time_wait(local, remote, TimeWait { seq, ack, until });
+        }
         if socket.is_active()
             && let (Some(local), Some(remote)) = (socket.local_endpoint(), socket.remote_endpoint())
         {
@@ -449,6 +492,7 @@ impl Stack {
     ///
     /// Why the packet was dropped; nothing changed then.
     pub fn ingress(&mut self, now: Instant, packet: &[u8]) -> Result<(), IngressError> {
+        self.now = self.now.max(now);
         self.stats.rx_packets += 1;
         let result = self.ingress_inner(now, packet);
         if result.is_err() {
@@ -505,13 +549,16 @@ impl Stack {
                 }
                 reply
             }
-            None => {
-                let reply = tcp::reset_for(&repr);
-                if reply.is_some() {
-                    self.stats.resets_sent += 1;
+            None => match self.time_wait_answer(now, local, remote, &repr) {
+                Some(answer) => answer,
+                None => {
+                    let reply = tcp::reset_for(&repr);
+                    if reply.is_some() {
+                        self.stats.resets_sent += 1;
+                    }
+                    reply
                 }
-                reply
-            }
+            },
         };
         if let Some(reply) = reply {
             self.queue_reply(local, remote, reply);
@@ -631,6 +678,7 @@ impl Stack {
     /// nothing is due. Call it until it returns `None`. `buf` must hold [`mtu`](Self::mtu)
     /// bytes; a segment that does not fit is counted and treated as lost.
     pub fn poll_egress(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.now = self.now.max(now);
         while let Some(packet) = self.udp_out.pop_front() {
             if let Some(out) = buf.get_mut(..packet.len()) {
                 out.copy_from_slice(&packet);
@@ -766,6 +814,55 @@ impl Stack {
             self.by_tuple.remove(&old);
         }
         self.listeners.retain(|_, h| *h != handle);
+    }
+
+    fn remember_time_wait(&mut self, local: SocketAddr, remote: SocketAddr, entry: TimeWait) {
+        let now = self.now;
+        if self.time_wait.len() >= MAX_TIME_WAIT {
+            self.time_wait.retain(|_, e| e.until > now);
+        }
+        if self.time_wait.len() >= MAX_TIME_WAIT
+            && let Some(first) = self
+                .time_wait
+                .iter()
+                .min_by_key(|(_, e)| e.until)
+                .map(|(key, _)| *key)
+        {
+            self.time_wait.remove(&first);
+        }
+        self.time_wait.insert((local, remote), entry);
+    }
+
+    /// The answer to a segment for a connection removed in TIME-WAIT: `Some` with the ACK to
+    /// send again (or nothing, for a reset), `None` when no such connection is remembered.
+    fn time_wait_answer(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        repr: &TcpRepr<'_>,
+    ) -> Option<Option<TcpRepr<'static>>> {
+        let key = (local, remote);
+        let entry = *self.time_wait.get(&key)?;
+        if now >= entry.until || repr.control == TcpControl::Syn {
+            // Over, or a new connection: the connection is forgotten and the segment is
+            // answered as for no socket.
+            self.time_wait.remove(&key);
+            return None;
+        }
+        if repr.control == TcpControl::Rst {
+            self.time_wait.remove(&key);
+            return Some(None);
+        }
+        self.stats.time_wait_acks += 1;
+        Some(Some(TcpRepr {
+            src_port: local.port(),
+            dst_port: remote.port(),
+            seq_number: entry.seq,
+            ack_number: Some(entry.ack),
+            window_len: 0,
+            ..TcpRepr::default()
+        }))
     }
 
     fn queue_reply(&mut self, local: SocketAddr, remote: SocketAddr, reply: TcpRepr<'static>) {
@@ -977,6 +1074,77 @@ mod tests {
             .ingress(Instant::ZERO, &packet_from(peer, us, &rst_in))
             .unwrap();
         assert_eq!(stack.poll_egress(Instant::ZERO, &mut buf), None);
+    }
+
+    #[test]
+    fn a_connection_removed_in_time_wait_still_acknowledges_the_peers_fin() {
+        let config = TcpConfig {
+            timestamps: false,
+            ..TcpConfig::default()
+        };
+        let mut stack = Stack::new(&tunnel(2), config, &Seed::from_byte(1));
+        let peer = addr(1, 80);
+        let handle = stack.connect(Instant::ZERO, peer).unwrap();
+        let mut buf = [0u8; 1400];
+        let len = stack.poll_egress(Instant::ZERO, &mut buf).unwrap();
+        let (_, syn) = parse(&buf[..len]);
+        let us = SocketAddr::V4(SocketAddrV4::new(v4(2), syn.src_port));
+        let from_peer = |seq: u32, ack: SeqNumber, control| TcpRepr {
+            src_port: 80,
+            dst_port: syn.src_port,
+            control,
+            seq_number: SeqNumber(seq),
+            ack_number: Some(ack),
+            window_len: 60_000,
+            ..TcpRepr::default()
+        };
+        let syn_ack = TcpRepr {
+            max_seg_size: Some(1360),
+            ..from_peer(500, syn.seq_number + 1, TcpControl::Syn)
+        };
+        let at = Instant::from_millis;
+        stack
+            .ingress(at(1), &packet_from(peer, us, &syn_ack))
+            .unwrap();
+        while stack.poll_egress(at(1), &mut buf).is_some() {}
+        // We close first: our FIN, then the peer's ACK and FIN in one segment.
+        stack.socket_mut(handle).unwrap().close();
+        let len = stack.poll_egress(at(2), &mut buf).unwrap();
+        let (_, fin) = parse(&buf[..len]);
+        assert_eq!(fin.control, TcpControl::Fin);
+        let our_fin = fin.seq_number;
+        let peer_fin = from_peer(501, our_fin + 1, TcpControl::Fin);
+        stack
+            .ingress(at(3), &packet_from(peer, us, &peer_fin))
+            .unwrap();
+        assert_eq!(
+            stack.socket(handle).map(TcpSocket::state),
+            Some(tcp::State::TimeWait)
+        );
+        // The proxy releases the socket before the final ACK went out: it still goes.
+        stack.remove(handle);
+        let len = stack.poll_egress(at(3), &mut buf).unwrap();
+        let (_, last_ack) = parse(&buf[..len]);
+        assert_eq!(last_ack.control, TcpControl::None);
+        assert_eq!(last_ack.ack_number, Some(SeqNumber(502)));
+        // The peer did not hear it and sends its FIN again: acknowledged again, not reset.
+        stack
+            .ingress(at(200), &packet_from(peer, us, &peer_fin))
+            .unwrap();
+        let len = stack.poll_egress(at(200), &mut buf).unwrap();
+        let (_, again) = parse(&buf[..len]);
+        assert_eq!(again.control, TcpControl::None);
+        assert_eq!(again.ack_number, Some(SeqNumber(502)));
+        assert_eq!(again.seq_number, our_fin + 1);
+        assert_eq!(stack.stats().resets_sent, 0);
+        assert_eq!(stack.stats().time_wait_acks, 1);
+        // Once TIME-WAIT is over, the connection is forgotten.
+        stack
+            .ingress(at(61_000), &packet_from(peer, us, &peer_fin))
+            .unwrap();
+        let len = stack.poll_egress(at(61_000), &mut buf).unwrap();
+        assert_eq!(parse(&buf[..len]).1.control, TcpControl::Rst);
+        assert!(stack.time_wait.is_empty());
     }
 
     #[test]

@@ -569,6 +569,15 @@ impl TcpSocket {
         self.rtt.rto()
     }
 
+    /// In TIME-WAIT: our next sequence number, the peer's (what we acknowledge), and when
+    /// TIME-WAIT ends. What a stack keeps of a closed connection once the socket is gone.
+    pub fn time_wait_record(&self) -> Option<(SeqNumber, SeqNumber, Instant)> {
+        match (self.state, self.time_wait_at) {
+            (State::TimeWait, Some(until)) => Some((self.snd_max, self.rcv_nxt, until)),
+            _ => None,
+        }
+    }
+
     /// Whether the connection is open or opening (not closed, listening or lingering).
     pub const fn is_active(&self) -> bool {
         !matches!(self.state, State::Closed | State::Listen | State::TimeWait)

@@ -1,0 +1,186 @@
+//! erebus closes proxied TCP connections as RFC 9293 says, seen from the server's side of the
+//! tunnel: a capture on the OpenVPN server's tun device shows no reset from erebus and no FIN
+//! the origin had to send twice, whether the origin closes first (`Connection: close` inside a
+//! CONNECT tunnel, where the proxy relays bytes and cannot know the response ended) or erebus
+//! does (the proxy knows the response's length and closes its upstream). Against a real OpenVPN 2.6
+//! server, erebus running as nobody, under the mio and smol drivers.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::time::Duration;
+
+use erebus_testvectors::netns::{
+    self, CLIENT_TUNNEL_ADDR, HTTP_MARKER, HTTP_PORT, OpenVpnServer, RunAs, ServerProfile,
+    Transport,
+};
+
+const EREBUS: &str = env!("CARGO_BIN_EXE_erebus");
+const NOBODY_UID: u32 = 65534;
+
+fn read(path: &std::path::Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// One captured segment: source, destination and the flags tcpdump printed.
+#[derive(Debug)]
+struct Segment {
+    from: String,
+    to: String,
+    flags: String,
+}
+
+fn segments(capture: &str) -> Vec<Segment> {
+    capture
+        .lines()
+        .filter_map(|line| {
+            let rest = &line[line.find(" IP ")? + 4..];
+            let (from, rest) = rest.split_once(" > ")?;
+            let (to, rest) = rest.split_once(": Flags [")?;
+            let (flags, _) = rest.split_once(']')?;
+            Some(Segment {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                flags: flags.to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn closes_cleanly(runtime: &str) {
+    let name = format!("tcp_close_is_clean_on_the_server_side_with_{runtime}");
+    if !netns::should_run_interop(&name) {
+        return;
+    }
+    let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
+    let config = server.client_profile_path();
+    let argv = [
+        EREBUS,
+        "--config",
+        config.to_str().unwrap(),
+        "--runtime",
+        runtime,
+        "--no-socks",
+    ];
+    let mut erebus = server
+        .spawn_in_client(RunAs::Nobody, &argv, "erebus.log")
+        .unwrap();
+    erebus
+        .wait_until_listening(8080, Duration::from_secs(10))
+        .unwrap();
+    let up = (0..300).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        read(erebus.log_path()).contains("erebus: up:")
+    });
+    assert!(up, "erebus did not come up:\n{}", read(erebus.log_path()));
+    assert_eq!(netns::uid_of(erebus.pid()), Some(NOBODY_UID));
+
+    // The server's tun device carries the inner packets as the origin sees them.
+    let ip = netns::find_program("ip").unwrap();
+    let tcpdump = netns::find_program("tcpdump").unwrap();
+    let filter = format!("tcp and host {CLIENT_TUNNEL_ADDR} and port {HTTP_PORT}");
+    let capture = server
+        .spawn_in_client(
+            RunAs::Root,
+            &[
+                ip.to_str().unwrap(),
+                "netns",
+                "exec",
+                server.server_netns(),
+                tcpdump.to_str().unwrap(),
+                "-i",
+                "any",
+                "-n",
+                "-l",
+                &filter,
+            ],
+            "tcpdump-tun.log",
+        )
+        .unwrap();
+    let log = server.instance_dir().join("tcpdump-tun.log");
+    let listening = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        read(&log).contains("listening on")
+    });
+    assert!(listening, "tcpdump did not start:\n{}", read(&log));
+
+    let curl = netns::find_program("curl").unwrap();
+    let url = server.http_url();
+    // The origin closes first: through a CONNECT tunnel it answers `Connection: close` and
+    // hangs up. erebus closes first: the proxy has the whole response and closes upstream.
+    for extra in [&["-p", "-H", "Connection: close"][..], &[][..]] {
+        let mut argv = vec![
+            curl.to_str().unwrap(),
+            "-sS",
+            "--fail",
+            "-x",
+            "http://127.0.0.1:8080",
+        ];
+        argv.extend_from_slice(extra);
+        argv.push(&url);
+        let out = server
+            .run_in_client(RunAs::Nobody, &argv, Duration::from_secs(30))
+            .unwrap();
+        assert!(out.success(), "{}", out.stderr_text());
+        assert!(out.stdout_text().contains(HTTP_MARKER));
+    }
+    // Retransmitted FINs come after 200 ms or more: give them time to show.
+    std::thread::sleep(Duration::from_millis(1500));
+    capture.stop(Duration::from_secs(3));
+    let text = read(&log);
+    let seen = segments(&text);
+    let ours = format!("{CLIENT_TUNNEL_ADDR}.");
+    let origin = format!("{}.{HTTP_PORT}", server.server_tunnel_addr());
+    let resets: Vec<&Segment> = seen
+        .iter()
+        .filter(|s| s.from.starts_with(&ours) && s.flags.contains('R'))
+        .collect();
+    assert!(resets.is_empty(), "erebus reset connections:\n{text}");
+    let mut origin_fins: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.from == origin && s.flags.contains('F'))
+        .map(|s| s.to.as_str())
+        .collect();
+    let connections = seen
+        .iter()
+        .filter(|s| s.from.starts_with(&ours) && s.flags.contains('S'))
+        .count();
+    assert_eq!(connections, 2, "{text}");
+    assert_eq!(
+        origin_fins.len(),
+        2,
+        "one FIN from the origin per connection, none sent twice:\n{text}"
+    );
+    origin_fins.dedup();
+    assert_eq!(origin_fins.len(), 2, "{text}");
+    // Who closed first, connection by connection (in the order they were opened).
+    let first_fins: Vec<bool> = origin_fins
+        .iter()
+        .map(|client| {
+            let first = seen
+                .iter()
+                .find(|s| {
+                    s.flags.contains('F')
+                        && ((s.from == origin && s.to == *client)
+                            || (s.from == *client && s.to == origin))
+                })
+                .unwrap();
+            first.from == origin
+        })
+        .collect();
+    assert_eq!(
+        first_fins,
+        [true, false],
+        "the origin closes first, then erebus:\n{text}"
+    );
+    assert!(erebus.stop(Duration::from_secs(10)).unwrap().success());
+}
+
+#[test]
+fn tcp_close_is_clean_on_the_server_side_with_mio() {
+    closes_cleanly("mio");
+}
+
+#[test]
+fn tcp_close_is_clean_on_the_server_side_with_smol() {
+    closes_cleanly("smol");
+}
