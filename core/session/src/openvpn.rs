@@ -332,3 +332,68 @@ impl Protocol for OpenVpnProtocol {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CA: &str = include_str!("../../../testvectors/tls-pki/ca.crt");
+
+    fn protocol() -> OpenVpnProtocol {
+        let profile = "client\ndev tun\nremote 10.99.0.1\nca ca.crt\nauth-user-pass creds.txt\n";
+        let (profile, _) = Profile::parse(profile.as_bytes()).unwrap();
+        let mut files = |path: &std::path::Path| {
+            let text = match path.to_str() {
+                Some("ca.crt") => CA,
+                Some("creds.txt") => "alice\nsecret\n",
+                _ => return Err(format!("{}: no such file", path.display())),
+            };
+            Ok(Zeroizing::new(text.as_bytes().to_vec()))
+        };
+        OpenVpnProtocol::load(profile, "test.ovpn", &mut files, Overrides::default()).unwrap()
+    }
+
+    fn build(protocol: &mut OpenVpnProtocol) -> OpenVpnTunnel {
+        let wall = WallClock::new(
+            Instant::ZERO,
+            erebus_sansio::UnixTime::from_secs(1_800_000_000),
+        );
+        protocol
+            .build(
+                0,
+                "10.99.0.1:1194".parse().unwrap(),
+                &Seed::from_byte(1),
+                wall,
+                Instant::ZERO,
+            )
+            .unwrap()
+    }
+
+    fn token_of(tunnel: &OpenVpnTunnel) -> Option<String> {
+        match tunnel {
+            OpenVpnTunnel::Tls(session) => session.auth_token().map(|t| t.expose().to_owned()),
+            OpenVpnTunnel::P2p(_) => None,
+        }
+    }
+
+    #[test]
+    fn a_pushed_auth_token_is_given_to_the_next_session() {
+        let mut protocol = protocol();
+        let first = build(&mut protocol);
+        assert_eq!(
+            token_of(&first),
+            None,
+            "no token before the server pushed one"
+        );
+        protocol.retire(&first);
+        assert!(protocol.auth_token().is_none());
+        // The server pushed `auth-token` to a session; when that session is lost, the next
+        // one sends the token instead of the password.
+        protocol.auth_token = Some(SecretString::new("pushed-token".into()));
+        let second = build(&mut protocol);
+        assert_eq!(token_of(&second).as_deref(), Some("pushed-token"));
+        protocol.retire(&second);
+        let third = build(&mut protocol);
+        assert_eq!(token_of(&third).as_deref(), Some("pushed-token"));
+    }
+}
