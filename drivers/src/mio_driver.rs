@@ -303,7 +303,7 @@ impl Connector {
                 }
                 Err(e) => return Err(e),
             }
-            handshake.feed(answer)?;
+            handshake.feed(answer).map_err(|e| self.watch.explain(e))?;
         }
         ours.set_write_timeout(None)?;
         ours.set_read_timeout(None)?;

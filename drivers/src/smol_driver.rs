@@ -197,7 +197,7 @@ impl Connector {
                     }
                     Err(e) => return Err(e),
                 }
-                handshake.feed(answer)?;
+                handshake.feed(answer).map_err(|e| self.watch.explain(e))?;
             }
             Ok(())
         };

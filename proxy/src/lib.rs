@@ -56,6 +56,7 @@ mod host;
 mod http;
 mod pipes;
 mod socks5;
+pub mod socks5_client;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

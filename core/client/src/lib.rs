@@ -253,10 +253,7 @@ impl<T: Tunnel> Client<T> {
     }
 
     fn framing_len(&self) -> usize {
-        match self.transport_kind() {
-            TransportKind::Udp => 0,
-            TransportKind::TcpLengthPrefixed => 2,
-        }
+        self.transport_kind().prefix_len()
     }
 
     /// Forgets the old transport's address and stream bytes when the tunnel asks for another.

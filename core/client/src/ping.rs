@@ -106,10 +106,7 @@ impl<T: Tunnel> PingProbe<T> {
     }
 
     fn frame_len(&self) -> usize {
-        match self.kind() {
-            TransportKind::Udp => 0,
-            TransportKind::TcpLengthPrefixed => 2,
-        }
+        self.kind().prefix_len()
     }
 
     /// Forgets the old transport when the tunnel asks for another.

@@ -33,6 +33,15 @@ pub enum TransportKind {
 }
 
 impl TransportKind {
+    /// Bytes in front of every outer packet on the wire: none over UDP, the 16-bit length over
+    /// a stream.
+    pub const fn prefix_len(self) -> usize {
+        match self {
+            Self::Udp => 0,
+            Self::TcpLengthPrefixed => 2,
+        }
+    }
+
     /// `udp` or `tcp`, as a profile writes it.
     pub const fn name(self) -> &'static str {
         match self {
