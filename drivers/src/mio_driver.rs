@@ -1,7 +1,7 @@
 //! The mio driver: one thread, one `Poll`, woken at the machine's deadline.
 //!
 //! It owns the transport socket towards the VPN server, the proxy listeners and the accepted
-//! local connections, and translates their readiness into [`Input`]s. It never looks at what
+//! local connections, and translates their readiness into [`Input`](erebus_sansio::Input)s. It never looks at what
 //! the bytes mean.
 //!
 //! A program that uses erebus as a library opens streams through the tunnel with a

@@ -6,7 +6,7 @@
 //! happened ([`Pump::accepted`], [`Pump::local_data`], [`Pump::transport_data`], ...) with the
 //! time from its [`Clock`], and the pump turns every [`Output`] into a call on the `Io`. The
 //! mio and smol drivers are each a loop around a pump; another event loop is one more `Io`
-//! (see `drivers/examples/blocking_loop.rs`).
+//! ([`crate::thread_driver`], on blocking sockets and threads, is the worked example).
 //!
 //! # Local writes
 //!

@@ -113,7 +113,7 @@ pub fn read_relative(dir: &Path, path: &Path) -> Result<Zeroizing<Vec<u8>>, Stri
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
     /// The Unix time at the monotonic epoch ([`Instant::ZERO`]): the anchor of
-    /// [`Clock::wall_clock`], which static-key packet ids and certificate checks read.
+    /// [`Clock::wall_clock`](crate::Clock::wall_clock), which static-key packet ids and certificate checks read.
     pub wall_clock_at_epoch: UnixTime,
     /// The monotonic time at which the tunnel and the client were built.
     pub built_at: Instant,

@@ -1,4 +1,4 @@
-//! erebus sessions: from a VPN configuration's bytes to a [`Tunnel`] that survives its server.
+//! erebus sessions: from a VPN configuration's bytes to a [`Tunnel`](erebus_sansio::Tunnel) that survives its server.
 //!
 //! [`load`] reads a configuration (an OpenVPN `.ovpn` profile today; the format is recognised
 //! from the content) and asks the caller, through a [`FileReader`], for every file it names:
