@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod framing;
+pub mod link;
 pub mod ping;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -42,7 +43,7 @@ use erebus_sansio::tunnel::{
 };
 use erebus_sansio::{Driven, Instant, Seed};
 
-use crate::framing::Deframer;
+use crate::link::Link;
 
 /// How the client serves its listeners.
 #[derive(Clone, Debug)]
@@ -145,10 +146,8 @@ struct DnsOverTcp {
 pub struct Client<T> {
     tunnel: T,
     stack: Stack,
-    /// The attempt of the transport the inputs are about, and where it connected.
-    transport_attempt: Option<u64>,
-    remote: Option<SocketAddr>,
-    deframer: Deframer,
+    /// The transport the inputs are about.
+    link: Link,
     rx: Vec<u8>,
     listeners: Vec<FrontEnd>,
     proxy_config: Arc<ProxyConfig>,
@@ -195,9 +194,7 @@ impl<T: Tunnel> Client<T> {
         Self {
             tunnel,
             stack,
-            transport_attempt: None,
-            remote: None,
-            deframer: Deframer::default(),
+            link: Link::default(),
             rx: vec![0; MAX_PACKET],
             listeners: config.listeners,
             proxy_config: Arc::new(config.proxy),
@@ -243,7 +240,7 @@ impl<T: Tunnel> Client<T> {
 
     /// Where the current transport connected, once it did.
     pub fn remote(&self) -> Option<SocketAddr> {
-        self.remote
+        self.link.remote()
     }
 
     fn transport_kind(&self) -> TransportKind {
@@ -258,12 +255,7 @@ impl<T: Tunnel> Client<T> {
 
     /// Forgets the old transport's address and stream bytes when the tunnel asks for another.
     fn sync_transport(&mut self) {
-        let attempt = self.tunnel.transport().map(|spec| spec.attempt);
-        if attempt != self.transport_attempt {
-            self.transport_attempt = attempt;
-            self.remote = None;
-            self.deframer.reset();
-        }
+        self.link.follow(self.tunnel.transport());
     }
 
     fn advance_time(&mut self, now: Instant) {
@@ -276,15 +268,12 @@ impl<T: Tunnel> Client<T> {
         let now = self.now;
         match event {
             TransportEvent::Connected { remote } => {
-                if self.transport_attempt.is_none() || self.remote.is_some() {
-                    return;
+                if self.link.connect(remote) {
+                    self.tunnel.transport_connected(now, remote);
                 }
-                self.remote = Some(remote);
-                self.deframer.reset();
-                self.tunnel.transport_connected(now, remote);
             }
             TransportEvent::Data { from, bytes } => {
-                if self.remote != Some(from) {
+                if !self.link.is_server(from) {
                     // Not the server: nothing it sends reaches the tunnel.
                     self.stats.foreign_packets += 1;
                     return;
@@ -295,8 +284,7 @@ impl<T: Tunnel> Client<T> {
                 }
             }
             TransportEvent::Closed { error } => {
-                if self.transport_attempt.is_some() {
-                    self.remote = None;
+                if self.link.close() {
                     self.tunnel.transport_closed(now, error);
                 }
             }
@@ -329,23 +317,22 @@ impl<T: Tunnel> Client<T> {
     }
 
     fn stream_chunk(&mut self, bytes: &[u8]) {
-        self.deframer.push(bytes);
+        self.link.deframer().push(bytes);
         loop {
             let Self {
-                deframer,
+                link,
                 tunnel,
                 stack,
                 stats,
                 now,
                 ..
             } = self;
-            let frame = match deframer.next_frame() {
+            let frame = match link.deframer().next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(_) => {
                     tracing::debug!("the server sent a zero-length frame on the TCP transport");
-                    self.remote = None;
-                    self.deframer.reset();
+                    self.link.close();
                     self.tunnel
                         .transport_closed(self.now, TransportError::Reset);
                     return;
@@ -1034,7 +1021,7 @@ impl<T: Tunnel> Driven for Client<T> {
             self.sync_transport();
             // The tunnel's own packets first: handshakes and keepalives must not starve. No
             // packet leaves before the transport is open: there is nowhere to send it.
-            if self.remote.is_some()
+            if self.link.remote().is_some()
                 && let Some(step) = self.tunnel_transmit(buf)
             {
                 break step;
@@ -1052,7 +1039,7 @@ impl<T: Tunnel> Driven for Client<T> {
                 continue;
             }
             if self.tunnel_config.is_some()
-                && self.remote.is_some()
+                && self.link.remote().is_some()
                 && let Some(step) = self.egress(buf)
             {
                 break step;
@@ -1060,7 +1047,7 @@ impl<T: Tunnel> Driven for Client<T> {
             return Output::Timeout(self.next_deadline());
         };
         match step {
-            Step::Transmit(range) => match self.remote {
+            Step::Transmit(range) => match self.link.remote() {
                 Some(to) => Output::Transmit {
                     to,
                     bytes: buf.get(range).unwrap_or_default(),

@@ -3,7 +3,7 @@
 //! the tunnel alone: handshake, encryption, framing and the server's routing.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use erebus_sansio::io::{Event, Input, InputError, Output, TransportEvent};
@@ -15,7 +15,8 @@ use erebus_wire::IpProtocol;
 use erebus_wire::icmp::{IcmpPacket, IcmpRepr};
 use erebus_wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 
-use crate::framing::{self, Deframer};
+use crate::framing;
+use crate::link::Link;
 
 /// The data every request carries, so a reply can be told from anything else.
 const PAYLOAD: &[u8] = b"erebus-ping-0123456789abcdef";
@@ -35,10 +36,8 @@ pub struct Reply {
 #[derive(Debug)]
 pub struct PingProbe<T> {
     tunnel: T,
-    /// The attempt of the transport the inputs are about, and where it connected.
-    attempt: Option<u64>,
-    remote: Option<SocketAddr>,
-    deframer: Deframer,
+    /// The transport the inputs are about.
+    link: Link,
     rx: Vec<u8>,
     target: Ipv4Addr,
     source: Option<Ipv4Addr>,
@@ -69,9 +68,7 @@ impl<T: Tunnel> PingProbe<T> {
     ) -> Self {
         Self {
             tunnel,
-            attempt: None,
-            remote: None,
-            deframer: Deframer::default(),
+            link: Link::default(),
             rx: vec![0; 65_535],
             target,
             source: None,
@@ -111,12 +108,7 @@ impl<T: Tunnel> PingProbe<T> {
 
     /// Forgets the old transport when the tunnel asks for another.
     fn sync_transport(&mut self) {
-        let attempt = self.tunnel.transport().map(|spec| spec.attempt);
-        if attempt != self.attempt {
-            self.attempt = attempt;
-            self.remote = None;
-            self.deframer.reset();
-        }
+        self.link.follow(self.tunnel.transport());
     }
 
     /// Handles the decrypted inner packet at `rx[range]` (both transports decrypt in `rx`).
@@ -238,15 +230,14 @@ impl<T: Tunnel> Driven for PingProbe<T> {
                 event: TransportEvent::Connected { remote },
                 ..
             } => {
-                if self.remote.is_none() {
-                    self.remote = Some(remote);
+                if self.link.connect(remote) {
                     self.tunnel.transport_connected(self.now, remote);
                 }
             }
             Input::Transport {
                 event: TransportEvent::Data { from, .. },
                 ..
-            } if self.remote != Some(from) => {}
+            } if !self.link.is_server(from) => {}
             Input::Transport {
                 event: TransportEvent::Data { bytes, .. },
                 ..
@@ -262,8 +253,8 @@ impl<T: Tunnel> Driven for PingProbe<T> {
                     }
                 }
                 TransportKind::TcpLengthPrefixed => {
-                    self.deframer.push(bytes);
-                    while let Ok(Some(frame)) = self.deframer.next_frame() {
+                    self.link.deframer().push(bytes);
+                    while let Ok(Some(frame)) = self.link.deframer().next_frame() {
                         let len = frame.len();
                         if let Some(copy) = self.rx.get_mut(..len) {
                             copy.copy_from_slice(frame);
@@ -280,8 +271,9 @@ impl<T: Tunnel> Driven for PingProbe<T> {
                 event: TransportEvent::Closed { error },
                 ..
             } => {
-                self.remote = None;
-                self.tunnel.transport_closed(self.now, error);
+                if self.link.close() {
+                    self.tunnel.transport_closed(self.now, error);
+                }
             }
             Input::Local { .. } => {}
         }
@@ -303,7 +295,7 @@ impl<T: Tunnel> Driven for PingProbe<T> {
             }
         }
         self.sync_transport();
-        let Some(to) = self.remote else {
+        let Some(to) = self.link.remote() else {
             return Output::Timeout(self.deadline());
         };
         let frame = self.frame_len();
