@@ -271,37 +271,33 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         _ => {}
     };
 
+    // Every driver is set up the same way: events, the recording, Ctrl-C; only how it runs
+    // differs.
+    macro_rules! run_with {
+        ($driver:expr, |$d:ident| $run:expr) => {{
+            let mut $d = $driver;
+            $d.on_event(on_event);
+            if let Some(recorder) = recorder {
+                $d.record(Box::new(recorder));
+            }
+            let stop = $d.stop_handle();
+            ctrlc::set_handler(move || stop.stop()).context("cannot install the Ctrl-C handler")?;
+            $run?
+        }};
+    }
     let failure = match args.runtime {
-        Runtime::Mio => {
-            let mut driver = erebus::mio_driver::MioDriver::new(client, clock, listeners)?;
-            driver.on_event(on_event);
-            if let Some(recorder) = recorder {
-                driver.record(Box::new(recorder));
-            }
-            let stop = driver.stop_handle();
-            ctrlc::set_handler(move || stop.stop()).context("cannot install the Ctrl-C handler")?;
-            driver.run()?
-        }
-        Runtime::Smol => {
-            let mut driver = erebus::smol_driver::SmolDriver::new(client, clock, listeners)?;
-            driver.on_event(on_event);
-            if let Some(recorder) = recorder {
-                driver.record(Box::new(recorder));
-            }
-            let stop = driver.stop_handle();
-            ctrlc::set_handler(move || stop.stop()).context("cannot install the Ctrl-C handler")?;
-            smol::block_on(driver.run())?
-        }
-        Runtime::Threads => {
-            let mut driver = erebus::thread_driver::ThreadDriver::new(client, clock, listeners);
-            driver.on_event(on_event);
-            if let Some(recorder) = recorder {
-                driver.record(Box::new(recorder));
-            }
-            let stop = driver.stop_handle();
-            ctrlc::set_handler(move || stop.stop()).context("cannot install the Ctrl-C handler")?;
-            driver.run()?
-        }
+        Runtime::Mio => run_with!(
+            erebus::mio_driver::MioDriver::new(client, clock, listeners)?,
+            |driver| driver.run()
+        ),
+        Runtime::Smol => run_with!(
+            erebus::smol_driver::SmolDriver::new(client, clock, listeners)?,
+            |driver| smol::block_on(driver.run())
+        ),
+        Runtime::Threads => run_with!(
+            erebus::thread_driver::ThreadDriver::new(client, clock, listeners),
+            |driver| driver.run()
+        ),
     };
     if failure.fault == Fault::Closed {
         return Ok(Outcome::Clean);
