@@ -16,6 +16,8 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
+mod e2e;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,14 +26,13 @@ use erebus_testvectors::netns::{
     Transport,
 };
 
-const EREBUS: &str = env!("CARGO_BIN_EXE_erebus");
+use e2e::{EREBUS, NOBODY_UID, read_log};
+
 /// Where erebus's HTTP proxy listens in the client namespace.
 const HTTP_PROXY: &str = "http://127.0.0.1:8080";
 const HTTP_PROXY_PORT: u16 = 8080;
 /// Where erebus's SOCKS5 proxy listens, in the tests that turn it on.
 const SOCKS_PROXY: &str = "127.0.0.1:1080";
-/// The uid of nobody, which erebus runs as.
-const NOBODY_UID: u32 = 65534;
 /// Appended to every profile: retry after 1 s, then at most every 2 s.
 const FAST_RETRY: &str = "connect-retry 1 2";
 /// Size of the download checked by its SHA-256 after a reconnection.
@@ -40,31 +41,6 @@ const CHECKED_DOWNLOAD: usize = 4 << 20;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// `text` without ANSI colour sequences (in case erebus colours its log).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC '[' parameters, ended by a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn read_log(path: &Path) -> String {
-    strip_ansi(&String::from_utf8_lossy(
-        &std::fs::read(path).unwrap_or_default(),
-    ))
-}
 
 /// Everything erebus wrote (stdout and stderr), from `<instance dir>/erebus.log`.
 fn erebus_log(server: &OpenVpnServer) -> String {

@@ -16,14 +16,14 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // Test code that reports figures.
 
+mod e2e;
+
 use std::time::Duration;
 
 use erebus_testvectors::netns::{
     self, HTTP_MARKER, OpenVpnServer, RunAs, ServerProfile, Transport,
 };
 
-const EREBUS: &str = env!("CARGO_BIN_EXE_erebus");
-const NOBODY_UID: u32 = 65534;
 /// The delayed-ACK interval these exchanges must not wait for.
 const DELAYED_ACK: Duration = Duration::from_millis(40);
 
@@ -69,28 +69,14 @@ fn median(mut values: Vec<Duration>) -> Duration {
 /// Starts erebus with `runtime` and waits until its tunnel is up.
 fn start_erebus<'s>(server: &'s OpenVpnServer, runtime: &str) -> netns::NsProcess<'s> {
     let config = server.client_profile_path();
-    let argv = [
-        EREBUS,
+    let args = [
         "--config",
         config.to_str().unwrap(),
         "--runtime",
         runtime,
         "--no-socks",
     ];
-    let mut erebus = server
-        .spawn_in_client(RunAs::Nobody, &argv, "erebus.log")
-        .unwrap();
-    erebus
-        .wait_until_listening(8080, Duration::from_secs(10))
-        .unwrap();
-    let log = || std::fs::read_to_string(erebus.log_path()).unwrap_or_default();
-    let up = (0..300).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        log().contains("erebus: up:")
-    });
-    assert!(up, "erebus did not come up:\n{}", log());
-    assert_eq!(netns::uid_of(erebus.pid()), Some(NOBODY_UID));
-    erebus
+    e2e::start_erebus(server, &args)
 }
 
 fn small_responses_do_not_wait(runtime: &str) {

@@ -1,11 +1,13 @@
 //! erebus closes proxied TCP connections as RFC 9293 says, seen from the server's side of the
 //! tunnel: a capture on the OpenVPN server's tun device shows no reset from erebus and no FIN
 //! the origin had to send twice, whether the origin closes first (`Connection: close` inside a
-//! CONNECT tunnel, where the proxy relays bytes and cannot know the response ended) or erebus
-//! does (the proxy knows the response's length and closes its upstream). Against a real OpenVPN 2.6
+//! CONNECT tunnel, with a client that reads until the end of the stream) or erebus does (the
+//! proxy knows the response's length and closes its upstream). Against a real OpenVPN 2.6
 //! server, erebus running as nobody, under the mio and smol drivers.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+mod e2e;
 
 use std::time::Duration;
 
@@ -14,12 +16,7 @@ use erebus_testvectors::netns::{
     Transport,
 };
 
-const EREBUS: &str = env!("CARGO_BIN_EXE_erebus");
-const NOBODY_UID: u32 = 65534;
-
-fn read(path: &std::path::Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).into_owned()
-}
+use e2e::read_log as read;
 
 /// One captured segment: source, destination and the flags tcpdump printed.
 #[derive(Debug)]
@@ -53,26 +50,14 @@ fn closes_cleanly(runtime: &str) {
     }
     let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
     let config = server.client_profile_path();
-    let argv = [
-        EREBUS,
+    let args = [
         "--config",
         config.to_str().unwrap(),
         "--runtime",
         runtime,
         "--no-socks",
     ];
-    let mut erebus = server
-        .spawn_in_client(RunAs::Nobody, &argv, "erebus.log")
-        .unwrap();
-    erebus
-        .wait_until_listening(8080, Duration::from_secs(10))
-        .unwrap();
-    let up = (0..300).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        read(erebus.log_path()).contains("erebus: up:")
-    });
-    assert!(up, "erebus did not come up:\n{}", read(erebus.log_path()));
-    assert_eq!(netns::uid_of(erebus.pid()), Some(NOBODY_UID));
+    let erebus = e2e::start_erebus(&server, &args);
 
     // The server's tun device carries the inner packets as the origin sees them.
     let ip = netns::find_program("ip").unwrap();
@@ -103,26 +88,57 @@ fn closes_cleanly(runtime: &str) {
     });
     assert!(listening, "tcpdump did not start:\n{}", read(&log));
 
+    // The origin closes first: through a CONNECT tunnel, a client that reads until the end of
+    // the stream asks with `Connection: close`; the origin answers and hangs up, and only
+    // then does the client close. (curl would close as soon as it has the response's length.)
+    let python = netns::find_program("python3").unwrap();
+    let script = format!(
+        "import socket\n\
+         s = socket.create_connection(('127.0.0.1', 8080))\n\
+         s.sendall(b'CONNECT {origin}:{HTTP_PORT} HTTP/1.1\\r\\nHost: {origin}\\r\\n\\r\\n')\n\
+         head = b''\n\
+         while not head.endswith(b'\\r\\n\\r\\n'):\n\
+         \x20   head += s.recv(1)\n\
+         s.sendall(b'GET / HTTP/1.1\\r\\nHost: {origin}\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         body = b''\n\
+         while True:\n\
+         \x20   chunk = s.recv(65536)\n\
+         \x20   if not chunk:\n\
+         \x20       break\n\
+         \x20   body += chunk\n\
+         s.close()\n\
+         print(body.decode())\n",
+        origin = server.server_tunnel_addr()
+    );
+    let out = server
+        .run_in_client(
+            RunAs::Nobody,
+            &[python.to_str().unwrap(), "-c", &script],
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert!(out.success(), "{out}");
+    assert!(out.stdout_text().contains(HTTP_MARKER), "{out}");
+    // erebus closes first: the proxy has the whole response (its length is known) and closes
+    // its upstream when curl leaves.
     let curl = netns::find_program("curl").unwrap();
     let url = server.http_url();
-    // The origin closes first: through a CONNECT tunnel it answers `Connection: close` and
-    // hangs up. erebus closes first: the proxy has the whole response and closes upstream.
-    for extra in [&["-p", "-H", "Connection: close"][..], &[][..]] {
-        let mut argv = vec![
-            curl.to_str().unwrap(),
-            "-sS",
-            "--fail",
-            "-x",
-            "http://127.0.0.1:8080",
-        ];
-        argv.extend_from_slice(extra);
-        argv.push(&url);
-        let out = server
-            .run_in_client(RunAs::Nobody, &argv, Duration::from_secs(30))
-            .unwrap();
-        assert!(out.success(), "{}", out.stderr_text());
-        assert!(out.stdout_text().contains(HTTP_MARKER));
-    }
+    let out = server
+        .run_in_client(
+            RunAs::Nobody,
+            &[
+                curl.to_str().unwrap(),
+                "-sS",
+                "--fail",
+                "-x",
+                "http://127.0.0.1:8080",
+                &url,
+            ],
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr_text());
+    assert!(out.stdout_text().contains(HTTP_MARKER));
     // Retransmitted FINs come after 200 ms or more: give them time to show.
     std::thread::sleep(Duration::from_millis(1500));
     capture.stop(Duration::from_secs(3));
