@@ -71,6 +71,9 @@ const FIRST_CONN: usize = 1 << 20;
 const READS_PER_TURN: usize = 64;
 /// Bytes read from a local connection at a time.
 const LOCAL_READ_CHUNK: usize = 64 * 1024;
+/// How long a closed connection may take to receive what was written to it before it is
+/// dropped anyway.
+const CLOSE_LINGER: Duration = Duration::from_secs(10);
 /// Largest outer packet or stream chunk the driver reads from the transport.
 const TRANSPORT_READ_CHUNK: usize = 65_536;
 
@@ -322,6 +325,9 @@ struct LocalConn {
     maybe_readable: bool,
     /// `pending` went from full to empty: the pump is to be told.
     flushed: bool,
+    /// The machine closed the connection: it is dropped once `pending` is written, or at
+    /// this time.
+    close_by: Option<std::time::Instant>,
 }
 
 /// The mio side of the sockets: the transport, the local connections and the resolver
@@ -609,6 +615,7 @@ impl<D: Driven> MioDriver<D> {
                 shutdown_after_flush: false,
                 maybe_readable: true,
                 flushed: false,
+                close_by: None,
             },
         );
         self.pump.accepted(&mut self.io, id, listener);
@@ -853,12 +860,17 @@ impl MioIo {
         }
     }
 
-    /// Closes connections that were asked to shut down once their bytes are flushed.
+    /// Closes connections that were asked to shut down once their bytes are flushed, and
+    /// closed ones whose client would not read them in time.
     fn close_finished(&mut self) {
+        let now = std::time::Instant::now();
         let done: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.shutdown_after_flush && c.pending.is_empty() && c.read_closed)
+            .filter(|(_, c)| {
+                (c.shutdown_after_flush && c.pending.is_empty() && c.read_closed)
+                    || c.close_by.is_some_and(|by| now >= by)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in done {
@@ -972,10 +984,14 @@ impl Io for MioIo {
 
     fn close_local(&mut self, conn: ConnId) {
         if let Some(conn) = self.conns.get_mut(&conn) {
-            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            // What was written still goes out first; then the socket closes.
             conn.read_closed = true;
-            conn.pending.clear();
+            conn.paused = true;
             conn.shutdown_after_flush = true;
+            conn.close_by = Some(std::time::Instant::now() + CLOSE_LINGER);
+            if conn.pending.is_empty() {
+                let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+            }
         }
     }
 }

@@ -28,6 +28,8 @@ use crate::record::Tap;
 
 /// How often a blocked socket thread looks whether it should stop.
 const STOP_CHECK: Duration = Duration::from_millis(100);
+/// How long a write to a local connection may block before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -78,6 +80,8 @@ impl Drop for Transport {
 enum WriteCommand {
     Data(Vec<u8>),
     Shutdown,
+    /// Write what came before, then close.
+    Close,
 }
 
 /// A local connection: its socket (to close it), its writer thread's queue, and its reader's
@@ -238,6 +242,8 @@ impl<D: Driven> ThreadDriver<D> {
             tracing::warn!("cannot use an accepted connection");
             return;
         };
+        // A client that reads nothing does not hold its writer thread for ever.
+        let _ = writer.set_write_timeout(Some(WRITE_TIMEOUT));
         let paused = Arc::new((Mutex::new(false), Condvar::new()));
         let (write_tx, write_rx) = mpsc::channel();
         let tx = self.io.tx.clone();
@@ -334,8 +340,9 @@ impl Io for ThreadIo {
 
     fn close_local(&mut self, conn: ConnId) {
         if let Some(local) = self.conns.remove(&conn) {
-            // Both threads see the socket end and finish; a paused reader is woken for it.
-            let _ = local.stream.shutdown(Shutdown::Both);
+            // The writer writes what came before, then closes the socket; the reader sees it
+            // end (a paused reader is woken for it).
+            let _ = local.writer.send(WriteCommand::Close);
             set_paused(&local, false);
         }
     }
@@ -529,6 +536,10 @@ fn write_local(
             }
             WriteCommand::Shutdown => {
                 let _ = stream.shutdown(Shutdown::Write);
+            }
+            WriteCommand::Close => {
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
             }
         }
     }

@@ -188,7 +188,9 @@ pub enum LocalAction<'b> {
     ResumeReading,
     /// Close the sending side after all written bytes are flushed.
     Shutdown,
-    /// Drop the connection now.
+    /// The machine is done with the connection: read nothing more, write what was already
+    /// written (bounded in time: a client that reads nothing is dropped), then close it.
+    /// Bytes handed over with [`LocalAction::Write`] are never discarded by a close.
     Close,
 }
 
