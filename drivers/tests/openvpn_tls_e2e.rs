@@ -14,45 +14,22 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
+mod e2e;
+
 use std::fs::File;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use e2e::{EREBUS, read_log};
 
 use erebus_testvectors::netns::{
     self, HTTP_MARKER, NsProcess, OpenVpnServer, RunAs, ServerOptions, ServerProfile, Transport,
 };
 
-const EREBUS: &str = env!("CARGO_BIN_EXE_erebus");
-
 /// `IV_PROTO` erebus announces: DATA_V2, REQUEST_PUSH, TLS_KEY_EXPORT and CC_EXIT_NOTIFY.
 const EREBUS_IV_PROTO: u32 = 142;
 /// Bit 3 of `IV_PROTO`: the client can derive keys with TLS-EKM.
 const TLS_KEY_EXPORT: u32 = 8;
-
-/// `text` without ANSI colour sequences (erebus's log is coloured even into a file).
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC '[' parameters, ended by a letter.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn read_log(path: &std::path::Path) -> String {
-    strip_ansi(&String::from_utf8_lossy(
-        &std::fs::read(path).unwrap_or_default(),
-    ))
-}
 
 fn erebus_log(server: &OpenVpnServer) -> String {
     read_log(&server.instance_dir().join("erebus.log"))
