@@ -38,7 +38,8 @@ Proxies listen on 127.0.0.1 unless told otherwise. Logs go to stderr; set RUST_L
 #[derive(Parser, Debug)]
 #[command(name = "erebus", version, after_help = EXIT_HELP)]
 struct Args {
-    /// The OpenVPN profile (.ovpn) to connect with.
+    /// The configuration to connect with: an OpenVPN profile (.ovpn) or a strongSwan
+    /// swanctl.conf, recognised from its content.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
     /// Address of the HTTP proxy (CONNECT and absolute-form requests).
@@ -80,6 +81,10 @@ struct Args {
     /// refused: HTTP 503 with Retry-After, or a SOCKS5 general failure.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     tunnel_wait: u64,
+    /// The connection to use from a strongSwan swanctl.conf that has several; may be left out
+    /// when it has one.
+    #[arg(long, value_name = "NAME")]
+    connection: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -133,10 +138,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<Outcome> {
-    let config = match ConfigFile::read(&args.config) {
+    let mut config = match ConfigFile::read(&args.config) {
         Ok(config) => config,
         Err(error) => return Ok(Outcome::Config(error.into())),
     };
+    config.connection.clone_from(&args.connection);
     // The credentials are read here and handed over as bytes: they never appear in argv or
     // the logs.
     let auth_user_pass = match &args.auth_user_pass {
@@ -229,6 +235,7 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
             &config.dir
         })
         .ok(),
+        connection: args.connection.clone(),
     };
     let client = match build_client(plan, &settings, &seed, proxy_auth) {
         Ok(client) => client,

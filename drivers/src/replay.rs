@@ -214,12 +214,13 @@ pub fn replay_dir_with(dir: &Path, options: ReplayOptions) -> Result<ReplayRepor
     let seed = Seed::from_bytes(seed);
     let settings_bytes = read("settings")?;
     let settings = Settings::parse(&String::from_utf8_lossy(&settings_bytes))?;
-    let config = ConfigFile::recorded(
+    let mut config = ConfigFile::recorded(
         read("config")?,
         // Files the profile names are found where they were, if they are still there.
         settings.profile_dir.clone().unwrap_or_else(|| dir.into()),
         dir.join("config"),
     );
+    config.connection.clone_from(&settings.connection);
     let auth_user_pass = if settings.auth_user_pass {
         Some(
             options

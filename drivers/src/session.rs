@@ -33,6 +33,8 @@ pub struct ConfigFile {
     pub dir: PathBuf,
     /// Its bytes (for `--record`).
     pub bytes: Zeroizing<Vec<u8>>,
+    /// The connection to use, for a swanctl.conf with several (`--connection`).
+    pub connection: Option<String>,
 }
 
 impl std::fmt::Debug for ConfigFile {
@@ -59,12 +61,18 @@ impl ConfigFile {
             path: path.into(),
             dir,
             bytes,
+            connection: None,
         })
     }
 
     /// The configuration with bytes recorded earlier, whose files are found in `dir`.
     pub fn recorded(bytes: Zeroizing<Vec<u8>>, dir: PathBuf, path: PathBuf) -> Self {
-        Self { path, dir, bytes }
+        Self {
+            path,
+            dir,
+            bytes,
+            connection: None,
+        }
     }
 
     /// Parses the configuration and reads every file it names, relative to its directory.
@@ -85,10 +93,37 @@ impl ConfigFile {
             &self.bytes,
             &self.path.display().to_string(),
             &mut files,
-            Overrides { auth_user_pass },
+            Overrides {
+                auth_user_pass,
+                connection: self.connection.clone(),
+                x509ca: self.x509ca(),
+            },
             wall_clock,
         )
         .map_err(|e| SetupError(e.to_string()))
+    }
+}
+
+impl ConfigFile {
+    /// The certificates in the `x509ca/` directory beside a swanctl.conf, which swanctl trusts
+    /// for every connection; nothing for other formats or when there is no such directory.
+    fn x509ca(&self) -> Vec<Zeroizing<Vec<u8>>> {
+        if erebus_session::Format::detect(&self.bytes) != erebus_session::Format::Swanctl {
+            return Vec::new();
+        }
+        let Ok(entries) = std::fs::read_dir(self.dir.join("x509ca")) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.is_file())
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .filter_map(|path| std::fs::read(path).ok().map(Zeroizing::new))
+            .collect()
     }
 }
 
@@ -130,6 +165,8 @@ pub struct Settings {
     /// The absolute directory the profile's relative file names are resolved against, when it
     /// can be written on one line of UTF-8.
     pub profile_dir: Option<PathBuf>,
+    /// The swanctl.conf connection chosen with `--connection`.
+    pub connection: Option<String>,
 }
 
 /// The version of the `settings` text written by [`Settings::to_text`].
@@ -191,7 +228,7 @@ impl Settings {
     /// Keys: `version`, `wall_clock_at_epoch` (Unix seconds), `built_at_micros`, one
     /// `listener` per front end (`http`, `socks5` or `forward HOST:PORT`), one `dns` per
     /// server, `proxy_auth` and `auth_user_pass` (`yes` or `no`), `tunnel_wait_millis`, and
-    /// optionally `profile_dir`. The server's address is not here: it is an input of the
+    /// optionally `profile_dir` and `connection`. The server's address is not here: it is an input of the
     /// journal, since every attempt resolves it again.
     pub fn to_text(&self) -> String {
         let mut text = format!(
@@ -223,6 +260,9 @@ impl Settings {
         if let Some(dir) = self.profile_dir.as_deref().and_then(one_line) {
             text.push_str(&format!("profile_dir={dir}\n"));
         }
+        if let Some(name) = self.connection.as_deref().filter(|n| !n.contains('\n')) {
+            text.push_str(&format!("connection={name}\n"));
+        }
         text
     }
 
@@ -240,6 +280,7 @@ impl Settings {
         let mut proxy_auth = None;
         let mut auth_user_pass = None;
         let mut profile_dir = None;
+        let mut connection = None;
         let mut listeners = Vec::new();
         let mut dns_servers = Vec::new();
         for (index, raw) in text.lines().enumerate() {
@@ -317,6 +358,9 @@ impl Settings {
                     }
                     set_once(&mut profile_dir, line, "profile_dir", PathBuf::from(value))?;
                 }
+                "connection" => {
+                    set_once(&mut connection, line, "connection", value.to_owned())?;
+                }
                 other => {
                     return Err(SettingsError::UnknownKey {
                         line,
@@ -336,6 +380,7 @@ impl Settings {
             proxy_auth: proxy_auth.ok_or(missing("proxy_auth"))?,
             auth_user_pass: auth_user_pass.ok_or(missing("auth_user_pass"))?,
             profile_dir,
+            connection,
         })
     }
 }
@@ -497,6 +542,7 @@ mod tests {
             auth_user_pass: false,
             tunnel_wait: Duration::from_secs(10),
             profile_dir: Some(PathBuf::from("/etc/erebus/profiles")),
+            connection: Some("home".into()),
         }
     }
 
@@ -511,6 +557,7 @@ mod tests {
             listeners: Vec::new(),
             dns_servers: Vec::new(),
             profile_dir: None,
+            connection: None,
             proxy_auth: false,
             ..sample()
         };

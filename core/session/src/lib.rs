@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ipsec;
 pub mod openvpn;
 pub mod retry;
 pub mod supervisor;
@@ -23,6 +24,7 @@ use erebus_sansio::tunnel::Failure;
 use erebus_sansio::{Instant, Seed, WallClock};
 use zeroize::Zeroizing;
 
+pub use ipsec::IpsecProtocol;
 pub use openvpn::{OpenVpnProtocol, OpenVpnTunnel};
 pub use retry::{Remote, RetryPolicy};
 pub use supervisor::{Protocol, Supervisor, SupervisorStats};
@@ -38,6 +40,11 @@ pub struct Overrides {
     /// The bytes of a credentials file (username line, password line) given on the command
     /// line, used instead of the configuration's `auth-user-pass`.
     pub auth_user_pass: Option<Zeroizing<Vec<u8>>>,
+    /// The connection to use from a swanctl.conf with several (`--connection`).
+    pub connection: Option<String>,
+    /// The certificates in the `x509ca/` directory beside a swanctl.conf, which swanctl
+    /// trusts for every connection (the caller lists the directory; this crate cannot).
+    pub x509ca: Vec<Zeroizing<Vec<u8>>>,
 }
 
 impl core::fmt::Debug for Overrides {
@@ -47,6 +54,8 @@ impl core::fmt::Debug for Overrides {
                 "auth_user_pass",
                 &self.auth_user_pass.as_ref().map(|_| "<secret>"),
             )
+            .field("connection", &self.connection)
+            .field("x509ca", &self.x509ca.len())
             .finish()
     }
 }
@@ -106,6 +115,8 @@ impl Format {
 pub enum AnyProtocol {
     /// OpenVPN.
     OpenVpn(Box<OpenVpnProtocol>),
+    /// IPsec: IKEv2 and ESP in UDP.
+    Ipsec(Box<IpsecProtocol>),
 }
 
 /// A session of any protocol.
@@ -114,30 +125,36 @@ pub enum AnyProtocol {
 pub enum AnyTunnel {
     /// An OpenVPN session.
     OpenVpn(OpenVpnTunnel),
+    /// An IPsec session.
+    Ipsec(Box<erebus_ipsec::IpsecSession>),
 }
 
 impl erebus_sansio::Tunnel for AnyTunnel {
     fn transport(&self) -> Option<&erebus_sansio::tunnel::TransportSpec> {
         match self {
             Self::OpenVpn(t) => t.transport(),
+            Self::Ipsec(t) => t.transport(),
         }
     }
 
     fn overhead(&self) -> erebus_sansio::tunnel::Overhead {
         match self {
             Self::OpenVpn(t) => t.overhead(),
+            Self::Ipsec(t) => t.overhead(),
         }
     }
 
     fn transport_connected(&mut self, now: Instant, remote: SocketAddr) {
         match self {
             Self::OpenVpn(t) => t.transport_connected(now, remote),
+            Self::Ipsec(t) => t.transport_connected(now, remote),
         }
     }
 
     fn transport_closed(&mut self, now: Instant, error: erebus_sansio::io::TransportError) {
         match self {
             Self::OpenVpn(t) => t.transport_closed(now, error),
+            Self::Ipsec(t) => t.transport_closed(now, error),
         }
     }
 
@@ -148,6 +165,7 @@ impl erebus_sansio::Tunnel for AnyTunnel {
     ) -> Result<erebus_sansio::tunnel::Decapsulated, erebus_sansio::tunnel::DropReason> {
         match self {
             Self::OpenVpn(t) => t.decapsulate(now, packet),
+            Self::Ipsec(t) => t.decapsulate(now, packet),
         }
     }
 
@@ -159,36 +177,42 @@ impl erebus_sansio::Tunnel for AnyTunnel {
     ) -> Result<core::ops::Range<usize>, erebus_sansio::tunnel::DropReason> {
         match self {
             Self::OpenVpn(t) => t.encapsulate(now, buf, inner),
+            Self::Ipsec(t) => t.encapsulate(now, buf, inner),
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         match self {
             Self::OpenVpn(t) => t.handle_timeout(now),
+            Self::Ipsec(t) => t.handle_timeout(now),
         }
     }
 
     fn close(&mut self, now: Instant) {
         match self {
             Self::OpenVpn(t) => t.close(now),
+            Self::Ipsec(t) => t.close(now),
         }
     }
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Result<usize, usize>> {
         match self {
             Self::OpenVpn(t) => t.poll_transmit(now, buf),
+            Self::Ipsec(t) => t.poll_transmit(now, buf),
         }
     }
 
     fn poll_event(&mut self) -> Option<erebus_sansio::tunnel::TunnelEvent> {
         match self {
             Self::OpenVpn(t) => t.poll_event(),
+            Self::Ipsec(t) => t.poll_event(),
         }
     }
 
     fn poll_timeout(&self) -> Option<(Instant, &'static str)> {
         match self {
             Self::OpenVpn(t) => t.poll_timeout(),
+            Self::Ipsec(t) => t.poll_timeout(),
         }
     }
 }
@@ -208,12 +232,16 @@ impl Protocol for AnyProtocol {
             Self::OpenVpn(p) => p
                 .build(index, remote, seed, wall_clock, now)
                 .map(AnyTunnel::OpenVpn),
+            Self::Ipsec(p) => p
+                .build(index, remote, seed, wall_clock, now)
+                .map(|t| AnyTunnel::Ipsec(Box::new(t))),
         }
     }
 
     fn retire(&mut self, tunnel: &AnyTunnel) {
-        match (self, tunnel) {
-            (Self::OpenVpn(p), AnyTunnel::OpenVpn(t)) => p.retire(t),
+        // Only OpenVPN carries something (its pushed auth-token) from one session to the next.
+        if let (Self::OpenVpn(p), AnyTunnel::OpenVpn(t)) = (self, tunnel) {
+            p.retire(t);
         }
     }
 }
@@ -265,9 +293,44 @@ pub fn load(
     wall_clock: WallClock,
 ) -> Result<Plan, LoadError> {
     match Format::detect(bytes) {
-        Format::Swanctl => Err(LoadError::Config(format!(
-            "{name}: this is a strongSwan swanctl.conf; IPsec is not supported yet"
-        ))),
+        Format::Swanctl => {
+            let (connection, warnings) = erebus_ipsec::swanctl::load_with_options(
+                bytes,
+                name,
+                overrides.connection.as_deref(),
+                files,
+                &erebus_ipsec::swanctl::LoadOptions {
+                    x509ca: overrides
+                        .x509ca
+                        .iter()
+                        .map(|bytes| erebus_ipsec::config::Secret::new(bytes.to_vec()))
+                        .collect(),
+                },
+            )
+            .map_err(|e| LoadError::Config(e.to_string()))?;
+            let warnings = warnings
+                .iter()
+                .map(|w| {
+                    format!(
+                        "{}: line {}: {}: {}",
+                        w.file.display(),
+                        w.line,
+                        w.key,
+                        w.message
+                    )
+                })
+                .collect();
+            let protocol = IpsecProtocol::new(connection);
+            protocol
+                .check(wall_clock)
+                .map_err(|e| LoadError::Config(format!("{name}: {e}")))?;
+            Ok(Plan {
+                remotes: protocol.remotes(),
+                policy: protocol.policy(),
+                protocol: AnyProtocol::Ipsec(Box::new(protocol)),
+                warnings,
+            })
+        }
         Format::OpenVpn => {
             let (profile, warnings) =
                 Profile::parse(bytes).map_err(|e| LoadError::Config(format!("{name}: {e}")))?;

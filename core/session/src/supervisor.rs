@@ -353,8 +353,41 @@ impl<P: Protocol> Supervisor<P> {
         };
     }
 
+    /// A session that moves to another port of its server while connecting (IKEv2 floats
+    /// from 500 to 4500 after IKE_SA_INIT) gets a new transport there: a new attempt number,
+    /// so the driver opens a new socket, to the address already resolved.
+    fn follow_session_port(&mut self) {
+        let next_attempt = self.attempt + 1;
+        let State::Connecting {
+            spec,
+            remote,
+            session: Some(session),
+            ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        let (Some(wanted), Some(addr)) = (session.transport(), *remote) else {
+            return;
+        };
+        if wanted.port == spec.port {
+            return;
+        }
+        *spec = TransportSpec {
+            attempt: next_attempt,
+            host: addr.ip().to_string(),
+            port: wanted.port,
+            kind: spec.kind,
+        };
+        *remote = None;
+        self.attempt = next_attempt;
+        tracing::debug!(attempt = self.attempt, %spec, "the session moves to another port");
+        self.events.push_back(TunnelEvent::Connecting(spec.clone()));
+    }
+
     /// Moves the session's events up, acting on those that change the lifecycle.
     fn pump_session_events(&mut self) {
+        self.follow_session_port();
         loop {
             let Some(event) = self.session_mut().and_then(Tunnel::poll_event) else {
                 return;
@@ -433,6 +466,12 @@ impl<P: Protocol> Tunnel for Supervisor<P> {
         }
         *remote = Some(addr);
         self.unresolved_since = None;
+        if let Some(moved) = session.as_mut() {
+            // The session asked for this transport (another port of its server).
+            moved.transport_connected(now, addr);
+            self.pump_session_events();
+            return;
+        }
         let seed = self.seed.child(&format!("attempt.{}", self.attempt));
         match self
             .protocol

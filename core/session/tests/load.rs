@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use erebus_sansio::tunnel::{TransportKind, Tunnel};
 use erebus_sansio::{Instant, Seed, UnixTime, WallClock};
-use erebus_session::{LoadError, Overrides, Plan, load};
+use erebus_session::{AnyProtocol, LoadError, Overrides, Plan, load};
 use zeroize::Zeroizing;
 
 const CA: &str = include_str!("../../../testvectors/tls-pki/ca.crt");
@@ -125,6 +125,7 @@ fn credentials_on_the_command_line_replace_the_profiles() {
     );
     let given = Overrides {
         auth_user_pass: Some(Zeroizing::new(b"bob\npassword\n".to_vec())),
+        ..Overrides::default()
     };
     assert!(plan(&prompt, &[("ca.crt", CA)], given).is_ok());
 }
@@ -150,9 +151,51 @@ fn a_broken_profile_is_refused_with_its_line() {
     assert!(matches!(error, LoadError::Config(_)), "{error}");
 }
 
+const SWANCTL: &str = "connections {
+    home {
+        remote_addrs = vpn.example.test
+        vips = 0.0.0.0
+        local {
+            auth = psk
+            id = client@example.test
+        }
+        remote {
+            auth = psk
+            id = vpn.example.test
+        }
+        children {
+            net {
+                remote_ts = 10.98.0.0/24
+            }
+        }
+    }
+}
+secrets {
+    ike-home {
+        id = client@example.test
+        secret = not-a-real-secret
+    }
+}
+";
+
 #[test]
-fn a_swanctl_conf_is_recognised() {
-    let swanctl = "connections {\n    home {\n        remote_addrs = 10.99.0.1\n    }\n}\n";
-    let error = plan(swanctl, &[], Overrides::default()).unwrap_err();
-    assert!(error.to_string().contains("swanctl.conf"), "{error}");
+fn a_swanctl_conf_is_recognised_and_becomes_an_ipsec_plan() {
+    let plan = plan(SWANCTL, &[], Overrides::default()).unwrap();
+    assert!(matches!(plan.protocol, AnyProtocol::Ipsec(_)), "{plan:?}");
+    assert_eq!(plan.remotes.len(), 1);
+    assert_eq!(plan.remotes[0].host, "vpn.example.test");
+    assert_eq!(plan.remotes[0].port, 500);
+    assert_eq!(plan.remotes[0].kind.name(), "udp");
+    // A connection without children names the line of its block.
+    let broken = SWANCTL.replace("children {\n            net {\n                remote_ts = 10.98.0.0/24\n            }\n        }\n", "");
+    let error = plan_of(&broken).unwrap_err().to_string();
+    assert!(error.contains("line 2"), "{error}");
+    // Several connections and none chosen: the error lists them.
+    let two = SWANCTL.replace("connections {\n", "connections {\n    other {\n        remote_addrs = 192.0.2.1\n    }\n");
+    let error = plan_of(&two).unwrap_err().to_string();
+    assert!(error.contains("home") && error.contains("other"), "{error}");
+}
+
+fn plan_of(text: &str) -> Result<Plan, LoadError> {
+    plan(text, &[], Overrides::default())
 }

@@ -1,0 +1,278 @@
+//! One IKE SA as the client keeps it: SPIs, the keys of RFC 7296 §2.14, the message-ID
+//! counters of §2.3 with the outstanding request and the cached response, and the SK payload
+//! (§3.14 with RFC 5282 AEAD) that protects every message after IKE_SA_INIT.
+
+use core::time::Duration;
+
+use erebus_sansio::Instant;
+
+use crate::crypto::{Aead, IV_LEN, SecretBytes, TAG_LEN};
+use crate::proposal::{Encr, Prf};
+use crate::wire::{self, HEADER_LEN, Header, flags, payload};
+
+/// What a request of ours is for, so its response is handled accordingly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// IKE_SA_INIT.
+    Init,
+    /// An IKE_AUTH round.
+    Auth,
+    /// A liveness check (empty INFORMATIONAL).
+    Dpd,
+    /// Our CHILD_SA rekey.
+    RekeyChild,
+    /// Deleting the CHILD_SA replaced by our or the server's rekey.
+    DeleteOldChild,
+    /// Our IKE_SA rekey.
+    RekeyIke,
+    /// Deleting the IKE SA a rekey replaced.
+    DeleteOldIke,
+    /// Deleting the IKE SA because we leave.
+    Close,
+}
+
+/// Our request waiting for its response.
+#[derive(Debug)]
+pub struct Outstanding {
+    /// Its message ID.
+    pub id: u32,
+    /// What it is for.
+    pub purpose: Purpose,
+    /// The datagrams, as sent (without the non-ESP marker): retransmitted unchanged.
+    pub datagrams: Vec<Vec<u8>>,
+    /// When to send them again.
+    pub retransmit_at: Instant,
+    /// Sends so far.
+    pub sends: u32,
+}
+
+/// The retransmission schedule: the first wait, its growth and the number of sends.
+pub const RETRANSMIT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Growth of the wait per retransmission (strongSwan's `retransmit_base`).
+pub const RETRANSMIT_BASE: f64 = 1.8;
+/// Sends of one request before the peer counts as gone.
+pub const RETRANSMIT_SENDS: u32 = 5;
+
+/// The wait after send number `sends` (1 for the first).
+pub fn retransmit_wait(sends: u32) -> Duration {
+    let factor = RETRANSMIT_BASE.powi(i32::try_from(sends.saturating_sub(1)).unwrap_or(16));
+    RETRANSMIT_TIMEOUT.mul_f64(factor)
+}
+
+/// The keys of an IKE SA, split out of prf+ (RFC 7296 §2.14).
+pub struct IkeKeys {
+    /// SK_d: CHILD_SA and rekey key material comes from it.
+    pub sk_d: SecretBytes,
+    /// SK_pi: our or their AUTH binds the initiator's identity with it.
+    pub sk_pi: SecretBytes,
+    /// SK_pr.
+    pub sk_pr: SecretBytes,
+    /// Protects what the original initiator sends.
+    pub encrypt_i: Aead,
+    /// Protects what the original responder sends.
+    pub encrypt_r: Aead,
+}
+
+impl core::fmt::Debug for IkeKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("IkeKeys(<secret>)")
+    }
+}
+
+impl IkeKeys {
+    /// Derives the keys from SKEYSEED for an AEAD suite: `{SK_d | SK_ai | SK_ar | SK_ei |
+    /// SK_er | SK_pi | SK_pr} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr)`, with empty SK_a*.
+    pub fn derive(
+        prf: Prf,
+        encr: Encr,
+        skeyseed: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+    ) -> Option<Self> {
+        let d = prf.len();
+        let e = encr.keymat_len();
+        let total = d + 2 * e + 2 * d;
+        let spi_i = spi_i.to_be_bytes();
+        let spi_r = spi_r.to_be_bytes();
+        let km = prf.plus(skeyseed, &[ni, nr, &spi_i, &spi_r], total);
+        let take = |at: usize, len: usize| {
+            SecretBytes::new(km.get(at..at + len).unwrap_or_default().to_vec())
+        };
+        Some(Self {
+            sk_d: take(0, d),
+            encrypt_i: Aead::new(encr, km.get(d..d + e)?)?,
+            encrypt_r: Aead::new(encr, km.get(d + e..d + 2 * e)?)?,
+            sk_pi: take(d + 2 * e, d),
+            sk_pr: take(2 * d + 2 * e, d),
+        })
+    }
+}
+
+/// An established (or establishing) IKE SA.
+#[derive(Debug)]
+pub struct IkeSa {
+    /// The original initiator's SPI.
+    pub spi_i: u64,
+    /// The original responder's SPI.
+    pub spi_r: u64,
+    /// Whether we are the original initiator (false after the server rekeyed the IKE SA).
+    pub we_initiated: bool,
+    /// The PRF.
+    pub prf: Prf,
+    /// The cipher.
+    pub encr: Encr,
+    /// The keys, once derived.
+    pub keys: Option<IkeKeys>,
+    /// The ID of our next request.
+    pub next_request: u32,
+    /// The ID we expect on the peer's next request.
+    pub expected_peer_request: u32,
+    /// Our request in flight.
+    pub outstanding: Option<Outstanding>,
+    /// The response to the peer's last request, for its retransmissions.
+    pub last_response: Option<(u32, Vec<Vec<u8>>)>,
+    iv_counter: u64,
+}
+
+/// Why an IKE message was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reject {
+    /// Not parseable.
+    Malformed,
+    /// Failed authentication.
+    Unauthentic,
+}
+
+impl IkeSa {
+    /// A new IKE SA with our `spi_i` (as initiator) and no keys yet.
+    pub fn new(spi_i: u64, prf: Prf, encr: Encr) -> Self {
+        Self {
+            spi_i,
+            spi_r: 0,
+            we_initiated: true,
+            prf,
+            encr,
+            keys: None,
+            next_request: 0,
+            expected_peer_request: 0,
+            outstanding: None,
+            last_response: None,
+            iv_counter: 0,
+        }
+    }
+
+    /// Whether the header's SPIs name this SA.
+    pub fn owns(&self, header: &Header) -> bool {
+        header.spi_i == self.spi_i && header.spi_r == self.spi_r
+    }
+
+    /// Our flag bits for a message: I when we are the original initiator, R for a response.
+    pub fn flags(&self, response: bool) -> u8 {
+        (if self.we_initiated {
+            flags::INITIATOR
+        } else {
+            0
+        }) | (if response { flags::RESPONSE } else { 0 })
+    }
+
+    fn sending_key(&self) -> Option<&Aead> {
+        let keys = self.keys.as_ref()?;
+        Some(if self.we_initiated {
+            &keys.encrypt_i
+        } else {
+            &keys.encrypt_r
+        })
+    }
+
+    fn receiving_key(&self) -> Option<&Aead> {
+        let keys = self.keys.as_ref()?;
+        Some(if self.we_initiated {
+            &keys.encrypt_r
+        } else {
+            &keys.encrypt_i
+        })
+    }
+
+    /// Builds an encrypted message: the header, then an SK payload holding `inner` (a payload
+    /// chain whose first type is `first`).
+    pub fn seal(
+        &mut self,
+        exchange: u8,
+        response: bool,
+        message_id: u32,
+        first: u8,
+        inner: &[u8],
+    ) -> Option<Vec<u8>> {
+        self.iv_counter += 1;
+        let iv = self.iv_counter.to_be_bytes();
+        let flags = self.flags(response);
+        let key = self.sending_key()?;
+        // Pad Length byte, no padding: an AEAD needs no block alignment.
+        let sk_len = 4 + IV_LEN + inner.len() + 1 + TAG_LEN;
+        let length = u32::try_from(HEADER_LEN + sk_len).ok()?;
+        let mut msg = Vec::with_capacity(HEADER_LEN + sk_len);
+        Header {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            next_payload: payload::SK,
+            exchange,
+            flags,
+            message_id,
+            length,
+        }
+        .write(&mut msg);
+        msg.push(first);
+        msg.push(0);
+        msg.extend_from_slice(&u16::try_from(sk_len).ok()?.to_be_bytes());
+        msg.extend_from_slice(&iv);
+        let aad_end = HEADER_LEN + 4;
+        let body_start = msg.len();
+        msg.extend_from_slice(inner);
+        msg.push(0);
+        let (head, body) = msg.split_at_mut(body_start);
+        let tag = key.seal(&iv, &head[..aad_end], body)?;
+        msg.extend_from_slice(&tag);
+        Some(msg)
+    }
+
+    /// Decrypts the SK payload of `msg` and returns the inner chain's first type and bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Reject`] for anything that is not an authentic SK message of this SA.
+    pub fn open(&self, msg: &[u8], header: &Header) -> Result<(u8, Vec<u8>), Reject> {
+        if header.next_payload != payload::SK {
+            return Err(Reject::Malformed);
+        }
+        let key = self.receiving_key().ok_or(Reject::Malformed)?;
+        let sk = msg.get(HEADER_LEN..).ok_or(Reject::Malformed)?;
+        let first = wire::next_payload_of(sk);
+        let sk_len = u16::from_be_bytes([
+            sk.get(2).copied().unwrap_or(0),
+            sk.get(3).copied().unwrap_or(0),
+        ]) as usize;
+        if sk_len != sk.len() || sk_len < 4 + IV_LEN + 1 + TAG_LEN {
+            return Err(Reject::Malformed);
+        }
+        let aad = msg.get(..HEADER_LEN + 4).ok_or(Reject::Malformed)?;
+        let iv: [u8; IV_LEN] = sk
+            .get(4..4 + IV_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(Reject::Malformed)?;
+        let tag_at = sk.len() - TAG_LEN;
+        let mut body = sk
+            .get(4 + IV_LEN..tag_at)
+            .ok_or(Reject::Malformed)?
+            .to_vec();
+        let tag = sk.get(tag_at..).ok_or(Reject::Malformed)?;
+        if !key.open(&iv, aad, &mut body, tag) {
+            return Err(Reject::Unauthentic);
+        }
+        let pad = *body.last().ok_or(Reject::Malformed)? as usize;
+        let len = body.len().checked_sub(pad + 1).ok_or(Reject::Malformed)?;
+        body.truncate(len);
+        Ok((first, body))
+    }
+}
