@@ -93,6 +93,8 @@ struct ChildSa {
     outbound: Outbound,
     /// Selectors of the remote side, from the server's TSr (what we may send to).
     remote_ts: Vec<TrafficSelector>,
+    /// When it was installed: its rekey is due `rekey_time` later.
+    established: Instant,
 }
 
 /// What the IKE_SA_INIT exchange keeps until the keys exist.
@@ -124,6 +126,23 @@ struct AuthState {
     idr: Vec<u8>,
     /// The EAP-MSCHAPv2 peer, for `local.auth = eap-mschapv2`.
     eap: Option<EapMschapv2Peer>,
+}
+
+/// A rekey of ours in flight.
+#[derive(Debug)]
+enum PendingRekey {
+    /// CREATE_CHILD_SA for the CHILD_SA.
+    Child {
+        new_spi: u32,
+        ni: Vec<u8>,
+        kx: Option<KeyExchange>,
+    },
+    /// CREATE_CHILD_SA for the IKE SA.
+    Ike {
+        new_spi: u64,
+        ni: Vec<u8>,
+        kx: KeyExchange,
+    },
 }
 
 /// Counters of what the session saw.
@@ -173,6 +192,9 @@ pub struct IpsecSession {
     server_hashes: Vec<u16>,
     tunnel_config: Option<TunnelConfig>,
     child_proposals: Vec<Proposal>,
+    rekey: Option<PendingRekey>,
+    /// When our rekey of the IKE SA is due.
+    ike_rekey_at: Option<Instant>,
     /// Trust anchors and identity for a certificate-authenticated server.
     server_check: Option<ServerCheck>,
     /// Our certificate and key for `local.auth = pubkey`.
@@ -356,6 +378,13 @@ pub fn id_payload(text: &str) -> Vec<u8> {
     let mut out = vec![id.id_type(), 0, 0, 0];
     out.extend_from_slice(&id.data());
     out
+}
+
+fn ke_body(group: DhGroup, kx: &KeyExchange) -> Vec<u8> {
+    let mut body = group.id().to_be_bytes().to_vec();
+    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(&kx.public());
+    body
 }
 
 fn ts_to_nets(selectors: &[TrafficSelector]) -> Vec<IpNet> {
@@ -544,6 +573,8 @@ impl IpsecSession {
             server_hashes: Vec::new(),
             tunnel_config: None,
             child_proposals,
+            rekey: None,
+            ike_rekey_at: None,
             server_check,
             signer,
             stats: SessionStats::default(),
@@ -1236,6 +1267,7 @@ impl IpsecSession {
         config.routes = ts_to_nets(&child.remote_ts);
         self.child = Some(child);
         self.phase = Phase::Up;
+        self.ike_rekey_at = self.after(self.config.connection.rekey_time);
         self.auth = AuthState::default();
         self.tunnel_config = Some(config.clone());
         self.events.push_back(TunnelEvent::Up(config));
@@ -1367,6 +1399,7 @@ impl IpsecSession {
             inbound: Inbound::new(our_spi, in_key, self.config.replay_window),
             outbound: Outbound::new(their_spi, out_key),
             remote_ts,
+            established: self.now,
         })
     }
 
@@ -1521,6 +1554,10 @@ impl IpsecSession {
             );
             Ok(())
         };
+        if self.rekey.is_some() {
+            // Our own rekey is in flight: the server retries after it (RFC 7296 §2.25).
+            return refuse(self, notify::TEMPORARY_FAILURE);
+        }
         let is_ike = sa.iter().any(|p| p.protocol == protocol::IKE);
         let nr = self.nonce();
         if is_ike {
@@ -1589,6 +1626,7 @@ impl IpsecSession {
             let old = core::mem::replace(&mut self.ike, new_sa);
             self.old_ike = Some(old);
             self.stats.ike_rekeys += 1;
+            self.ike_rekey_at = self.after(self.config.connection.rekey_time);
             tracing::debug!("IKE SA rekeyed by the server");
             return Ok(());
         }
@@ -1704,9 +1742,14 @@ impl IpsecSession {
         first: u8,
         inner: &[u8],
     ) -> Result<(), DropReason> {
-        let _ = (first, inner);
         match purpose {
             Purpose::Auth => self.on_auth_response(first, inner),
+            Purpose::RekeyChild => self.on_child_rekeyed(first, inner),
+            Purpose::RekeyIke => self.on_ike_rekeyed(first, inner),
+            Purpose::DeleteOldChild => {
+                self.old_child = None;
+                Ok(())
+            }
             Purpose::Close => {
                 self.fail(Fault::Closed, "the session was closed");
                 Ok(())
@@ -1717,6 +1760,312 @@ impl IpsecSession {
             }
             _ => Ok(()),
         }
+    }
+
+    fn after(&self, wait: Duration) -> Option<Instant> {
+        (!wait.is_zero()).then(|| self.now + wait)
+    }
+
+    fn child_rekey_at(&self) -> Option<Instant> {
+        let rekey_time = self.config.connection.children.first()?.rekey_time;
+        let child = self.child.as_ref()?;
+        (!rekey_time.is_zero()).then(|| child.established + rekey_time)
+    }
+
+    fn our_ts(&self) -> Vec<TrafficSelector> {
+        match self
+            .tunnel_config
+            .as_ref()
+            .and_then(TunnelConfig::local_ipv4)
+        {
+            Some(vip) => vec![TrafficSelector {
+                start: vip,
+                end: vip,
+                ..TrafficSelector::ANY
+            }],
+            None => vec![TrafficSelector::ANY],
+        }
+    }
+
+    /// The PFS group of our ESP proposals, if they ask for one.
+    fn pfs_group(&self) -> Option<DhGroup> {
+        self.child_proposals
+            .iter()
+            .filter(|p| wire_transforms(p, false).is_some())
+            .flat_map(|p| p.dh.iter().copied())
+            .find(|g| KeyExchange::supports(*g))
+    }
+
+    fn start_child_rekey(&mut self) {
+        let Some(old_spi) = self.child.as_ref().map(|c| c.inbound.spi()) else {
+            return self.pump_requests();
+        };
+        let remote_ts = self
+            .child
+            .as_ref()
+            .map(|c| c.remote_ts.clone())
+            .unwrap_or_default();
+        let new_spi = self.random_spi32();
+        let ni = self.nonce();
+        let group = self.pfs_group();
+        let kx = group.and_then(|g| KeyExchange::new(g, self.rng.array()));
+        let mut payloads = vec![
+            (
+                payload::NOTIFY,
+                Notify::encode(protocol::ESP, &old_spi.to_be_bytes(), notify::REKEY_SA, &[]),
+            ),
+            (
+                payload::SA,
+                wire::encode_sa(&self.esp_offer(new_spi, group)),
+            ),
+            (payload::NONCE, ni.clone()),
+        ];
+        if let (Some(kx), Some(group)) = (&kx, group) {
+            payloads.push((payload::KE, ke_body(group, kx)));
+        }
+        payloads.push((payload::TSI, wire::encode_ts(&self.our_ts())));
+        payloads.push((payload::TSR, wire::encode_ts(&remote_ts)));
+        self.rekey = Some(PendingRekey::Child { new_spi, ni, kx });
+        self.send_request(exchange::CREATE_CHILD_SA, Purpose::RekeyChild, &payloads);
+    }
+
+    fn start_ike_rekey(&mut self) {
+        let Some(group) = self
+            .config
+            .connection
+            .proposals
+            .iter()
+            .filter(|p| wire_transforms(p, true).is_some())
+            .flat_map(|p| p.dh.iter().copied())
+            .find(|g| KeyExchange::supports(*g))
+        else {
+            return self.pump_requests();
+        };
+        let Some(kx) = KeyExchange::new(group, self.rng.array()) else {
+            return self.pump_requests();
+        };
+        let new_spi = self.rng.next_u64() | 1;
+        let ni = self.nonce();
+        let payloads = vec![
+            (
+                payload::SA,
+                wire::encode_sa(&self.ike_offer(&new_spi.to_be_bytes(), group)),
+            ),
+            (payload::NONCE, ni.clone()),
+            (payload::KE, ke_body(group, &kx)),
+        ];
+        self.rekey = Some(PendingRekey::Ike { new_spi, ni, kx });
+        self.send_request(exchange::CREATE_CHILD_SA, Purpose::RekeyIke, &payloads);
+    }
+
+    /// A refused or failed rekey of ours is tried again a little later.
+    fn rekey_refused(&mut self, what: &str, reason: &str) {
+        tracing::debug!("the server refused our {what} rekey: {reason}; trying again in 30 s");
+        self.rekey = None;
+        let retry = self.now + Duration::from_secs(30);
+        match what {
+            "IKE" => self.ike_rekey_at = Some(retry),
+            _ => {
+                if let (Some(child), Some(rekey_time)) = (
+                    self.child.as_mut(),
+                    self.config
+                        .connection
+                        .children
+                        .first()
+                        .map(|c| c.rekey_time),
+                ) {
+                    // Move the due time 30 s ahead.
+                    child.established = retry.checked_sub(rekey_time).unwrap_or(child.established);
+                }
+            }
+        }
+    }
+
+    fn on_child_rekeyed(&mut self, first: u8, inner: &[u8]) -> Result<(), DropReason> {
+        let chain = wire::split_chain(first, inner).map_err(|_| DropReason::Malformed)?;
+        let Some(PendingRekey::Child { new_spi, ni, kx }) = self.rekey.take() else {
+            return Ok(());
+        };
+        let mut sa = None;
+        let mut nr = None;
+        let mut ke = None;
+        let mut tsr = None;
+        for p in &chain {
+            match p.kind {
+                payload::NOTIFY => {
+                    let n = Notify::parse(p.body).map_err(|_| DropReason::Malformed)?;
+                    if n.kind < 16384 {
+                        self.rekey_refused("CHILD_SA", &notify::name(n.kind));
+                        return Ok(());
+                    }
+                }
+                payload::SA => {
+                    sa = Some(wire::decode_sa(p.body).map_err(|_| DropReason::Malformed)?)
+                }
+                payload::NONCE => nr = Some(p.body.to_vec()),
+                payload::KE => ke = Some(p.body.to_vec()),
+                payload::TSR => {
+                    tsr = Some(wire::decode_ts(p.body).map_err(|_| DropReason::Malformed)?)
+                }
+                _ => {}
+            }
+        }
+        let group = kx.as_ref().map(KeyExchange::group);
+        let offer = self.esp_offer(new_spi, group);
+        let chosen = sa
+            .as_ref()
+            .filter(|sa| sa.len() == 1)
+            .and_then(|sa| sa.first())
+            .and_then(|p| Some((accept_choice(p, &offer)?, p.spi.clone())));
+        let (Some((chosen, their_spi)), Some(nr)) = (chosen, nr) else {
+            self.rekey_refused("CHILD_SA", "an answer erebus cannot use");
+            return Ok(());
+        };
+        let Ok(their_spi) = <[u8; 4]>::try_from(their_spi.as_slice()).map(u32::from_be_bytes)
+        else {
+            return Err(DropReason::Malformed);
+        };
+        let mut shared = None;
+        if let (Some(g), Some(kx)) = (chosen.dh, kx.as_ref()) {
+            let value = ke
+                .as_ref()
+                .filter(|k| k.get(..2) == Some(&g.id().to_be_bytes()[..]))
+                .and_then(|k| kx.shared(k.get(4..).unwrap_or_default()));
+            let Some(value) = value else {
+                self.rekey_refused("CHILD_SA", "a bad key exchange value");
+                return Ok(());
+            };
+            shared = Some(value);
+        }
+        let remote_ts = tsr
+            .filter(|ts| !ts.is_empty())
+            .or_else(|| self.child.as_ref().map(|c| c.remote_ts.clone()))
+            .unwrap_or_default();
+        let Some(sk_d) = self.ike.keys.as_ref().map(|k| k.sk_d.clone()) else {
+            return Err(DropReason::NotReady);
+        };
+        let mut seed: Vec<&[u8]> = Vec::new();
+        if let Some(s) = &shared {
+            seed.push(s);
+        }
+        seed.push(&ni);
+        seed.push(&nr);
+        let Some(child) = self.make_child(
+            &sk_d,
+            &seed,
+            true,
+            chosen.encr,
+            new_spi,
+            their_spi,
+            remote_ts,
+        ) else {
+            return Err(DropReason::Malformed);
+        };
+        // New traffic goes out on the new SA at once; the old one still receives what is in
+        // flight until it is deleted.
+        self.old_child = self.child.replace(child);
+        self.stats.child_rekeys += 1;
+        tracing::debug!("CHILD_SA rekeyed by us");
+        self.queued.push_back(Purpose::DeleteOldChild);
+        Ok(())
+    }
+
+    fn on_ike_rekeyed(&mut self, first: u8, inner: &[u8]) -> Result<(), DropReason> {
+        let chain = wire::split_chain(first, inner).map_err(|_| DropReason::Malformed)?;
+        let Some(PendingRekey::Ike { new_spi, ni, kx }) = self.rekey.take() else {
+            return Ok(());
+        };
+        let mut sa = None;
+        let mut nr = None;
+        let mut ke = None;
+        for p in &chain {
+            match p.kind {
+                payload::NOTIFY => {
+                    let n = Notify::parse(p.body).map_err(|_| DropReason::Malformed)?;
+                    if n.kind < 16384 {
+                        self.rekey_refused("IKE", &notify::name(n.kind));
+                        return Ok(());
+                    }
+                }
+                payload::SA => {
+                    sa = Some(wire::decode_sa(p.body).map_err(|_| DropReason::Malformed)?)
+                }
+                payload::NONCE => nr = Some(p.body.to_vec()),
+                payload::KE => ke = Some(p.body.to_vec()),
+                _ => {}
+            }
+        }
+        let group = kx.group();
+        let offer = self.ike_offer(&new_spi.to_be_bytes(), group);
+        let chosen = sa
+            .as_ref()
+            .filter(|sa| sa.len() == 1)
+            .and_then(|sa| sa.first())
+            .and_then(|p| Some((accept_choice(p, &offer)?, p.spi.clone())));
+        let (Some((chosen, their_spi)), Some(nr), Some(ke)) = (chosen, nr, ke) else {
+            self.rekey_refused("IKE", "an answer erebus cannot use");
+            return Ok(());
+        };
+        let Ok(their_spi) = <[u8; 8]>::try_from(their_spi.as_slice()).map(u64::from_be_bytes)
+        else {
+            return Err(DropReason::Malformed);
+        };
+        let shared = (chosen.dh == Some(group)
+            && ke.get(..2) == Some(&group.id().to_be_bytes()[..]))
+        .then(|| kx.shared(ke.get(4..).unwrap_or_default()))
+        .flatten();
+        let Some(shared) = shared else {
+            self.rekey_refused("IKE", "a bad key exchange value");
+            return Ok(());
+        };
+        let Some(old_keys) = self.ike.keys.as_ref() else {
+            return Err(DropReason::NotReady);
+        };
+        // RFC 7296 §2.18 with the old SA's PRF, as strongSwan does for prf+ too.
+        let prf = self.ike.prf;
+        let skeyseed = prf.compute(&old_keys.sk_d, &[&shared, &ni, &nr]);
+        let Some(keys) = IkeKeys::derive(prf, chosen.encr, &skeyseed, &ni, &nr, new_spi, their_spi)
+        else {
+            return Err(DropReason::Malformed);
+        };
+        let mut new_sa = IkeSa::new(new_spi, prf, chosen.encr);
+        new_sa.spi_r = their_spi;
+        new_sa.keys = Some(keys);
+        let old = core::mem::replace(&mut self.ike, new_sa);
+        self.old_ike = Some(old);
+        self.stats.ike_rekeys += 1;
+        self.ike_rekey_at = self.after(self.config.connection.rekey_time);
+        tracing::debug!("IKE SA rekeyed by us");
+        self.delete_old_ike();
+        Ok(())
+    }
+
+    /// Sends the DELETE of the IKE SA a rekey replaced, on that SA.
+    fn delete_old_ike(&mut self) {
+        let Some(old) = self.old_ike.as_mut() else {
+            return;
+        };
+        if old.outstanding.is_some() {
+            return;
+        }
+        let id = old.next_request;
+        let mut inner = Vec::new();
+        let delete = [(payload::DELETE, wire::encode_delete(protocol::IKE, &[]))];
+        wire::write_chain(&mut inner, &delete);
+        let Some(msg) = old.seal(exchange::INFORMATIONAL, false, id, payload::DELETE, &inner)
+        else {
+            return;
+        };
+        old.next_request = id.wrapping_add(1);
+        old.outstanding = Some(Outstanding {
+            id,
+            purpose: Purpose::DeleteOldIke,
+            datagrams: vec![msg.clone()],
+            retransmit_at: self.now + retransmit_wait(1),
+            sends: 1,
+        });
+        self.stats.ike_sent += 1;
+        self.out.push_back(msg);
     }
 
     /// Handles one IKE message (the marker already stripped).
@@ -1810,6 +2159,21 @@ impl IpsecSession {
         };
         match purpose {
             Purpose::Dpd => self.send_request(exchange::INFORMATIONAL, Purpose::Dpd, &[]),
+            Purpose::RekeyChild => self.start_child_rekey(),
+            Purpose::RekeyIke => self.start_ike_rekey(),
+            Purpose::DeleteOldChild => {
+                if let Some(old) = &self.old_child {
+                    let spi = old.inbound.spi().to_be_bytes();
+                    self.send_request(
+                        exchange::INFORMATIONAL,
+                        Purpose::DeleteOldChild,
+                        &[(payload::DELETE, wire::encode_delete(protocol::ESP, &[&spi]))],
+                    );
+                } else {
+                    self.pump_requests();
+                }
+            }
+            Purpose::DeleteOldIke => self.delete_old_ike(),
             Purpose::Close => self.send_request(
                 exchange::INFORMATIONAL,
                 Purpose::Close,
@@ -1821,6 +2185,20 @@ impl IpsecSession {
 
     fn retransmit(&mut self) {
         let now = self.now;
+        if let Some(old) = self.old_ike.as_mut()
+            && let Some(o) = old.outstanding.as_mut()
+            && now >= o.retransmit_at
+        {
+            if o.sends >= RETRANSMIT_SENDS {
+                // The server no longer answers on the old SA: it is gone anyway.
+                self.old_ike = None;
+            } else {
+                o.sends += 1;
+                o.retransmit_at = now + retransmit_wait(o.sends);
+                self.out.extend(o.datagrams.iter().cloned());
+                self.stats.retransmits += 1;
+            }
+        }
         let purpose_and_sends = self
             .ike
             .outstanding
@@ -1959,6 +2337,18 @@ impl Tunnel for IpsecSession {
                 self.queued.push_back(Purpose::Dpd);
                 self.pump_requests();
             }
+            if self.rekey.is_none()
+                && !self.queued.contains(&Purpose::RekeyChild)
+                && self.child_rekey_at().is_some_and(|at| self.now >= at)
+            {
+                self.queued.push_back(Purpose::RekeyChild);
+                self.pump_requests();
+            }
+            if self.ike_rekey_at.is_some_and(|at| self.now >= at) {
+                self.ike_rekey_at = None;
+                self.queued.push_back(Purpose::RekeyIke);
+                self.pump_requests();
+            }
             if self.now.saturating_duration_since(self.last_sent) >= KEEPALIVE_INTERVAL
                 && self.marker()
             {
@@ -2030,6 +2420,17 @@ impl Tunnel for IpsecSession {
             if self.marker() {
                 consider(self.last_sent + KEEPALIVE_INTERVAL, "NAT keepalive");
             }
+            if self.rekey.is_none()
+                && let Some(at) = self.child_rekey_at()
+            {
+                consider(at, "CHILD_SA rekey");
+            }
+            if let Some(at) = self.ike_rekey_at {
+                consider(at, "IKE_SA rekey");
+            }
+        }
+        if let Some(o) = self.old_ike.as_ref().and_then(|sa| sa.outstanding.as_ref()) {
+            consider(o.retransmit_at, "IKE retransmission (old SA)");
         }
         best
     }
