@@ -82,7 +82,7 @@ impl Outbound {
         let start = inner.start - HEADROOM;
         buf[start..start + 4].copy_from_slice(&self.spi.to_be_bytes());
         buf[start + 4..start + 8].copy_from_slice(&seq.to_be_bytes());
-        // The IV only has to be unique per key: the sequence number is (libipsec does the same).
+        // The IV only has to be unique per key, and the sequence number is.
         let iv = u64::from(seq).to_be_bytes();
         buf[start + 8..start + 16].copy_from_slice(&iv);
         let (head, body) = buf.split_at_mut(inner.start);

@@ -54,6 +54,8 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// The liveness check erebus runs when the configuration sets none, so that a proxy left
 /// running notices a server that went away.
 pub const DEFAULT_DPD_DELAY: Duration = Duration::from_secs(30);
+/// Sends of a liveness check before the server counts as gone (about 24 s).
+const DPD_SENDS: u32 = 4;
 /// How long a DELETE on shutdown may wait for its answer.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// Retries of IKE_SA_INIT after COOKIE or INVALID_KE_PAYLOAD.
@@ -2210,7 +2212,13 @@ impl IpsecSession {
         if now < at {
             return;
         }
-        if sends >= RETRANSMIT_SENDS {
+        // A liveness check gives up sooner: a proxy should learn of a dead server in seconds.
+        let limit = if purpose == Purpose::Dpd {
+            DPD_SENDS
+        } else {
+            RETRANSMIT_SENDS
+        };
+        if sends >= limit {
             let what = match purpose {
                 Purpose::Init => "IKE_SA_INIT",
                 Purpose::Auth => "IKE_AUTH",

@@ -191,7 +191,10 @@ fn a_swanctl_conf_is_recognised_and_becomes_an_ipsec_plan() {
     let error = plan_of(&broken).unwrap_err().to_string();
     assert!(error.contains("line 2"), "{error}");
     // Several connections and none chosen: the error lists them.
-    let two = SWANCTL.replace("connections {\n", "connections {\n    other {\n        remote_addrs = 192.0.2.1\n    }\n");
+    let two = SWANCTL.replace(
+        "connections {\n",
+        "connections {\n    other {\n        remote_addrs = 192.0.2.1\n    }\n",
+    );
     let error = plan_of(&two).unwrap_err().to_string();
     assert!(error.contains("home") && error.contains("other"), "{error}");
 }
