@@ -5,5 +5,6 @@
 
 pub mod guard;
 pub mod netns;
+pub mod strongswan;
 pub mod tun_netns;
 pub mod tun_stack;

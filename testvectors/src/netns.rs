@@ -136,7 +136,7 @@ const TLS_CRYPT_DATA_CIPHERS: &str = "AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305"
 pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a stopped process gets between `SIGTERM` and `SIGKILL`. The stock client needs
 /// about a second to send its exit notification.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(3);
 /// How long [`OpenVpnServer::stop_openvpn`] gives openvpn after `SIGTERM` (a TLS server over
 /// UDP first tells its clients `RESTART`, which takes it about 2 s).
 const OPENVPN_TERMINATE_GRACE: Duration = Duration::from_secs(5);
@@ -144,7 +144,7 @@ const OPENVPN_TERMINATE_GRACE: Duration = Duration::from_secs(5);
 /// exited.
 const TUN_GONE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines of a log file quoted in errors.
-const LOG_TAIL_LINES: usize = 25;
+pub(crate) const LOG_TAIL_LINES: usize = 25;
 
 /// What the OpenVPN server in the namespace is configured for.
 ///
@@ -443,7 +443,7 @@ impl std::error::Error for HarnessError {
     }
 }
 
-fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> HarnessError {
+pub(crate) fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> HarnessError {
     let context = context.into();
     move |source| HarnessError::Io { context, source }
 }
@@ -485,7 +485,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         })
 }
 
-fn effective_uid() -> Option<u32> {
+pub(crate) fn effective_uid() -> Option<u32> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
@@ -586,7 +586,26 @@ pub fn require_netns() -> Result<(), String> {
 /// - with `EREBUS_SKIP_INTEROP=1` it returns `false`, and the test returns early;
 /// - otherwise it panics, so an interop test never passes without having run.
 pub fn should_run_interop(test_name: &str) -> bool {
-    let Err(missing) = require_netns() else {
+    interop_gate(
+        test_name,
+        require_netns(),
+        "network-namespace harness",
+        "# Run the interop tests as root on Linux with /dev/net/tun; .ci/run installs the\n\
+         # packages (openvpn openssl dnsmasq-base iproute2 util-linux procps python3 curl gcc \
+         libc6-dev).",
+    )
+}
+
+/// The rule of [`should_run_interop`] for any harness: `requirement` is what its
+/// `require_*` check returned, `harness` names it in the banner ("network-namespace
+/// harness"), and `install_note` (lines starting with `# `) says how to get what is missing.
+pub(crate) fn interop_gate(
+    test_name: &str,
+    requirement: Result<(), String>,
+    harness: &str,
+    install_note: &str,
+) -> bool {
+    let Err(missing) = requirement else {
         return true;
     };
     let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
@@ -606,9 +625,7 @@ pub fn should_run_interop(test_name: &str) -> bool {
     };
     shout(&format!(
         "\n{rule}\n# INTEROP TEST NOT RUN: {test_name}\n#\n# This machine cannot run the \
-         network-namespace harness. Missing:\n{missing_lines}\n#\n# Run the interop tests as \
-         root on Linux with /dev/net/tun; .ci/run installs the\n# packages (openvpn openssl \
-         dnsmasq-base iproute2 util-linux procps python3 curl gcc libc6-dev).\n# {verdict}\n{rule}\n"
+         {harness}. Missing:\n{missing_lines}\n#\n{install_note}\n# {verdict}\n{rule}\n"
     ));
     if in_ci {
         panic!("interop test {test_name} did not run (CI=true): missing\n{missing}");
@@ -685,24 +702,27 @@ impl fmt::Display for CommandOutput {
 /// A child process the harness started and must stop. Its PID cannot be reused while the
 /// `Child` is not reaped, so signalling it by PID is always safe.
 #[derive(Debug)]
-struct TrackedProcess {
-    what: String,
-    child: Child,
-    log: PathBuf,
-    kill: PathBuf,
+pub(crate) struct TrackedProcess {
+    /// What it is, for messages.
+    pub(crate) what: String,
+    pub(crate) child: Child,
+    /// Where its stdout and stderr go.
+    pub(crate) log: PathBuf,
+    /// The `kill` program.
+    pub(crate) kill: PathBuf,
 }
 
 impl TrackedProcess {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn exit_status(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exit_status(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// Sends `SIGTERM` (while the child is not yet reaped).
-    fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         if self.exit_status().is_none() {
             let _ = Command::new(&self.kill)
                 .args(["-TERM", &self.pid().to_string()])
@@ -713,7 +733,7 @@ impl TrackedProcess {
     }
 
     /// Waits up to `grace` for the process to exit, then kills it. Never panics.
-    fn finish(&mut self, grace: Duration) -> Option<ExitStatus> {
+    pub(crate) fn finish(&mut self, grace: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(status) = self.exit_status() {
@@ -725,13 +745,13 @@ impl TrackedProcess {
         self.child.wait().ok()
     }
 
-    fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+    pub(crate) fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
         self.terminate();
         self.finish(grace)
     }
 
     /// Sends `SIGKILL` at once (while the child is not yet reaped).
-    fn kill_now(&mut self) {
+    pub(crate) fn kill_now(&mut self) {
         if self.exit_status().is_none() {
             let _ = self.child.kill();
         }
@@ -744,15 +764,24 @@ impl Drop for TrackedProcess {
     }
 }
 
-/// A process started in the client namespace ([`OpenVpnServer::spawn_in_client`]). It cannot
-/// outlive its server; dropping it stops it (`SIGTERM`, then `SIGKILL` after 3 s).
+/// A process started in the client namespace ([`OpenVpnServer::spawn_in_client`], or
+/// [`StrongSwanServer::spawn_in_client`](crate::strongswan::StrongSwanServer::spawn_in_client)).
+/// It cannot outlive its server; dropping it stops it (`SIGTERM`, then `SIGKILL` after 3 s).
 #[derive(Debug)]
 pub struct NsProcess<'server> {
     process: TrackedProcess,
-    _server: PhantomData<&'server OpenVpnServer>,
+    _server: PhantomData<&'server ()>,
 }
 
 impl NsProcess<'_> {
+    /// Wraps a process a server started; the caller ties the lifetime to the server.
+    pub(crate) fn new(process: TrackedProcess) -> Self {
+        Self {
+            process,
+            _server: PhantomData,
+        }
+    }
+
     /// The process ID.
     pub fn pid(&self) -> u32 {
         self.process.pid()
@@ -834,30 +863,30 @@ fn tcp_table_line_listens(line: &str, port: u16) -> bool {
     state == "0A" && local_port == Some(port)
 }
 
-fn tail_text(text: &str, lines: usize) -> String {
+pub(crate) fn tail_text(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn file_tail(path: &Path, lines: usize) -> String {
+pub(crate) fn file_tail(path: &Path, lines: usize) -> String {
     match fs::read(path) {
         Ok(bytes) => tail_text(&String::from_utf8_lossy(&bytes), lines),
         Err(error) => format!("(cannot read {}: {error})", path.display()),
     }
 }
 
-fn file_contains(path: &Path, needle: &str) -> bool {
+pub(crate) fn file_contains(path: &Path, needle: &str) -> bool {
     fs::read(path).is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(needle))
 }
 
 /// How often `needle` occurs in the file at `path` (0 when it cannot be read).
-fn file_count(path: &Path, needle: &str) -> usize {
+pub(crate) fn file_count(path: &Path, needle: &str) -> usize {
     fs::read(path).map_or(0, |bytes| {
         String::from_utf8_lossy(&bytes).matches(needle).count()
     })
 }
 
-fn command_line(command: &Command) -> String {
+pub(crate) fn command_line(command: &Command) -> String {
     std::iter::once(command.get_program())
         .chain(command.get_args())
         .map(|part| part.to_string_lossy().into_owned())
@@ -866,7 +895,7 @@ fn command_line(command: &Command) -> String {
 }
 
 /// Runs a short setup command in the host context and fails on a non-zero status.
-fn run_checked(command: &mut Command) -> Result<String, HarnessError> {
+pub(crate) fn run_checked(command: &mut Command) -> Result<String, HarnessError> {
     let line = command_line(command);
     let out = command
         .stdin(Stdio::null())
@@ -885,7 +914,7 @@ fn run_checked(command: &mut Command) -> Result<String, HarnessError> {
 }
 
 /// Polls `probe` every 20 ms until it yields a value or `timeout` passes (then `Ok(None)`).
-fn poll_until<T>(
+pub(crate) fn poll_until<T>(
     timeout: Duration,
     mut probe: impl FnMut() -> Result<Option<T>, HarnessError>,
 ) -> Result<Option<T>, HarnessError> {
@@ -902,7 +931,7 @@ fn poll_until<T>(
 }
 
 /// Environment variables that would send commands in a namespace to a proxy of the host.
-const PROXY_VARIABLES: [&str; 8] = [
+pub(crate) const PROXY_VARIABLES: [&str; 8] = [
     "http_proxy",
     "https_proxy",
     "all_proxy",
@@ -913,35 +942,192 @@ const PROXY_VARIABLES: [&str; 8] = [
     "NO_PROXY",
 ];
 
+/// A command that runs `program` as root in `namespace` (`ip netns exec`, then `setpriv
+/// --pdeathsig KILL`, so it gets `SIGKILL` when the thread that started it ends), in `dir`,
+/// without the host's proxy variables.
+pub(crate) fn root_command_in(
+    ip: &Path,
+    setpriv: &Path,
+    namespace: &str,
+    program: &Path,
+    dir: &Path,
+) -> Command {
+    let mut command = Command::new(ip);
+    command
+        .stdin(Stdio::null())
+        .args(["netns", "exec", namespace])
+        .arg(setpriv)
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(program)
+        .current_dir(dir);
+    for variable in PROXY_VARIABLES {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// A command that runs `argv` in `namespace` as `run_as` (see
+/// [`OpenVpnServer::client_command`]), in `dir`.
+pub(crate) fn client_command(
+    ip: &Path,
+    setpriv: &Path,
+    namespace: &str,
+    dir: &Path,
+    run_as: RunAs,
+    argv: &[&str],
+) -> Command {
+    let mut command = Command::new(ip);
+    command
+        .stdin(Stdio::null())
+        .args(["netns", "exec", namespace])
+        .arg(setpriv);
+    match run_as {
+        RunAs::Root => {
+            command.args(["--pdeathsig", "KILL", "--"]);
+        }
+        RunAs::Nobody => {
+            // The kernel clears the parent-death signal when the uid changes, so no
+            // --pdeathsig here; the server's Drop kills what is left in the namespace.
+            command
+                .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+                .env("HOME", "/nonexistent")
+                .env("USER", "nobody")
+                .env("LOGNAME", "nobody");
+        }
+    }
+    command.args(argv).current_dir(dir);
+    for variable in PROXY_VARIABLES {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// Starts `command` in the background with stdout and stderr going to `log` (created or
+/// truncated).
+pub(crate) fn spawn_tracked(
+    what: &str,
+    mut command: Command,
+    log: &Path,
+    kill: &Path,
+) -> Result<TrackedProcess, HarnessError> {
+    let out = fs::File::create(log).map_err(io_error(format!("creating {}", log.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(io_error(format!("duplicating {}", log.display())))?;
+    let line = command_line(&command);
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(io_error(format!("starting `{line}`")))?;
+    Ok(TrackedProcess {
+        what: what.to_owned(),
+        child,
+        log: log.to_owned(),
+        kill: kill.to_owned(),
+    })
+}
+
+/// Runs `command` and waits up to `timeout` for it, its output going through
+/// `<dir>/<stem>.stdout` and `.stderr` (removed afterwards), so a command that leaves a
+/// background child behind cannot block the harness. A non-zero exit status is not an error;
+/// exceeding `timeout` is (the command is killed).
+pub(crate) fn run_to_completion(
+    mut command: Command,
+    dir: &Path,
+    stem: &str,
+    kill: &Path,
+    timeout: Duration,
+) -> Result<CommandOutput, HarnessError> {
+    let stdout_path = dir.join(format!("{stem}.stdout"));
+    let stderr_path = dir.join(format!("{stem}.stderr"));
+    let stdout = fs::File::create(&stdout_path)
+        .map_err(io_error(format!("creating {}", stdout_path.display())))?;
+    let stderr = fs::File::create(&stderr_path)
+        .map_err(io_error(format!("creating {}", stderr_path.display())))?;
+    let line = command_line(&command);
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .map_err(io_error(format!("starting `{line}`")))?;
+    let mut process = TrackedProcess {
+        what: line.clone(),
+        child,
+        log: stdout_path.clone(),
+        kill: kill.to_owned(),
+    };
+    let status = poll_until(timeout, || Ok(process.exit_status()))?;
+    let read = |path: &Path| {
+        let bytes = fs::read(path).unwrap_or_default();
+        let _ = fs::remove_file(path);
+        bytes
+    };
+    match status {
+        Some(status) => Ok(CommandOutput {
+            status,
+            stdout: read(&stdout_path),
+            stderr: read(&stderr_path),
+        }),
+        None => {
+            process.stop(Duration::ZERO);
+            let output = format!(
+                "--- stdout ---\n{}\n--- stderr ---\n{}",
+                tail_text(
+                    &String::from_utf8_lossy(&read(&stdout_path)),
+                    LOG_TAIL_LINES
+                ),
+                tail_text(
+                    &String::from_utf8_lossy(&read(&stderr_path)),
+                    LOG_TAIL_LINES
+                )
+            );
+            Err(HarnessError::Timeout {
+                command: line,
+                limit: timeout,
+                output,
+            })
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Namespaces: naming, creation, removal, and the sweep of leftovers from dead processes
 // ---------------------------------------------------------------------------------------------
 
 /// `ip netns add/del` race on the first mount of /run/netns; one at a time per process.
-static NETNS_LOCK: Mutex<()> = Mutex::new(());
+pub(crate) static NETNS_LOCK: Mutex<()> = Mutex::new(());
 static INSTANCE_COUNTER: AtomicU32 = AtomicU32::new(0);
 static SWEEP: Once = Once::new();
 
 /// The PID embedded in a harness name (`ebt<pid>n<counter>` plus `s`, `c`, `pki` or `shim`),
 /// if it is one.
 fn owner_pid(name: &str) -> Option<u32> {
-    let rest = name.strip_prefix(NAME_PREFIX)?;
+    harness_name_owner(NAME_PREFIX, &["", "s", "c", "pki", "shim"], name)
+}
+
+/// The PID embedded in a name `<prefix><pid>n<counter><suffix>` with one of `suffixes`, if
+/// `name` is one.
+pub(crate) fn harness_name_owner(prefix: &str, suffixes: &[&str], name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(prefix)?;
     let (pid, tail) = rest.split_once('n')?;
     let counter_len = tail.bytes().take_while(u8::is_ascii_digit).count();
     let suffix = tail.get(counter_len..)?;
     let well_formed = !pid.is_empty()
         && pid.bytes().all(|b| b.is_ascii_digit())
         && counter_len > 0
-        && matches!(suffix, "" | "s" | "c" | "pki" | "shim");
+        && suffixes.contains(&suffix);
     if well_formed { pid.parse().ok() } else { None }
 }
 
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn namespace_names(programs: &Programs) -> Vec<String> {
-    let listed = Command::new(&programs.ip)
+fn namespace_names(ip: &Path) -> Vec<String> {
+    let listed = Command::new(ip)
         .args(["netns", "list"])
         .stdin(Stdio::null())
         .output();
@@ -957,9 +1143,9 @@ fn namespace_names(programs: &Programs) -> Vec<String> {
 /// Kills whatever still runs in `namespace` (by PID) and deletes the namespace, which also
 /// destroys its veth end and tun devices. Returns a description of what went wrong, if
 /// anything; never panics.
-fn delete_namespace(programs: &Programs, namespace: &str) -> Vec<String> {
+pub(crate) fn delete_namespace(ip: &Path, kill: &Path, namespace: &str) -> Vec<String> {
     let mut problems = Vec::new();
-    let pids = Command::new(&programs.ip)
+    let pids = Command::new(ip)
         .args(["netns", "pids", namespace])
         .stdin(Stdio::null())
         .output()
@@ -973,14 +1159,14 @@ fn delete_namespace(programs: &Programs, namespace: &str) -> Vec<String> {
             "killed leftover process {pid} in {namespace}: {}",
             cmdline.trim()
         ));
-        let _ = Command::new(&programs.kill)
+        let _ = Command::new(kill)
             .args(["-KILL", pid])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
     }
     let _guard = NETNS_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    match Command::new(&programs.ip)
+    match Command::new(ip)
         .args(["netns", "del", namespace])
         .stdin(Stdio::null())
         .output()
@@ -998,15 +1184,31 @@ fn delete_namespace(programs: &Programs, namespace: &str) -> Vec<String> {
 /// Removes the namespaces and directories of harness instances whose process is gone (a test
 /// binary killed by a timeout or a signal never runs its destructors).
 fn sweep_leftovers(programs: &Programs) {
+    sweep_dead_instances(
+        &programs.ip,
+        &programs.kill,
+        owner_pid,
+        "netns harness sweep",
+    );
+}
+
+/// Deletes the namespaces, and removes the directories in the temporary directory, whose
+/// names `owner` maps to the PID of a process that is gone (never this process's). `label`
+/// starts each message.
+pub(crate) fn sweep_dead_instances(
+    ip: &Path,
+    kill: &Path,
+    owner: impl Fn(&str) -> Option<u32>,
+    label: &str,
+) {
     let own_pid = std::process::id();
-    let dead =
-        |name: &str| owner_pid(name).is_some_and(|pid| pid != own_pid && !process_alive(pid));
-    for namespace in namespace_names(programs) {
+    let dead = |name: &str| owner(name).is_some_and(|pid| pid != own_pid && !process_alive(pid));
+    for namespace in namespace_names(ip) {
         if dead(&namespace) {
-            for problem in delete_namespace(programs, &namespace) {
-                eprintln!("netns harness sweep: {problem}");
+            for problem in delete_namespace(ip, kill, &namespace) {
+                eprintln!("{label}: {problem}");
             }
-            eprintln!("netns harness sweep: removed namespace {namespace} of a dead test process");
+            eprintln!("{label}: removed namespace {namespace} of a dead test process");
         }
     }
     if let Ok(entries) = fs::read_dir(std::env::temp_dir()) {
@@ -1600,44 +1802,22 @@ impl OpenVpnServer {
     /// A command run as root in `namespace` that gets `SIGKILL` when the thread that started
     /// it ends (so it cannot outlive a killed test process).
     fn root_command_in(&self, namespace: &str, program: &Path) -> Command {
-        let mut command = self.ip();
-        command
-            .args(["netns", "exec", namespace])
-            .arg(&self.programs.setpriv)
-            .args(["--pdeathsig", "KILL", "--"])
-            .arg(program)
-            .current_dir(&self.dir);
-        for variable in PROXY_VARIABLES {
-            command.env_remove(variable);
-        }
-        command
+        root_command_in(
+            &self.programs.ip,
+            &self.programs.setpriv,
+            namespace,
+            program,
+            &self.dir,
+        )
     }
 
     fn spawn_tracked(
         &self,
         what: &str,
-        mut command: Command,
+        command: Command,
         log_name: &str,
     ) -> Result<TrackedProcess, HarnessError> {
-        let log = self.dir.join(log_name);
-        let out =
-            fs::File::create(&log).map_err(io_error(format!("creating {}", log.display())))?;
-        let err = out
-            .try_clone()
-            .map_err(io_error(format!("duplicating {}", log.display())))?;
-        let line = command_line(&command);
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(io_error(format!("starting `{line}`")))?;
-        Ok(TrackedProcess {
-            what: what.to_owned(),
-            child,
-            log,
-            kill: self.programs.kill.clone(),
-        })
+        spawn_tracked(what, command, &self.dir.join(log_name), &self.programs.kill)
     }
 
     /// Starts openvpn (the first time from [`start_with`](Self::start_with), again from
@@ -2210,29 +2390,14 @@ impl OpenVpnServer {
     /// [`RunAs::Nobody`], `setpriv --reuid=nobody --regid=nogroup --clear-groups --`. Proxy
     /// variables of the host are removed; stdio is left to the caller.
     pub fn client_command(&self, run_as: RunAs, argv: &[&str]) -> Command {
-        let mut command = self.ip();
-        command
-            .args(["netns", "exec", &self.client_ns])
-            .arg(&self.programs.setpriv);
-        match run_as {
-            RunAs::Root => {
-                command.args(["--pdeathsig", "KILL", "--"]);
-            }
-            RunAs::Nobody => {
-                // The kernel clears the parent-death signal when the uid changes, so no
-                // --pdeathsig here; the server's Drop kills what is left in the namespace.
-                command
-                    .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
-                    .env("HOME", "/nonexistent")
-                    .env("USER", "nobody")
-                    .env("LOGNAME", "nobody");
-            }
-        }
-        command.args(argv).current_dir(&self.dir);
-        for variable in PROXY_VARIABLES {
-            command.env_remove(variable);
-        }
-        command
+        client_command(
+            &self.programs.ip,
+            &self.programs.setpriv,
+            &self.client_ns,
+            &self.dir,
+            run_as,
+            argv,
+        )
     }
 
     /// Runs `argv` in the client namespace and waits up to `timeout` for it. A non-zero exit
@@ -2246,58 +2411,13 @@ impl OpenVpnServer {
         timeout: Duration,
     ) -> Result<CommandOutput, HarnessError> {
         let number = self.command_counter.fetch_add(1, Ordering::Relaxed);
-        let stdout_path = self.dir.join(format!("cmd{number}.stdout"));
-        let stderr_path = self.dir.join(format!("cmd{number}.stderr"));
-        let stdout = fs::File::create(&stdout_path)
-            .map_err(io_error(format!("creating {}", stdout_path.display())))?;
-        let stderr = fs::File::create(&stderr_path)
-            .map_err(io_error(format!("creating {}", stderr_path.display())))?;
-        let mut command = self.client_command(run_as, argv);
-        let line = command_line(&command);
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .map_err(io_error(format!("starting `{line}`")))?;
-        let mut process = TrackedProcess {
-            what: line.clone(),
-            child,
-            log: stdout_path.clone(),
-            kill: self.programs.kill.clone(),
-        };
-        let status = poll_until(timeout, || Ok(process.exit_status()))?;
-        let read = |path: &Path| {
-            let bytes = fs::read(path).unwrap_or_default();
-            let _ = fs::remove_file(path);
-            bytes
-        };
-        match status {
-            Some(status) => Ok(CommandOutput {
-                status,
-                stdout: read(&stdout_path),
-                stderr: read(&stderr_path),
-            }),
-            None => {
-                process.stop(Duration::ZERO);
-                let output = format!(
-                    "--- stdout ---\n{}\n--- stderr ---\n{}",
-                    tail_text(
-                        &String::from_utf8_lossy(&read(&stdout_path)),
-                        LOG_TAIL_LINES
-                    ),
-                    tail_text(
-                        &String::from_utf8_lossy(&read(&stderr_path)),
-                        LOG_TAIL_LINES
-                    )
-                );
-                Err(HarnessError::Timeout {
-                    command: line,
-                    limit: timeout,
-                    output,
-                })
-            }
-        }
+        run_to_completion(
+            self.client_command(run_as, argv),
+            &self.dir,
+            &format!("cmd{number}"),
+            &self.programs.kill,
+            timeout,
+        )
     }
 
     /// Starts `argv` in the client namespace in the background; stdout and stderr go to
@@ -2311,10 +2431,7 @@ impl OpenVpnServer {
         let command = self.client_command(run_as, argv);
         let what = command_line(&command);
         let process = self.spawn_tracked(&what, command, log_name)?;
-        Ok(NsProcess {
-            process,
-            _server: PhantomData,
-        })
+        Ok(NsProcess::new(process))
     }
 
     /// Starts the stock OpenVPN client (kernel tun, as root) in the client namespace with
@@ -2466,7 +2583,7 @@ impl Drop for OpenVpnServer {
         self.helpers.clear();
         drop(openvpn);
         for namespace in std::mem::take(&mut self.namespaces).iter().rev() {
-            for problem in delete_namespace(self.programs, namespace) {
+            for problem in delete_namespace(&self.programs.ip, &self.programs.kill, namespace) {
                 eprintln!("netns harness: {problem}");
             }
         }
