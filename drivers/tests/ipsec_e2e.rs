@@ -58,6 +58,8 @@ struct Tweaks<'a> {
     connection: &'a str,
     /// Lines added to the child block.
     child: &'a str,
+    /// The IKE proposals, instead of the login's.
+    proposals: Option<&'a str>,
 }
 
 /// Writes the client's swanctl.conf (and the files it names) for `login` into the instance's
@@ -110,6 +112,7 @@ fn client_config(server: &StrongSwanServer, login: Login, tweaks: &Tweaks<'_>) -
             .write_client_file("private/client.pem", &server.client_key_pem())
             .unwrap();
     }
+    let proposals = tweaks.proposals.unwrap_or(proposals);
     let text = format!(
         "# written by the ipsec_e2e test, as a strongSwan road warrior would\n\
          connections {{\n    home {{\n        version = 2\n        remote_addrs = {addr}\n        \
@@ -227,13 +230,29 @@ fn leave(server: &StrongSwanServer, erebus: NsProcess<'_>) {
 
 /// A whole session: up, a page, a name, 64 MiB, then a clean DELETE.
 fn session(login: Login, runtime: &str) {
-    let name = format!("erebus_ipsec_{login:?}_{runtime}").to_lowercase();
+    session_with(login, runtime, None);
+}
+
+/// [`session`] with other IKE proposals.
+fn session_with(login: Login, runtime: &str, proposals: Option<&str>) {
+    let name = format!(
+        "erebus_ipsec_{login:?}_{}_{runtime}",
+        proposals.unwrap_or("default")
+    )
+    .to_lowercase();
     if !strongswan::should_run_interop(&name) {
         return;
     }
     let started = Instant::now();
     let server = StrongSwanServer::start(StrongSwanOptions::default()).unwrap();
-    let config = client_config(&server, login, &Tweaks::default());
+    let config = client_config(
+        &server,
+        login,
+        &Tweaks {
+            proposals,
+            ..Tweaks::default()
+        },
+    );
     let erebus = start_erebus(&server, &config, runtime);
     let up = started.elapsed();
 
@@ -261,6 +280,22 @@ fn session(login: Login, runtime: &str) {
     // The responder's view: one IKE SA, in UDP encapsulation on 4500, with our virtual IP.
     let sas = server.list_sas();
     assert!(sas.contains("TUNNEL-in-UDP"), "{sas}");
+    // The suites negotiated are the ones the configuration asked for.
+    let expected: &[&str] = match (login, proposals) {
+        (_, Some(_)) => &["AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048"],
+        (Login::Psk | Login::Psk4500, None) => &["AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519"],
+        (Login::Eap, None) => &[
+            "CHACHA20_POLY1305/PRF_HMAC_SHA2_256/CURVE_25519",
+            "ESP:CHACHA20_POLY1305",
+        ],
+        (Login::Cert, None) => &[
+            "AES_GCM_16-128/PRF_HMAC_SHA2_256/ECP_256",
+            "ESP:AES_GCM_16-128",
+        ],
+    };
+    for suite in expected {
+        assert!(sas.contains(suite), "no {suite} in:\n{sas}");
+    }
     assert!(sas.contains("[4500]"), "{sas}");
     leave(&server, erebus);
     eprintln!("{name}: up after {up:?}, total {:?}", started.elapsed());
@@ -274,6 +309,17 @@ fn ipsec_psk_aes_gcm_with_mio() {
 #[test]
 fn ipsec_psk_aes_gcm_with_smol() {
     session(Login::Psk, "smol");
+}
+
+/// AES-256-CBC with HMAC-SHA2-256 for IKE and the 2048-bit MODP group.
+#[test]
+fn ipsec_psk_aes_cbc_sha256_modp2048_with_mio() {
+    session_with(Login::Psk, "mio", Some("aes256-sha256-modp2048"));
+}
+
+#[test]
+fn ipsec_psk_aes_cbc_sha256_modp2048_with_smol() {
+    session_with(Login::Psk, "smol", Some("aes256-sha256-modp2048"));
 }
 
 #[test]

@@ -13,7 +13,7 @@ use p256::elliptic_curve::sec1::{FromSec1Point, ToSec1Point};
 use sha2::{Sha256, Sha384, Sha512};
 use zeroize::Zeroizing;
 
-use crate::proposal::{DhGroup, Encr, Prf};
+use crate::proposal::{DhGroup, Encr, Integ, Prf};
 
 /// Bytes of secret material that are wiped when dropped.
 pub type SecretBytes = Zeroizing<Vec<u8>>;
@@ -588,6 +588,113 @@ mod tests {
                 let _ = kx.shared(&garbage[..len]);
                 let _ = kx.shared(&public[..len.min(public.len())]);
             }
+        }
+    }
+}
+
+/// AES-CBC with an HMAC-SHA2 integrity check, for the SK payload of a non-AEAD IKE suite
+/// (RFC 7296 §3.14): an explicit 16-byte IV, the plaintext padded to the block size, and the
+/// truncated HMAC over the whole message up to the ICV.
+#[derive(Clone)]
+pub struct CbcHmac {
+    key: CbcKey,
+    integ: Integ,
+    auth_key: SecretBytes,
+}
+
+#[derive(Clone)]
+enum CbcKey {
+    Aes128(Aes128),
+    Aes256(Aes256),
+}
+
+impl core::fmt::Debug for CbcHmac {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("CbcHmac(<key>)")
+    }
+}
+
+/// The AES block size, and the CBC IV's length.
+pub const CBC_BLOCK: usize = 16;
+
+impl CbcHmac {
+    /// Keys AES-CBC with `key` (16 or 32 bytes) and `integ` with `auth_key`.
+    pub fn new(key: &[u8], integ: Integ, auth_key: &[u8]) -> Option<Self> {
+        use aes::cipher::KeyInit as _;
+        let key = match key.len() {
+            16 => CbcKey::Aes128(Aes128::new_from_slice(key).ok()?),
+            32 => CbcKey::Aes256(Aes256::new_from_slice(key).ok()?),
+            _ => return None,
+        };
+        Some(Self {
+            key,
+            integ,
+            auth_key: Zeroizing::new(auth_key.to_vec()),
+        })
+    }
+
+    /// The ICV length.
+    pub const fn icv_len(&self) -> usize {
+        self.integ.icv_len()
+    }
+
+    /// Encrypts `data` (a multiple of the block size) in place.
+    pub fn encrypt(&self, iv: &[u8; CBC_BLOCK], data: &mut [u8]) -> Option<()> {
+        use cbc::cipher::block_padding::NoPadding;
+        use cbc::cipher::{BlockModeEncrypt, InnerIvInit};
+        let len = data.len();
+        let iv = iv.into();
+        let done = match &self.key {
+            CbcKey::Aes128(k) => cbc::Encryptor::inner_iv_init(k.clone(), iv)
+                .encrypt_padded::<NoPadding>(data, len)
+                .is_ok(),
+            CbcKey::Aes256(k) => cbc::Encryptor::inner_iv_init(k.clone(), iv)
+                .encrypt_padded::<NoPadding>(data, len)
+                .is_ok(),
+        };
+        done.then_some(())
+    }
+
+    /// Decrypts `data` (a multiple of the block size) in place.
+    pub fn decrypt(&self, iv: &[u8; CBC_BLOCK], data: &mut [u8]) -> Option<()> {
+        use cbc::cipher::block_padding::NoPadding;
+        use cbc::cipher::{BlockModeDecrypt, InnerIvInit};
+        let iv = iv.into();
+        let done = match &self.key {
+            CbcKey::Aes128(k) => cbc::Decryptor::inner_iv_init(k.clone(), iv)
+                .decrypt_padded::<NoPadding>(data)
+                .is_ok(),
+            CbcKey::Aes256(k) => cbc::Decryptor::inner_iv_init(k.clone(), iv)
+                .decrypt_padded::<NoPadding>(data)
+                .is_ok(),
+        };
+        done.then_some(())
+    }
+
+    /// The truncated HMAC of `data`.
+    pub fn mac(&self, data: &[u8]) -> Vec<u8> {
+        let full = self.integ.matching_prf().compute(&self.auth_key, &[data]);
+        full.get(..self.integ.icv_len())
+            .unwrap_or_default()
+            .to_vec()
+    }
+}
+
+/// What protects an SK payload: an AEAD, or AES-CBC with HMAC.
+#[derive(Clone, Debug)]
+pub enum SkCipher {
+    /// AES-GCM-16 or ChaCha20-Poly1305 (RFC 5282, RFC 7634).
+    Aead(Aead),
+    /// AES-CBC with HMAC-SHA2.
+    CbcHmac(Box<CbcHmac>),
+}
+
+impl SkCipher {
+    /// The AEAD, for an AEAD suite.
+    pub fn aead(&self) -> Option<&Aead> {
+        match self {
+            Self::Aead(aead) => Some(aead),
+            Self::CbcHmac(_) => None,
         }
     }
 }

@@ -6,8 +6,10 @@ use core::time::Duration;
 
 use erebus_sansio::Instant;
 
-use crate::crypto::{Aead, IV_LEN, SecretBytes, TAG_LEN};
-use crate::proposal::{Encr, Prf};
+use subtle::ConstantTimeEq;
+
+use crate::crypto::{Aead, CBC_BLOCK, CbcHmac, IV_LEN, SecretBytes, SkCipher, TAG_LEN};
+use crate::proposal::{Encr, Integ, Prf};
 use crate::wire::{self, HEADER_LEN, Header, flags, payload};
 
 /// What a request of ours is for, so its response is handled accordingly.
@@ -68,9 +70,9 @@ pub struct IkeKeys {
     /// SK_pr.
     pub sk_pr: SecretBytes,
     /// Protects what the original initiator sends.
-    pub encrypt_i: Aead,
+    pub encrypt_i: SkCipher,
     /// Protects what the original responder sends.
-    pub encrypt_r: Aead,
+    pub encrypt_r: SkCipher,
 }
 
 impl core::fmt::Debug for IkeKeys {
@@ -91,21 +93,49 @@ impl IkeKeys {
         spi_i: u64,
         spi_r: u64,
     ) -> Option<Self> {
+        Self::derive_suite(prf, encr, None, skeyseed, ni, nr, spi_i, spi_r)
+    }
+
+    /// Derives the keys for any suite: with `integ` (AES-CBC), SK_ai and SK_ar are that
+    /// algorithm's keys; without (an AEAD), they are empty.
+    pub fn derive_suite(
+        prf: Prf,
+        encr: Encr,
+        integ: Option<Integ>,
+        skeyseed: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: u64,
+        spi_r: u64,
+    ) -> Option<Self> {
         let d = prf.len();
+        let a = if encr.is_aead() { 0 } else { integ?.key_len() };
         let e = encr.keymat_len();
-        let total = d + 2 * e + 2 * d;
+        let total = d + 2 * a + 2 * e + 2 * d;
         let spi_i = spi_i.to_be_bytes();
         let spi_r = spi_r.to_be_bytes();
         let km = prf.plus(skeyseed, &[ni, nr, &spi_i, &spi_r], total);
         let take = |at: usize, len: usize| {
             SecretBytes::new(km.get(at..at + len).unwrap_or_default().to_vec())
         };
+        let cipher = |auth_at: usize, encr_at: usize| -> Option<SkCipher> {
+            let key = km.get(encr_at..encr_at + e)?;
+            Some(match integ.filter(|_| !encr.is_aead()) {
+                None => SkCipher::Aead(Aead::new(encr, key)?),
+                Some(integ) => SkCipher::CbcHmac(Box::new(CbcHmac::new(
+                    key,
+                    integ,
+                    km.get(auth_at..auth_at + a)?,
+                )?)),
+            })
+        };
+        let ei = d + 2 * a;
         Some(Self {
             sk_d: take(0, d),
-            encrypt_i: Aead::new(encr, km.get(d..d + e)?)?,
-            encrypt_r: Aead::new(encr, km.get(d + e..d + 2 * e)?)?,
-            sk_pi: take(d + 2 * e, d),
-            sk_pr: take(2 * d + 2 * e, d),
+            encrypt_i: cipher(d, ei)?,
+            encrypt_r: cipher(d + a, ei + e)?,
+            sk_pi: take(ei + 2 * e, d),
+            sk_pr: take(ei + 2 * e + d, d),
         })
     }
 }
@@ -177,7 +207,7 @@ impl IkeSa {
         }) | (if response { flags::RESPONSE } else { 0 })
     }
 
-    fn sending_key(&self) -> Option<&Aead> {
+    fn sending_key(&self) -> Option<&SkCipher> {
         let keys = self.keys.as_ref()?;
         Some(if self.we_initiated {
             &keys.encrypt_i
@@ -186,7 +216,7 @@ impl IkeSa {
         })
     }
 
-    fn receiving_key(&self) -> Option<&Aead> {
+    fn receiving_key(&self) -> Option<&SkCipher> {
         let keys = self.keys.as_ref()?;
         Some(if self.we_initiated {
             &keys.encrypt_r
@@ -206,35 +236,69 @@ impl IkeSa {
         inner: &[u8],
     ) -> Option<Vec<u8>> {
         self.iv_counter += 1;
-        let iv = self.iv_counter.to_be_bytes();
+        let counter = self.iv_counter;
         let flags = self.flags(response);
+        let (spi_i, spi_r) = (self.spi_i, self.spi_r);
         let key = self.sending_key()?;
-        // Pad Length byte, no padding: an AEAD needs no block alignment.
-        let sk_len = 4 + IV_LEN + inner.len() + 1 + TAG_LEN;
-        let length = u32::try_from(HEADER_LEN + sk_len).ok()?;
-        let mut msg = Vec::with_capacity(HEADER_LEN + sk_len);
-        Header {
-            spi_i: self.spi_i,
-            spi_r: self.spi_r,
-            next_payload: payload::SK,
-            exchange,
-            flags,
-            message_id,
-            length,
+        let header = |length: u32, msg: &mut Vec<u8>| {
+            Header {
+                spi_i,
+                spi_r,
+                next_payload: payload::SK,
+                exchange,
+                flags,
+                message_id,
+                length,
+            }
+            .write(msg);
+        };
+        match key {
+            SkCipher::Aead(aead) => {
+                let iv = counter.to_be_bytes();
+                // Pad Length byte, no padding: an AEAD needs no block alignment.
+                let sk_len = 4 + IV_LEN + inner.len() + 1 + TAG_LEN;
+                let length = u32::try_from(HEADER_LEN + sk_len).ok()?;
+                let mut msg = Vec::with_capacity(HEADER_LEN + sk_len);
+                header(length, &mut msg);
+                msg.push(first);
+                msg.push(0);
+                msg.extend_from_slice(&u16::try_from(sk_len).ok()?.to_be_bytes());
+                msg.extend_from_slice(&iv);
+                let aad_end = HEADER_LEN + 4;
+                let body_start = msg.len();
+                msg.extend_from_slice(inner);
+                msg.push(0);
+                let (head, body) = msg.split_at_mut(body_start);
+                let tag = aead.seal(&iv, &head[..aad_end], body)?;
+                msg.extend_from_slice(&tag);
+                Some(msg)
+            }
+            SkCipher::CbcHmac(cbc) => {
+                // The IV must be unpredictable: the counter encrypted under the key is, to
+                // anyone without the key.
+                let mut iv = [0u8; CBC_BLOCK];
+                iv[8..].copy_from_slice(&counter.to_be_bytes());
+                cbc.encrypt(&[0; CBC_BLOCK], &mut iv)?;
+                let padded = (inner.len() + 1).div_ceil(CBC_BLOCK) * CBC_BLOCK;
+                let pad = padded - inner.len() - 1;
+                let sk_len = 4 + CBC_BLOCK + padded + cbc.icv_len();
+                let length = u32::try_from(HEADER_LEN + sk_len).ok()?;
+                let mut msg = Vec::with_capacity(HEADER_LEN + sk_len);
+                header(length, &mut msg);
+                msg.push(first);
+                msg.push(0);
+                msg.extend_from_slice(&u16::try_from(sk_len).ok()?.to_be_bytes());
+                msg.extend_from_slice(&iv);
+                let body_start = msg.len();
+                msg.extend_from_slice(inner);
+                msg.resize(msg.len() + pad, 0);
+                msg.push(u8::try_from(pad).ok()?);
+                cbc.encrypt(&iv, msg.get_mut(body_start..)?)?;
+                let icv = cbc.mac(&msg);
+                msg.extend_from_slice(&icv);
+                Some(msg)
+            }
         }
-        .write(&mut msg);
-        msg.push(first);
-        msg.push(0);
-        msg.extend_from_slice(&u16::try_from(sk_len).ok()?.to_be_bytes());
-        msg.extend_from_slice(&iv);
-        let aad_end = HEADER_LEN + 4;
-        let body_start = msg.len();
-        msg.extend_from_slice(inner);
-        msg.push(0);
-        let (head, body) = msg.split_at_mut(body_start);
-        let tag = key.seal(&iv, &head[..aad_end], body)?;
-        msg.extend_from_slice(&tag);
-        Some(msg)
     }
 
     /// Decrypts the SK payload of `msg` and returns the inner chain's first type and bytes.
@@ -253,26 +317,142 @@ impl IkeSa {
             sk.get(2).copied().unwrap_or(0),
             sk.get(3).copied().unwrap_or(0),
         ]) as usize;
-        if sk_len != sk.len() || sk_len < 4 + IV_LEN + 1 + TAG_LEN {
+        if sk_len != sk.len() {
             return Err(Reject::Malformed);
         }
-        let aad = msg.get(..HEADER_LEN + 4).ok_or(Reject::Malformed)?;
-        let iv: [u8; IV_LEN] = sk
-            .get(4..4 + IV_LEN)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(Reject::Malformed)?;
-        let tag_at = sk.len() - TAG_LEN;
-        let mut body = sk
-            .get(4 + IV_LEN..tag_at)
-            .ok_or(Reject::Malformed)?
-            .to_vec();
-        let tag = sk.get(tag_at..).ok_or(Reject::Malformed)?;
-        if !key.open(&iv, aad, &mut body, tag) {
-            return Err(Reject::Unauthentic);
-        }
+        let mut body = match key {
+            SkCipher::Aead(aead) => {
+                if sk_len < 4 + IV_LEN + 1 + TAG_LEN {
+                    return Err(Reject::Malformed);
+                }
+                let aad = msg.get(..HEADER_LEN + 4).ok_or(Reject::Malformed)?;
+                let iv: [u8; IV_LEN] = sk
+                    .get(4..4 + IV_LEN)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or(Reject::Malformed)?;
+                let tag_at = sk.len() - TAG_LEN;
+                let mut body = sk
+                    .get(4 + IV_LEN..tag_at)
+                    .ok_or(Reject::Malformed)?
+                    .to_vec();
+                let tag = sk.get(tag_at..).ok_or(Reject::Malformed)?;
+                if !aead.open(&iv, aad, &mut body, tag) {
+                    return Err(Reject::Unauthentic);
+                }
+                body
+            }
+            SkCipher::CbcHmac(cbc) => {
+                let icv = cbc.icv_len();
+                let ct_len = sk_len
+                    .checked_sub(4 + CBC_BLOCK + icv)
+                    .ok_or(Reject::Malformed)?;
+                if ct_len == 0 || ct_len % CBC_BLOCK != 0 {
+                    return Err(Reject::Malformed);
+                }
+                let icv_at = msg.len() - icv;
+                let expected = cbc.mac(msg.get(..icv_at).ok_or(Reject::Malformed)?);
+                let got = msg.get(icv_at..).ok_or(Reject::Malformed)?;
+                if !bool::from(expected.as_slice().ct_eq(got)) {
+                    return Err(Reject::Unauthentic);
+                }
+                let iv: [u8; CBC_BLOCK] = sk
+                    .get(4..4 + CBC_BLOCK)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or(Reject::Malformed)?;
+                let mut body = sk
+                    .get(4 + CBC_BLOCK..4 + CBC_BLOCK + ct_len)
+                    .ok_or(Reject::Malformed)?
+                    .to_vec();
+                cbc.decrypt(&iv, &mut body).ok_or(Reject::Malformed)?;
+                body
+            }
+        };
         let pad = *body.last().ok_or(Reject::Malformed)? as usize;
         let len = body.len().checked_sub(pad + 1).ok_or(Reject::Malformed)?;
         body.truncate(len);
         Ok((first, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(encr: Encr, integ: Option<Integ>) -> (IkeSa, IkeSa) {
+        let make = |we_initiated: bool| {
+            let keys = IkeKeys::derive_suite(
+                Prf::HmacSha256,
+                encr,
+                integ,
+                &[7; 32],
+                &[1; 32],
+                &[2; 32],
+                0x1111,
+                0x2222,
+            )
+            .unwrap();
+            let mut sa = IkeSa::new(0x1111, Prf::HmacSha256, encr);
+            sa.spi_r = 0x2222;
+            sa.we_initiated = we_initiated;
+            sa.keys = Some(keys);
+            sa
+        };
+        (make(true), make(false))
+    }
+
+    #[test]
+    fn both_sk_layouts_round_trip_and_refuse_tampering() {
+        for (encr, integ) in [
+            (Encr::AesGcm16 { bits: 256 }, None),
+            (Encr::ChaCha20Poly1305, None),
+            (Encr::AesCbc { bits: 256 }, Some(Integ::HmacSha256_128)),
+            (Encr::AesCbc { bits: 128 }, Some(Integ::HmacSha512_256)),
+        ] {
+            let (mut client, server) = pair(encr, integ);
+            for len in [0usize, 1, 15, 16, 17, 300] {
+                let inner = vec![0x5a; len];
+                let msg = client
+                    .seal(
+                        wire::exchange::INFORMATIONAL,
+                        false,
+                        3,
+                        payload::NOTIFY,
+                        &inner,
+                    )
+                    .unwrap();
+                let header = Header::parse(&msg).unwrap();
+                assert_eq!(header.flags, flags::INITIATOR);
+                let (first, plain) = server.open(&msg, &header).unwrap();
+                assert_eq!((first, plain), (payload::NOTIFY, inner.clone()), "{encr}");
+                // Our own direction's key does not open it.
+                assert_eq!(client.open(&msg, &header), Err(Reject::Unauthentic));
+                let mut bad = msg.clone();
+                let at = bad.len() - 20;
+                bad[at] ^= 1;
+                assert_eq!(server.open(&bad, &header), Err(Reject::Unauthentic));
+                for cut in HEADER_LEN..msg.len() {
+                    let mut short = msg[..cut].to_vec();
+                    short[24..28].copy_from_slice(&(cut as u32).to_be_bytes());
+                    if let Ok(h) = Header::parse(&short) {
+                        assert!(server.open(&short, &h).is_err());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cbc_needs_an_integrity_algorithm() {
+        let keys = IkeKeys::derive_suite(
+            Prf::HmacSha256,
+            Encr::AesCbc { bits: 256 },
+            None,
+            &[7; 32],
+            &[1; 32],
+            &[2; 32],
+            1,
+            2,
+        );
+        assert!(keys.is_none());
     }
 }

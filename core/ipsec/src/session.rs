@@ -28,7 +28,7 @@ use crate::crypto::{Aead, KeyExchange, SecretBytes};
 use crate::eap::{EapError, EapMschapv2Peer, EapStep};
 use crate::esp::{self, Inbound, Outbound};
 use crate::ike::{IkeKeys, IkeSa, Outstanding, Purpose, RETRANSMIT_SENDS, retransmit_wait};
-use crate::proposal::{DhGroup, Encr, Prf, Proposal};
+use crate::proposal::{DhGroup, Encr, Integ, Prf, Proposal};
 use crate::wire::{
     self, Header, Notify, TrafficSelector, Transform, WireProposal, cp, exchange, notify, payload,
     protocol, transform,
@@ -218,7 +218,9 @@ impl core::fmt::Debug for IpsecSession {
 /// one proposal, or `None` when nothing usable is left.
 fn wire_transforms(p: &Proposal, ike: bool) -> Option<Vec<Transform>> {
     let mut out = Vec::new();
-    for e in p.encr.iter().filter(|e| e.is_aead()) {
+    // ESP is AEAD only here; IKE also takes AES-CBC with an HMAC-SHA2 integrity algorithm.
+    let cbc_ok = ike && !p.integ.is_empty();
+    for e in p.encr.iter().filter(|e| e.is_aead() || cbc_ok) {
         out.push(Transform {
             kind: transform::ENCR,
             id: e.id(),
@@ -231,6 +233,15 @@ fn wire_transforms(p: &Proposal, ike: bool) -> Option<Vec<Transform>> {
     if ike {
         if p.prf.is_empty() {
             return None;
+        }
+        if p.encr.iter().any(|e| !e.is_aead()) {
+            for integ in &p.integ {
+                out.push(Transform {
+                    kind: transform::INTEG,
+                    id: integ.id(),
+                    key_bits: None,
+                });
+            }
         }
         for prf in &p.prf {
             out.push(Transform {
@@ -271,6 +282,16 @@ fn encr_of(t: &Transform) -> Option<Encr> {
     match (t.id, t.key_bits) {
         (20, Some(bits @ (128 | 256))) => Some(Encr::AesGcm16 { bits }),
         (28, None) => Some(Encr::ChaCha20Poly1305),
+        (12, Some(bits @ (128 | 256))) => Some(Encr::AesCbc { bits }),
+        _ => None,
+    }
+}
+
+fn integ_of(id: u16) -> Option<Integ> {
+    match id {
+        12 => Some(Integ::HmacSha256_128),
+        13 => Some(Integ::HmacSha384_192),
+        14 => Some(Integ::HmacSha512_256),
         _ => None,
     }
 }
@@ -289,6 +310,7 @@ fn prf_of(id: u16) -> Option<Prf> {
 struct Chosen {
     encr: Encr,
     prf: Option<Prf>,
+    integ: Option<Integ>,
     dh: Option<DhGroup>,
 }
 
@@ -297,6 +319,7 @@ fn accept_choice(chosen: &WireProposal, offered: &[WireProposal]) -> Option<Chos
     let offer = offered.iter().find(|p| p.number == chosen.number)?;
     let mut encr = None;
     let mut prf = None;
+    let mut integ = None;
     let mut dh = None;
     for t in &chosen.transforms {
         if !offer.transforms.contains(t) {
@@ -305,14 +328,20 @@ fn accept_choice(chosen: &WireProposal, offered: &[WireProposal]) -> Option<Chos
         match t.kind {
             transform::ENCR => encr = encr_of(t),
             transform::PRF => prf = prf_of(t.id),
+            transform::INTEG => integ = integ_of(t.id),
             transform::KE => dh = DhGroup::from_id(t.id),
             transform::ESN if t.id != 0 => return None,
             _ => {}
         }
     }
+    let encr = encr?;
+    if !encr.is_aead() && integ.is_none() {
+        return None;
+    }
     Some(Chosen {
-        encr: encr?,
+        encr,
         prf,
+        integ,
         dh,
     })
 }
@@ -916,9 +945,10 @@ impl IpsecSession {
         };
         let ni = init.ni.clone();
         let skeyseed = prf.compute(&[&ni[..], nr].concat(), &[&shared]);
-        let Some(keys) = IkeKeys::derive(
+        let Some(keys) = IkeKeys::derive_suite(
             prf,
             chosen.encr,
+            chosen.integ,
             &skeyseed,
             &ni,
             nr,
@@ -1609,9 +1639,10 @@ impl IpsecSession {
             };
             let old_prf = self.ike.prf;
             let skeyseed = old_prf.compute(&old_keys.sk_d, &[&shared, &ni, &nr]);
-            let Some(keys) = IkeKeys::derive(
+            let Some(keys) = IkeKeys::derive_suite(
                 old_prf,
                 chosen.encr,
+                chosen.integ,
                 &skeyseed,
                 &ni,
                 &nr,
@@ -2026,8 +2057,16 @@ impl IpsecSession {
         // RFC 7296 §2.18 with the old SA's PRF, as strongSwan does for prf+ too.
         let prf = self.ike.prf;
         let skeyseed = prf.compute(&old_keys.sk_d, &[&shared, &ni, &nr]);
-        let Some(keys) = IkeKeys::derive(prf, chosen.encr, &skeyseed, &ni, &nr, new_spi, their_spi)
-        else {
+        let Some(keys) = IkeKeys::derive_suite(
+            prf,
+            chosen.encr,
+            chosen.integ,
+            &skeyseed,
+            &ni,
+            &nr,
+            new_spi,
+            their_spi,
+        ) else {
             return Err(DropReason::Malformed);
         };
         let mut new_sa = IkeSa::new(new_spi, prf, chosen.encr);

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use erebus_ipsec::crypto::{Aead, IV_LEN, SecretBytes, TAG_LEN};
+use erebus_ipsec::crypto::{Aead, IV_LEN, SecretBytes, SkCipher, TAG_LEN};
 use erebus_ipsec::esp::{HEADROOM, Inbound, NEXT_IPV4, Outbound, TAILROOM};
 use erebus_ipsec::ike::{IkeKeys, IkeSa};
 use erebus_ipsec::proposal::{Encr, Prf};
@@ -312,9 +312,9 @@ fn derive_and_check_keys(sa: &CapturedSa, log: &KeyLog) -> IkeKeys {
     assert_eq!(&keys.sk_pr[..], log.one("Sk_pr secret"), "SK_pr");
     let sk_ei = Aead::new(sa.encr, log.one("Sk_ei secret")).unwrap();
     let sk_er = Aead::new(sa.encr, log.one("Sk_er secret")).unwrap();
-    assert!(same_key(&keys.encrypt_i, &sk_ei), "SK_ei");
-    assert!(same_key(&keys.encrypt_r, &sk_er), "SK_er");
-    assert!(!same_key(&keys.encrypt_i, &sk_er));
+    assert!(same_key(keys.encrypt_i.aead().unwrap(), &sk_ei), "SK_ei");
+    assert!(same_key(keys.encrypt_r.aead().unwrap(), &sk_er), "SK_er");
+    assert!(!same_key(keys.encrypt_i.aead().unwrap(), &sk_er));
     keys
 }
 
@@ -649,8 +649,8 @@ fn prf_plus_and_skeyseed_match_the_acvp_ikev2_kdf_vectors() {
                 let (d, e) = (prf.len(), encr.keymat_len());
                 assert_eq!(&keys.sk_d[..], &output[..d]);
                 let aead = |at: usize| Aead::new(encr, &output[at..at + e]).unwrap();
-                assert!(same_key(&keys.encrypt_i, &aead(d)));
-                assert!(same_key(&keys.encrypt_r, &aead(d + e)));
+                assert!(same_key(keys.encrypt_i.aead().unwrap(), &aead(d)));
+                assert!(same_key(keys.encrypt_r.aead().unwrap(), &aead(d + e)));
                 assert_eq!(&keys.sk_pi[..], &output[d + 2 * e..2 * d + 2 * e]);
                 assert_eq!(&keys.sk_pr[..], &output[2 * d + 2 * e..3 * d + 2 * e]);
                 ike_keys_checked += 1;
@@ -934,8 +934,8 @@ fn rfc7634_appendix_b_ikev2_example() {
         sk_d: SecretBytes::new(Vec::new()),
         sk_pi: SecretBytes::new(Vec::new()),
         sk_pr: SecretBytes::new(Vec::new()),
-        encrypt_i: Aead::new(Encr::ChaCha20Poly1305, &[0x55; 36]).unwrap(),
-        encrypt_r,
+        encrypt_i: SkCipher::Aead(Aead::new(Encr::ChaCha20Poly1305, &[0x55; 36]).unwrap()),
+        encrypt_r: SkCipher::Aead(encrypt_r),
     };
     let mut initiator = IkeSa::new(0xc0c1_c2c3_c4c5_c6c7, PRF, Encr::ChaCha20Poly1305);
     initiator.spi_r = 0xd0d1_d2d3_d4d5_d6d7;
@@ -1074,15 +1074,18 @@ fn rsa_capture_skf_fragments_reassemble() {
         let mut body = msg[aad_end + IV_LEN..tag_at].to_vec();
         // The AAD runs to the end of the 8-byte SKF header (RFC 7383 §2.5.3) ...
         let mut short_aad = body.clone();
-        assert!(
-            !keys
-                .encrypt_r
-                .open(&iv, &msg[..HEADER_LEN + 4], &mut short_aad, &msg[tag_at..])
-        );
-        assert!(
-            keys.encrypt_r
-                .open(&iv, &msg[..aad_end], &mut body, &msg[tag_at..])
-        );
+        assert!(!keys.encrypt_r.aead().unwrap().open(
+            &iv,
+            &msg[..HEADER_LEN + 4],
+            &mut short_aad,
+            &msg[tag_at..]
+        ));
+        assert!(keys.encrypt_r.aead().unwrap().open(
+            &iv,
+            &msg[..aad_end],
+            &mut body,
+            &msg[tag_at..]
+        ));
         // ... and each fragment has its own padding.
         let pad = usize::from(*body.last().unwrap());
         body.truncate(body.len() - pad - 1);
