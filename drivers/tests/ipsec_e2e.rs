@@ -433,6 +433,41 @@ fn ipsec_rekeys_by_both_sides_during_a_download_with_smol() {
     rekeys_during_a_download("smol");
 }
 
+/// A server with an RSA-3072 certificate sends its first IKE_AUTH answer in fragments
+/// (RFC 7383), since erebus announces that it takes them: erebus reassembles them.
+fn rsa_server_fragments(runtime: &str) {
+    let name = format!("erebus_ipsec_rsa_server_fragments_{runtime}");
+    if !strongswan::should_run_interop(&name) {
+        return;
+    }
+    let server = StrongSwanServer::start(StrongSwanOptions {
+        server_key: strongswan::ServerKeyType::Rsa3072,
+        ..StrongSwanOptions::default()
+    })
+    .unwrap();
+    let config = client_config(&server, Login::Eap, &Tweaks::default());
+    let erebus = start_erebus(&server, &config, runtime);
+    let charon = server.charon_log();
+    assert!(
+        charon.contains("EF(1/2)") || charon.contains("EF(1/3)"),
+        "the responder sent no fragments:\n{}",
+        tail(&charon, 40)
+    );
+    let page = curl(&server, &server.http_url());
+    assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
+    leave(&server, erebus);
+}
+
+#[test]
+fn ipsec_rsa_server_certificate_arrives_in_fragments_with_mio() {
+    rsa_server_fragments("mio");
+}
+
+#[test]
+fn ipsec_rsa_server_certificate_arrives_in_fragments_with_smol() {
+    rsa_server_fragments("smol");
+}
+
 /// The responder's liveness checks are answered and the SA stays up.
 #[test]
 fn ipsec_responder_dpd_is_answered() {

@@ -166,6 +166,22 @@ pub struct IkeSa {
     iv_counter: u64,
 }
 
+/// The SKF header: the generic payload header, the fragment number and the total.
+pub const SKF_HEADER_LEN: usize = 8;
+
+/// One decrypted fragment (RFC 7383).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    /// Its number, from 1.
+    pub number: u16,
+    /// How many fragments the message has.
+    pub total: u16,
+    /// The first inner payload's type (fragment 1 only; 0 in the others).
+    pub first: u8,
+    /// Its plaintext, without padding.
+    pub plain: Vec<u8>,
+}
+
 /// Why an IKE message was not accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reject {
@@ -235,6 +251,70 @@ impl IkeSa {
         first: u8,
         inner: &[u8],
     ) -> Option<Vec<u8>> {
+        self.seal_payload(exchange, response, message_id, first, None, inner)
+    }
+
+    /// Splits `inner` into encrypted fragments (RFC 7383) so that no message is longer than
+    /// `max_len` bytes; only the first fragment names the first payload's type. One message
+    /// (no split) when it fits.
+    pub fn seal_fragments(
+        &mut self,
+        exchange: u8,
+        response: bool,
+        message_id: u32,
+        first: u8,
+        inner: &[u8],
+        max_len: usize,
+    ) -> Option<Vec<Vec<u8>>> {
+        let whole = self.seal(exchange, response, message_id, first, inner)?;
+        if whole.len() <= max_len {
+            return Some(vec![whole]);
+        }
+        // Room for plaintext in one fragment: the message less header, SKF header, IV,
+        // padding and ICV (at most a block plus the pad length byte).
+        let overhead = HEADER_LEN + SKF_HEADER_LEN + CBC_BLOCK + CBC_BLOCK + 32;
+        let chunk = max_len.checked_sub(overhead).filter(|c| *c >= 64)?;
+        let total = u16::try_from(inner.len().div_ceil(chunk)).ok()?;
+        let mut out = Vec::new();
+        for (index, part) in inner.chunks(chunk).enumerate() {
+            let number = u16::try_from(index + 1).ok()?;
+            let next = if number == 1 { first } else { 0 };
+            out.push(self.seal_payload(
+                exchange,
+                response,
+                message_id,
+                next,
+                Some((number, total)),
+                part,
+            )?);
+        }
+        Some(out)
+    }
+
+    /// One SK payload, or one SKF fragment `(number, total)`, holding `inner`.
+    fn seal_payload(
+        &mut self,
+        exchange: u8,
+        response: bool,
+        message_id: u32,
+        first: u8,
+        fragment: Option<(u16, u16)>,
+        inner: &[u8],
+    ) -> Option<Vec<u8>> {
+        let (kind, sk_header) = match fragment {
+            None => (payload::SK, 4),
+            Some(_) => (payload::SKF, SKF_HEADER_LEN),
+        };
+        let write_sk_header = |msg: &mut Vec<u8>, sk_len: usize| -> Option<()> {
+            msg.push(first);
+            msg.push(0);
+            msg.extend_from_slice(&u16::try_from(sk_len).ok()?.to_be_bytes());
+            if let Some((number, total)) = fragment {
+                msg.extend_from_slice(&number.to_be_bytes());
+                msg.extend_from_slice(&total.to_be_bytes());
+            }
+            Some(())
+        };
         self.iv_counter += 1;
         let counter = self.iv_counter;
         let flags = self.flags(response);
@@ -244,7 +324,7 @@ impl IkeSa {
             Header {
                 spi_i,
                 spi_r,
-                next_payload: payload::SK,
+                next_payload: kind,
                 exchange,
                 flags,
                 message_id,
@@ -256,15 +336,13 @@ impl IkeSa {
             SkCipher::Aead(aead) => {
                 let iv = counter.to_be_bytes();
                 // Pad Length byte, no padding: an AEAD needs no block alignment.
-                let sk_len = 4 + IV_LEN + inner.len() + 1 + TAG_LEN;
+                let sk_len = sk_header + IV_LEN + inner.len() + 1 + TAG_LEN;
                 let length = u32::try_from(HEADER_LEN + sk_len).ok()?;
                 let mut msg = Vec::with_capacity(HEADER_LEN + sk_len);
                 header(length, &mut msg);
-                msg.push(first);
-                msg.push(0);
-                msg.extend_from_slice(&u16::try_from(sk_len).ok()?.to_be_bytes());
+                write_sk_header(&mut msg, sk_len)?;
                 msg.extend_from_slice(&iv);
-                let aad_end = HEADER_LEN + 4;
+                let aad_end = HEADER_LEN + sk_header;
                 let body_start = msg.len();
                 msg.extend_from_slice(inner);
                 msg.push(0);
@@ -281,13 +359,11 @@ impl IkeSa {
                 cbc.encrypt(&[0; CBC_BLOCK], &mut iv)?;
                 let padded = (inner.len() + 1).div_ceil(CBC_BLOCK) * CBC_BLOCK;
                 let pad = padded - inner.len() - 1;
-                let sk_len = 4 + CBC_BLOCK + padded + cbc.icv_len();
+                let sk_len = sk_header + CBC_BLOCK + padded + cbc.icv_len();
                 let length = u32::try_from(HEADER_LEN + sk_len).ok()?;
                 let mut msg = Vec::with_capacity(HEADER_LEN + sk_len);
                 header(length, &mut msg);
-                msg.push(first);
-                msg.push(0);
-                msg.extend_from_slice(&u16::try_from(sk_len).ok()?.to_be_bytes());
+                write_sk_header(&mut msg, sk_len)?;
                 msg.extend_from_slice(&iv);
                 let body_start = msg.len();
                 msg.extend_from_slice(inner);
@@ -310,6 +386,39 @@ impl IkeSa {
         if header.next_payload != payload::SK {
             return Err(Reject::Malformed);
         }
+        self.open_payload(msg, 4)
+    }
+
+    /// Decrypts one SKF fragment (RFC 7383) of `msg`.
+    ///
+    /// # Errors
+    ///
+    /// [`Reject`] for anything that is not an authentic fragment of this SA.
+    pub fn open_fragment(&self, msg: &[u8], header: &Header) -> Result<Fragment, Reject> {
+        if header.next_payload != payload::SKF {
+            return Err(Reject::Malformed);
+        }
+        let field = |at: usize| -> Result<u16, Reject> {
+            let bytes = msg.get(at..at + 2).ok_or(Reject::Malformed)?;
+            Ok(u16::from_be_bytes([bytes[0], bytes[1]]))
+        };
+        let number = field(HEADER_LEN + 4)?;
+        let total = field(HEADER_LEN + 6)?;
+        if number == 0 || total == 0 || number > total {
+            return Err(Reject::Malformed);
+        }
+        let (first, plain) = self.open_payload(msg, SKF_HEADER_LEN)?;
+        Ok(Fragment {
+            number,
+            total,
+            first,
+            plain,
+        })
+    }
+
+    /// Decrypts the SK or SKF payload that follows the header; its own header is
+    /// `sk_header` bytes long and part of the authenticated data.
+    fn open_payload(&self, msg: &[u8], sk_header: usize) -> Result<(u8, Vec<u8>), Reject> {
         let key = self.receiving_key().ok_or(Reject::Malformed)?;
         let sk = msg.get(HEADER_LEN..).ok_or(Reject::Malformed)?;
         let first = wire::next_payload_of(sk);
@@ -322,17 +431,17 @@ impl IkeSa {
         }
         let mut body = match key {
             SkCipher::Aead(aead) => {
-                if sk_len < 4 + IV_LEN + 1 + TAG_LEN {
+                if sk_len < sk_header + IV_LEN + 1 + TAG_LEN {
                     return Err(Reject::Malformed);
                 }
-                let aad = msg.get(..HEADER_LEN + 4).ok_or(Reject::Malformed)?;
+                let aad = msg.get(..HEADER_LEN + sk_header).ok_or(Reject::Malformed)?;
                 let iv: [u8; IV_LEN] = sk
-                    .get(4..4 + IV_LEN)
+                    .get(sk_header..sk_header + IV_LEN)
                     .and_then(|s| s.try_into().ok())
                     .ok_or(Reject::Malformed)?;
                 let tag_at = sk.len() - TAG_LEN;
                 let mut body = sk
-                    .get(4 + IV_LEN..tag_at)
+                    .get(sk_header + IV_LEN..tag_at)
                     .ok_or(Reject::Malformed)?
                     .to_vec();
                 let tag = sk.get(tag_at..).ok_or(Reject::Malformed)?;
@@ -344,7 +453,7 @@ impl IkeSa {
             SkCipher::CbcHmac(cbc) => {
                 let icv = cbc.icv_len();
                 let ct_len = sk_len
-                    .checked_sub(4 + CBC_BLOCK + icv)
+                    .checked_sub(sk_header + CBC_BLOCK + icv)
                     .ok_or(Reject::Malformed)?;
                 if ct_len == 0 || ct_len % CBC_BLOCK != 0 {
                     return Err(Reject::Malformed);
@@ -356,11 +465,11 @@ impl IkeSa {
                     return Err(Reject::Unauthentic);
                 }
                 let iv: [u8; CBC_BLOCK] = sk
-                    .get(4..4 + CBC_BLOCK)
+                    .get(sk_header..sk_header + CBC_BLOCK)
                     .and_then(|s| s.try_into().ok())
                     .ok_or(Reject::Malformed)?;
                 let mut body = sk
-                    .get(4 + CBC_BLOCK..4 + CBC_BLOCK + ct_len)
+                    .get(sk_header + CBC_BLOCK..sk_header + CBC_BLOCK + ct_len)
                     .ok_or(Reject::Malformed)?
                     .to_vec();
                 cbc.decrypt(&iv, &mut body).ok_or(Reject::Malformed)?;
@@ -438,6 +547,56 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn fragments_reassemble_to_the_message() {
+        for (encr, integ) in [
+            (Encr::AesGcm16 { bits: 128 }, None),
+            (Encr::AesCbc { bits: 256 }, Some(Integ::HmacSha256_128)),
+        ] {
+            let (mut client, server) = pair(encr, integ);
+            let inner: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+            let parts = client
+                .seal_fragments(
+                    wire::exchange::IKE_AUTH,
+                    false,
+                    1,
+                    payload::IDI,
+                    &inner,
+                    1248,
+                )
+                .unwrap();
+            assert_eq!(parts.len(), 3);
+            let mut joined = Vec::new();
+            for (i, part) in parts.iter().enumerate() {
+                assert!(part.len() <= 1248);
+                let header = Header::parse(part).unwrap();
+                assert_eq!(header.next_payload, payload::SKF);
+                let fragment = server.open_fragment(part, &header).unwrap();
+                assert_eq!((fragment.number, fragment.total), (i as u16 + 1, 3));
+                assert_eq!(fragment.first, if i == 0 { payload::IDI } else { 0 });
+                joined.extend_from_slice(&fragment.plain);
+                // The fragment header is authenticated: another number does not verify.
+                let mut renumbered = part.clone();
+                renumbered[HEADER_LEN + 5] ^= 3;
+                assert!(server.open_fragment(&renumbered, &header).is_err());
+            }
+            assert_eq!(joined, inner);
+            // A message that fits stays whole.
+            let whole = client
+                .seal_fragments(
+                    wire::exchange::IKE_AUTH,
+                    false,
+                    2,
+                    payload::IDI,
+                    &inner[..100],
+                    1248,
+                )
+                .unwrap();
+            assert_eq!(whole.len(), 1);
+            assert_eq!(Header::parse(&whole[0]).unwrap().next_payload, payload::SK);
         }
     }
 

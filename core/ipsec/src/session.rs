@@ -54,6 +54,12 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// The liveness check erebus runs when the configuration sets none, so that a proxy left
 /// running notices a server that went away.
 pub const DEFAULT_DPD_DELAY: Duration = Duration::from_secs(30);
+/// The most fragments one message may have (strongSwan sends a few; more is an attack on
+/// memory).
+const MAX_FRAGMENTS: u16 = 32;
+/// The longest IKE message sent whole once the server takes fragments: a 1280-byte IP
+/// datagram (strongSwan's `fragment_size`) less the IPv4 and UDP headers and the marker.
+const MAX_MESSAGE: usize = 1280 - 20 - 8 - 4;
 /// Sends of a liveness check before the server counts as gone (about 24 s).
 const DPD_SENDS: u32 = 4;
 /// How long a DELETE on shutdown may wait for its answer.
@@ -130,6 +136,15 @@ struct AuthState {
     eap: Option<EapMschapv2Peer>,
 }
 
+/// The fragments of one message (RFC 7383), keyed by SA (old or current), message ID and
+/// direction.
+#[derive(Debug)]
+struct Reassembly {
+    key: (bool, u32, bool),
+    first: u8,
+    parts: Vec<Option<Vec<u8>>>,
+}
+
 /// A rekey of ours in flight.
 #[derive(Debug)]
 enum PendingRekey {
@@ -195,6 +210,10 @@ pub struct IpsecSession {
     tunnel_config: Option<TunnelConfig>,
     child_proposals: Vec<Proposal>,
     rekey: Option<PendingRekey>,
+    /// The server announced IKEV2_FRAGMENTATION_SUPPORTED.
+    server_fragments: bool,
+    /// Fragments of the message being reassembled.
+    reassembly: Option<Reassembly>,
     /// When our rekey of the IKE SA is due.
     ike_rekey_at: Option<Instant>,
     /// Trust anchors and identity for a certificate-authenticated server.
@@ -605,6 +624,8 @@ impl IpsecSession {
             tunnel_config: None,
             child_proposals,
             rekey: None,
+            server_fragments: false,
+            reassembly: None,
             ike_rekey_at: None,
             server_check,
             signer,
@@ -761,6 +782,10 @@ impl IpsecSession {
         ));
         payloads.push((
             payload::NOTIFY,
+            Notify::encode(0, &[], notify::IKEV2_FRAGMENTATION_SUPPORTED, &[]),
+        ));
+        payloads.push((
+            payload::NOTIFY,
             Notify::encode(
                 0,
                 &[],
@@ -879,6 +904,7 @@ impl IpsecSession {
                             self.fail(fault, format!("the server refused IKE_SA_INIT: {name}"));
                             return Ok(());
                         }
+                        notify::IKEV2_FRAGMENTATION_SUPPORTED => self.server_fragments = true,
                         notify::SIGNATURE_HASH_ALGORITHMS => {
                             self.server_hashes = n
                                 .data
@@ -1099,17 +1125,14 @@ impl IpsecSession {
         }
     }
 
-    /// Sends a request on the current IKE SA, or queues its purpose when one is in flight.
+    /// Sends a request on the current IKE SA.
     fn send_request(&mut self, exchange_type: u8, purpose: Purpose, payloads: &[(u8, Vec<u8>)]) {
         let id = self.ike.next_request;
-        let mut inner = Vec::new();
-        wire::write_chain(&mut inner, payloads);
-        let first = payloads.first().map_or(0, |p| p.0);
-        let Some(msg) = self.ike.seal(exchange_type, false, id, first, &inner) else {
+        let Some(datagrams) = self.seal_message(false, exchange_type, false, id, payloads) else {
             return self.fail(Fault::PeerMisbehaved, "cannot encrypt an IKE message");
         };
         self.ike.next_request = id.wrapping_add(1);
-        self.start_request(id, purpose, vec![msg]);
+        self.start_request(id, purpose, datagrams);
     }
 
     fn on_auth_response(&mut self, first: u8, inner: &[u8]) -> Result<(), DropReason> {
@@ -1437,31 +1460,17 @@ impl IpsecSession {
 
     // ----- after IKE_AUTH -----
 
-    fn respond(
-        &mut self,
-        ike_is_old: bool,
-        exchange_type: u8,
-        id: u32,
-        payloads: &[(u8, Vec<u8>)],
-    ) {
-        let mut inner = Vec::new();
-        wire::write_chain(&mut inner, payloads);
-        let first = payloads.first().map_or(0, |p| p.0);
-        let sa = if ike_is_old {
-            match self.old_ike.as_mut() {
-                Some(sa) => sa,
-                None => return,
-            }
-        } else {
-            &mut self.ike
+    fn respond(&mut self, old: bool, exchange_type: u8, id: u32, payloads: &[(u8, Vec<u8>)]) {
+        let Some(datagrams) = self.seal_message(old, exchange_type, true, id, payloads) else {
+            return;
         };
-        let Some(msg) = sa.seal(exchange_type, true, id, first, &inner) else {
+        let Some(sa) = self.sa_mut(old) else {
             return;
         };
         sa.expected_peer_request = id.wrapping_add(1);
-        sa.last_response = Some((id, vec![msg.clone()]));
-        self.stats.ike_sent += 1;
-        self.out.push_back(msg);
+        sa.last_response = Some((id, datagrams.clone()));
+        self.stats.ike_sent += datagrams.len() as u64;
+        self.out.extend(datagrams);
     }
 
     fn on_request(
@@ -2083,30 +2092,32 @@ impl IpsecSession {
 
     /// Sends the DELETE of the IKE SA a rekey replaced, on that SA.
     fn delete_old_ike(&mut self) {
-        let Some(old) = self.old_ike.as_mut() else {
+        let Some(old) = self.old_ike.as_ref() else {
             return;
         };
         if old.outstanding.is_some() {
             return;
         }
         let id = old.next_request;
-        let mut inner = Vec::new();
         let delete = [(payload::DELETE, wire::encode_delete(protocol::IKE, &[]))];
-        wire::write_chain(&mut inner, &delete);
-        let Some(msg) = old.seal(exchange::INFORMATIONAL, false, id, payload::DELETE, &inner)
+        let Some(datagrams) = self.seal_message(true, exchange::INFORMATIONAL, false, id, &delete)
         else {
+            return;
+        };
+        let retransmit_at = self.now + retransmit_wait(1);
+        let Some(old) = self.old_ike.as_mut() else {
             return;
         };
         old.next_request = id.wrapping_add(1);
         old.outstanding = Some(Outstanding {
             id,
             purpose: Purpose::DeleteOldIke,
-            datagrams: vec![msg.clone()],
-            retransmit_at: self.now + retransmit_wait(1),
+            datagrams: datagrams.clone(),
+            retransmit_at,
             sends: 1,
         });
-        self.stats.ike_sent += 1;
-        self.out.push_back(msg);
+        self.stats.ike_sent += datagrams.len() as u64;
+        self.out.extend(datagrams);
     }
 
     /// Handles one IKE message (the marker already stripped).
@@ -2136,27 +2147,27 @@ impl IpsecSession {
         } else {
             return Err(DropReason::UnknownKey);
         };
-        let sa = if old {
-            self.old_ike.as_mut().ok_or(DropReason::UnknownKey)?
-        } else {
-            &mut self.ike
-        };
+        let sa = self.sa(old).ok_or(DropReason::UnknownKey)?;
         // The peer's I flag must be the opposite of ours.
         let peer_initiator = header.flags & wire::flags::INITIATOR != 0;
         if peer_initiator == sa.we_initiated {
             return Err(DropReason::Malformed);
         }
         if header.is_response() {
-            let Some(outstanding) = sa
+            let Some(purpose) = sa
                 .outstanding
                 .as_ref()
                 .filter(|o| o.id == header.message_id)
+                .map(|o| o.purpose)
             else {
                 return Err(DropReason::Replayed);
             };
-            let purpose = outstanding.purpose;
-            let (first, inner) = sa.open(msg, &header).map_err(|_| DropReason::Unauthentic)?;
-            sa.outstanding = None;
+            let Some((first, inner)) = self.open_any(old, msg, &header)? else {
+                return Ok(());
+            };
+            if let Some(sa) = self.sa_mut(old) {
+                sa.outstanding = None;
+            }
             self.last_heard = self.now;
             self.stats.ike_received += 1;
             self.on_response(old, purpose, first, &inner)?;
@@ -2164,27 +2175,134 @@ impl IpsecSession {
             return Ok(());
         }
         if header.message_id.wrapping_add(1) == sa.expected_peer_request {
-            if let Some((id, datagrams)) = &sa.last_response
-                && *id == header.message_id
-            {
-                // A retransmitted request: resend our answer as it was.
-                let (first, _) = sa.open(msg, &header).map_err(|_| DropReason::Unauthentic)?;
-                let _ = first;
-                self.out.extend(datagrams.iter().cloned());
+            let cached = sa
+                .last_response
+                .as_ref()
+                .filter(|(id, _)| *id == header.message_id)
+                .map(|(_, datagrams)| datagrams.clone());
+            let Some(datagrams) = cached else {
+                return Err(DropReason::Replayed);
+            };
+            // A retransmitted request, if authentic: resend our answer as it was, once per
+            // retransmission (on its first fragment).
+            let first_part = match header.next_payload {
+                payload::SKF => sa
+                    .open_fragment(msg, &header)
+                    .map(|f| f.number == 1)
+                    .map_err(|_| DropReason::Unauthentic)?,
+                _ => sa
+                    .open(msg, &header)
+                    .map(|_| true)
+                    .map_err(|_| DropReason::Unauthentic)?,
+            };
+            if first_part {
                 self.stats.ike_sent += datagrams.len() as u64;
-                return Ok(());
+                self.out.extend(datagrams);
             }
-            return Err(DropReason::Replayed);
+            return Ok(());
         }
         if header.message_id != sa.expected_peer_request {
             return Err(DropReason::Replayed);
         }
-        let (first, inner) = sa.open(msg, &header).map_err(|_| DropReason::Unauthentic)?;
+        let Some((first, inner)) = self.open_any(old, msg, &header)? else {
+            return Ok(());
+        };
         self.last_heard = self.now;
         self.stats.ike_received += 1;
         self.on_request(old, &header, first, &inner)?;
         self.pump_requests();
         Ok(())
+    }
+
+    fn sa(&self, old: bool) -> Option<&IkeSa> {
+        if old {
+            self.old_ike.as_ref()
+        } else {
+            Some(&self.ike)
+        }
+    }
+
+    fn sa_mut(&mut self, old: bool) -> Option<&mut IkeSa> {
+        if old {
+            self.old_ike.as_mut()
+        } else {
+            Some(&mut self.ike)
+        }
+    }
+
+    /// Decrypts an SK message, or collects an SKF fragment: `None` until the last fragment of
+    /// a message arrived, then the reassembled inner chain (RFC 7383 §2.6).
+    fn open_any(
+        &mut self,
+        old: bool,
+        msg: &[u8],
+        header: &Header,
+    ) -> Result<Option<(u8, Vec<u8>)>, DropReason> {
+        let sa = self.sa(old).ok_or(DropReason::UnknownKey)?;
+        if header.next_payload != payload::SKF {
+            return sa
+                .open(msg, header)
+                .map(Some)
+                .map_err(|_| DropReason::Unauthentic);
+        }
+        let fragment = sa
+            .open_fragment(msg, header)
+            .map_err(|_| DropReason::Unauthentic)?;
+        if fragment.total > MAX_FRAGMENTS {
+            return Err(DropReason::Malformed);
+        }
+        let key = (old, header.message_id, header.is_response());
+        let fresh = self
+            .reassembly
+            .as_ref()
+            .is_none_or(|r| r.key != key || r.parts.len() != usize::from(fragment.total));
+        if fresh {
+            self.reassembly = Some(Reassembly {
+                key,
+                first: 0,
+                parts: vec![None; usize::from(fragment.total)],
+            });
+        }
+        let Some(reassembly) = self.reassembly.as_mut() else {
+            return Ok(None);
+        };
+        if fragment.number == 1 {
+            reassembly.first = fragment.first;
+        }
+        if let Some(slot) = reassembly.parts.get_mut(usize::from(fragment.number) - 1) {
+            *slot = Some(fragment.plain);
+        }
+        if reassembly.parts.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let Some(done) = self.reassembly.take() else {
+            return Ok(None);
+        };
+        let inner: Vec<u8> = done.parts.into_iter().flatten().flatten().collect();
+        Ok(Some((done.first, inner)))
+    }
+
+    /// Encrypts a message of ours into one datagram, or into fragments when the server
+    /// takes them and it would not fit one (RFC 7383).
+    fn seal_message(
+        &mut self,
+        old: bool,
+        exchange_type: u8,
+        response: bool,
+        id: u32,
+        payloads: &[(u8, Vec<u8>)],
+    ) -> Option<Vec<Vec<u8>>> {
+        let mut inner = Vec::new();
+        wire::write_chain(&mut inner, payloads);
+        let first = payloads.first().map_or(0, |p| p.0);
+        let fragments = self.server_fragments;
+        let sa = self.sa_mut(old)?;
+        if fragments {
+            sa.seal_fragments(exchange_type, response, id, first, &inner, MAX_MESSAGE)
+        } else {
+            sa.seal(exchange_type, response, id, first, &inner)
+                .map(|msg| vec![msg])
+        }
     }
 
     /// Starts queued requests when the window is free.
