@@ -693,3 +693,99 @@ fn ipsec_wrong_ca_is_refused() {
         );
     }
 }
+
+/// The uid and gid of nobody/nogroup, who must own the recording directory.
+fn nobody_ids() -> (u32, u32) {
+    let field = |file: &str, name: &str| -> u32 {
+        let text = std::fs::read_to_string(file).unwrap();
+        let line = text
+            .lines()
+            .find(|line| line.split(':').next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in {file}"));
+        line.split(':').nth(2).unwrap().parse().unwrap()
+    };
+    (
+        field("/etc/passwd", "nobody"),
+        field("/etc/group", "nogroup"),
+    )
+}
+
+/// A copy of the recording with the last byte of the `target`th datagram sent to the server
+/// flipped.
+fn tampered_copy(dir: &Path, server: std::net::Ipv4Addr, target: usize) -> PathBuf {
+    let copy = dir.with_file_name("tampered");
+    std::fs::create_dir(&copy).unwrap();
+    for name in ["seed", "config", "settings", "journal", "transport.pcap"] {
+        std::fs::copy(dir.join(name), copy.join(name)).unwrap();
+    }
+    let mut pcap = std::fs::read(copy.join("transport.pcap")).unwrap();
+    // Records: a 16-byte header (caplen at 8..12), then an IPv4 packet whose destination
+    // address (16..20) says which way it went.
+    let (mut offset, mut outbound) = (24, 0);
+    while offset < pcap.len() {
+        let len = u32::from_le_bytes(pcap[offset + 8..offset + 12].try_into().unwrap()) as usize;
+        if pcap[offset + 16 + 16..offset + 16 + 20] == server.octets() {
+            if outbound == target {
+                pcap[offset + 16 + len - 1] ^= 1;
+                std::fs::write(copy.join("transport.pcap"), pcap).unwrap();
+                return copy;
+            }
+            outbound += 1;
+        }
+        offset += 16 + len;
+    }
+    panic!("the recording has fewer than {target} datagrams to the server");
+}
+
+/// A PSK session recorded with `--record` replays byte for byte with no server: every
+/// datagram erebus sends (IKE on 500 and 4500, ESP, the DELETE) equals the recorded one.
+#[test]
+fn ipsec_recorded_session_replays_byte_for_byte() {
+    use std::os::unix::fs::PermissionsExt;
+    if !strongswan::should_run_interop("erebus_ipsec_recorded_session_replays") {
+        return;
+    }
+    let server = StrongSwanServer::start(StrongSwanOptions::default()).unwrap();
+    let config = client_config(&server, Login::Psk, &Tweaks::default());
+    let dir = server.dir().join("recording");
+    std::fs::create_dir(&dir).unwrap();
+    let (uid, gid) = nobody_ids();
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut argv = erebus_args(config.to_str().unwrap(), "mio");
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    argv.extend_from_slice(&["--record", &dir_arg]);
+    let mut erebus = server
+        .spawn_in_client(RunAs::Nobody, &argv, "erebus.log")
+        .unwrap();
+    erebus
+        .wait_until_listening(8080, Duration::from_secs(10))
+        .unwrap();
+    let page = curl(&server, &server.http_url());
+    assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
+    let body = curl(&server, &format!("{}bytes/{}", server.http_url(), 1 << 20));
+    assert_eq!(netns::sha256(&body), netns::pattern_sha256(1 << 20));
+    leave(&server, erebus);
+
+    let report = erebus::replay::replay_dir(&dir)
+        .unwrap_or_else(|e| panic!("the recording does not replay: {e}"));
+    assert!(report.complete, "{report:?}");
+    assert!(report.transmits > 30, "{report:?}");
+    assert!(report.received_bytes > 1 << 20, "{report:?}");
+    let connected = report.connected.as_ref().expect("the tunnel came up");
+    assert_eq!(
+        connected.ipv4.map(|net| net.addr()),
+        Some(std::net::IpAddr::V4(strongswan::FIRST_VIRTUAL_IP)),
+        "{connected:?}"
+    );
+    assert_eq!(
+        report.down.as_ref().map(|f| f.fault),
+        Some(erebus_sansio::tunnel::Fault::Closed)
+    );
+    // One byte changed in the 20th datagram to the server: the replay stops there.
+    let tampered = tampered_copy(&dir, server.server_addr(), 19);
+    match erebus::replay::replay_dir(&tampered) {
+        Err(erebus::replay::ReplayError::Diverged { index, .. }) => assert_eq!(index, 19),
+        other => panic!("a changed recording replayed: {other:?}"),
+    }
+}
