@@ -230,11 +230,11 @@ fn leave(server: &StrongSwanServer, erebus: NsProcess<'_>) {
 
 /// A whole session: up, a page, a name, 64 MiB, then a clean DELETE.
 fn session(login: Login, runtime: &str) {
-    session_with(login, runtime, None);
+    session_with(login, runtime, None, None);
 }
 
-/// [`session`] with other IKE proposals.
-fn session_with(login: Login, runtime: &str, proposals: Option<&str>) {
+/// [`session`] with other IKE proposals, and the IKE suite the responder must settle on.
+fn session_with(login: Login, runtime: &str, proposals: Option<&str>, suite: Option<&str>) {
     let name = format!(
         "erebus_ipsec_{login:?}_{}_{runtime}",
         proposals.unwrap_or("default")
@@ -282,7 +282,7 @@ fn session_with(login: Login, runtime: &str, proposals: Option<&str>) {
     assert!(sas.contains("TUNNEL-in-UDP"), "{sas}");
     // The suites negotiated are the ones the configuration asked for.
     let expected: &[&str] = match (login, proposals) {
-        (_, Some(_)) => &["AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048"],
+        (_, Some(_)) => &[suite.unwrap_or_default()],
         (Login::Psk | Login::Psk4500, None) => &["AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519"],
         (Login::Eap, None) => &[
             "CHACHA20_POLY1305/PRF_HMAC_SHA2_256/CURVE_25519",
@@ -295,6 +295,14 @@ fn session_with(login: Login, runtime: &str, proposals: Option<&str>) {
     };
     for suite in expected {
         assert!(sas.contains(suite), "no {suite} in:\n{sas}");
+    }
+    if proposals.is_some_and(|p| p.contains("modp2048-x25519")) {
+        let charon = server.charon_log();
+        assert!(
+            charon.contains("DH group MODP_2048 unacceptable, requesting CURVE_25519"),
+            "no INVALID_KE_PAYLOAD:\n{}",
+            tail(&charon, 40)
+        );
     }
     assert!(sas.contains("[4500]"), "{sas}");
     leave(&server, erebus);
@@ -314,12 +322,34 @@ fn ipsec_psk_aes_gcm_with_smol() {
 /// AES-256-CBC with HMAC-SHA2-256 for IKE and the 2048-bit MODP group.
 #[test]
 fn ipsec_psk_aes_cbc_sha256_modp2048_with_mio() {
-    session_with(Login::Psk, "mio", Some("aes256-sha256-modp2048"));
+    session_with(
+        Login::Psk,
+        "mio",
+        Some("aes256-sha256-modp2048"),
+        Some("AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048"),
+    );
 }
 
 #[test]
 fn ipsec_psk_aes_cbc_sha256_modp2048_with_smol() {
-    session_with(Login::Psk, "smol", Some("aes256-sha256-modp2048"));
+    session_with(
+        Login::Psk,
+        "smol",
+        Some("aes256-sha256-modp2048"),
+        Some("AES_CBC-256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048"),
+    );
+}
+
+/// erebus's first key exchange is MODP-2048, the responder wants Curve25519: it answers
+/// INVALID_KE_PAYLOAD and erebus starts over with the group it asked for.
+#[test]
+fn ipsec_invalid_ke_payload_is_retried_with_the_group_asked_for() {
+    session_with(
+        Login::Psk,
+        "mio",
+        Some("aes256gcm16-prfsha256-modp2048-x25519"),
+        Some("AES_GCM_16-256/PRF_HMAC_SHA2_256/CURVE_25519"),
+    );
 }
 
 #[test]

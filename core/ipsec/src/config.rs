@@ -84,7 +84,14 @@ pub struct ChildConfig {
     pub rekey_time: Duration,
     /// Hard lifetime (`life_time`, default `rekey_time` + 10 %).
     pub life_time: Duration,
+    /// The anti-replay window of inbound ESP, in packets (`replay_window`, default
+    /// [`DEFAULT_REPLAY_WINDOW`]).
+    pub replay_window: u32,
 }
+
+/// The anti-replay window when the configuration sets none: libipsec's 128 packets, more
+/// than strongSwan's kernel default of 32, since a user-space path reorders more.
+pub const DEFAULT_REPLAY_WINDOW: u32 = 128;
 
 /// One connection of a swanctl.conf, with its secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]

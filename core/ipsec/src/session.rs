@@ -74,8 +74,6 @@ pub struct SessionConfig {
     pub connection: Connection,
     /// The server's resolved address, with the configured port.
     pub server: SocketAddr,
-    /// The anti-replay window of inbound ESP SAs.
-    pub replay_window: u32,
     /// For certificate validity.
     pub wall_clock: WallClock,
 }
@@ -181,6 +179,8 @@ pub struct SessionStats {
     pub keepalives: u64,
     /// ESP packets dropped.
     pub esp_dropped: u64,
+    /// Authentic ESP packets from outside the CHILD_SA's traffic selectors, dropped.
+    pub outside_selectors: u64,
 }
 
 /// An IKEv2/ESP session. See the [module documentation](self).
@@ -1451,7 +1451,7 @@ impl IpsecSession {
             (second, first)
         };
         Some(ChildSa {
-            inbound: Inbound::new(our_spi, in_key, self.config.replay_window),
+            inbound: Inbound::new(our_spi, in_key, self.replay_window()),
             outbound: Outbound::new(their_spi, out_key),
             remote_ts,
             established: self.now,
@@ -1802,6 +1802,15 @@ impl IpsecSession {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The first child's `replay_window`.
+    fn replay_window(&self) -> u32 {
+        self.config
+            .connection
+            .children
+            .first()
+            .map_or(crate::config::DEFAULT_REPLAY_WINDOW, |c| c.replay_window)
     }
 
     fn after(&self, wait: Duration) -> Option<Instant> {
@@ -2453,7 +2462,23 @@ impl Tunnel for IpsecSession {
         };
         match result {
             Ok(Some(inner)) => {
+                // Authentic, so the server is alive; but only packets from the networks the
+                // CHILD_SA covers may enter (RFC 4301 §5.2, the inbound policy check).
                 self.last_heard = self.now;
+                let source = packet
+                    .get(inner.start..inner.end)
+                    .filter(|ip| ip.first().map(|b| b >> 4) == Some(4))
+                    .and_then(|ip| ip.get(12..16))
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(Ipv4Addr::from);
+                let allowed = self.child.as_ref().map_or(&[][..], |c| &c.remote_ts[..]);
+                if let Some(source) = source
+                    && !allowed.is_empty()
+                    && !allowed.iter().any(|ts| ts.contains(source))
+                {
+                    self.stats.outside_selectors += 1;
+                    return Err(DropReason::Unsupported);
+                }
                 Ok(Decapsulated::Inner(inner))
             }
             Ok(None) => {

@@ -48,6 +48,7 @@
 //! assert!(warnings.is_empty());
 //! ```
 
+use crate::esp::MAX_REPLAY_WINDOW;
 use core::time::Duration;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -55,7 +56,10 @@ use std::path::{Path, PathBuf};
 use erebus_sansio::tunnel::IpNet;
 use zeroize::Zeroizing;
 
-use crate::config::{AuthMethod, ChildConfig, Connection, LocalSide, RemoteSide, Secret, Warning};
+use crate::config::{
+    AuthMethod, ChildConfig, Connection, DEFAULT_REPLAY_WINDOW, LocalSide, RemoteSide, Secret,
+    Warning,
+};
 use crate::proposal::{DhGroup, Encr, Integ, Prf, Proposal};
 
 /// Reads a file the configuration names, by path as written (relative paths: the caller
@@ -1867,6 +1871,7 @@ fn parse_child(ctx: &mut Ctx<'_, '_>, sec: &Section, p: &str) -> Result<ChildCon
     let mut esp_proposals = None;
     let mut rekey_time = Duration::from_secs(3600);
     let mut life_time = None;
+    let mut replay_window = None;
     // Where a remote_ts that listed only IPv6 networks is.
     let mut only_v6_at = None;
     for e in &sec.entries {
@@ -1930,6 +1935,19 @@ fn parse_child(ctx: &mut Ctx<'_, '_>, sec: &Section, p: &str) -> Result<ChildCon
                 let Some(v) = val(e) else { continue };
                 parse_duration(v).map_err(|m| err(ctx, m))?;
             }
+            "replay_window" => {
+                let Some(v) = val(e) else { continue };
+                let window: u32 = v
+                    .parse()
+                    .map_err(|_| err(ctx, format!("'{v}' is not a number of packets")))?;
+                if !(32..=MAX_REPLAY_WINDOW).contains(&window) {
+                    return Err(err(
+                        ctx,
+                        format!("{window} is out of range: erebus keeps 32 to {MAX_REPLAY_WINDOW}"),
+                    ));
+                }
+                replay_window = Some(window);
+            }
             "start_action" | "close_action" | "dpd_action" => {}
             "mode" => {
                 let Some(v) = val(e) else { continue };
@@ -1947,9 +1965,9 @@ fn parse_child(ctx: &mut Ctx<'_, '_>, sec: &Section, p: &str) -> Result<ChildCon
                 }
             }
             "updown" | "hostaccess" | "policies" | "policies_fwd_out" | "inactivity"
-            | "priority" | "interface" | "hw_offload" | "per_cpu_sas" | "replay_window"
-            | "sha256_96" | "tfc_padding" | "reqid" | "label" | "label_mode" | "rekey_bytes"
-            | "life_bytes" | "rand_bytes" | "rekey_packets" | "life_packets" | "rand_packets" => {
+            | "priority" | "interface" | "hw_offload" | "per_cpu_sas" | "sha256_96"
+            | "tfc_padding" | "reqid" | "label" | "label_mode" | "rekey_bytes" | "life_bytes"
+            | "rand_bytes" | "rekey_packets" | "life_packets" | "rand_packets" => {
                 if val(e).is_some() {
                     ctx.warn(e.at, &key, GENERIC_IGNORED);
                 }
@@ -1981,6 +1999,7 @@ fn parse_child(ctx: &mut Ctx<'_, '_>, sec: &Section, p: &str) -> Result<ChildCon
         esp_proposals: esp_proposals.unwrap_or_else(|| default_proposals(ProposalKind::Esp)),
         rekey_time,
         life_time,
+        replay_window: replay_window.unwrap_or(DEFAULT_REPLAY_WINDOW),
     })
 }
 

@@ -198,6 +198,7 @@ fn stock_psk(name: &str, port: u16) -> Connection {
             esp_proposals: vec![prop(&[GCM256], &[], &[], &[], &[])],
             rekey_time: Duration::from_secs(3600),
             life_time: Duration::from_secs(3960),
+            replay_window: 128,
         }],
         dpd_delay: Duration::ZERO,
         rekey_time: Duration::from_secs(4 * 3600),
@@ -282,6 +283,7 @@ fn stock_eap_connection_with_the_x509ca_directory() {
             esp_proposals: vec![prop(&[CHACHA], &[], &[], &[], &[])],
             rekey_time: Duration::from_secs(3600),
             life_time: Duration::from_secs(3960),
+            replay_window: 128,
         }],
         dpd_delay: Duration::ZERO,
         rekey_time: Duration::from_secs(4 * 3600),
@@ -1463,10 +1465,29 @@ fn child_warnings() {
         "interface = eth0",
         "copy_df = no",
         "hw_offload = auto",
-        "replay_window = 64",
     ] {
         let name = key.split(' ').next().unwrap();
         warns(&ch(key), key, &format!("{p}{name}"), "ignored");
+    }
+}
+
+#[test]
+fn replay_window_is_honoured_within_bounds() {
+    let ch = |s: &str| with(&[("CHILD", s)]);
+    let (conn, _) = load_text(&ch("replay_window = 64")).unwrap();
+    assert_eq!(conn.children[0].replay_window, 64);
+    let (conn, _) = load_text(&ch("rekey_time = 1h")).unwrap();
+    assert_eq!(conn.children[0].replay_window, 128);
+    for bad in [
+        "replay_window = 8",
+        "replay_window = 4096",
+        "replay_window = many",
+    ] {
+        let error = load_text(&ch(bad)).unwrap_err().to_string();
+        assert!(
+            error.contains("replay_window") && error.contains("line"),
+            "{error}"
+        );
     }
 }
 

@@ -12,9 +12,6 @@ use erebus_sansio::{Instant, Seed, WallClock};
 use crate::retry::{Remote, RetryPolicy};
 use crate::supervisor::Protocol;
 
-/// The anti-replay window of inbound ESP SAs (libipsec's size).
-pub const REPLAY_WINDOW: u32 = 128;
-
 /// How long an attempt may go without an authentic answer before the next server is tried.
 /// The session's own retransmissions usually give up first.
 const POLL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -75,7 +72,6 @@ impl IpsecProtocol {
             SessionConfig {
                 connection: self.connection.clone(),
                 server: remote,
-                replay_window: REPLAY_WINDOW,
                 wall_clock,
             },
             seed,
