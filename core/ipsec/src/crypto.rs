@@ -406,6 +406,65 @@ mod tests {
         assert!(Aead::new(Encr::ChaCha20Poly1305, &[0; 32]).is_none());
     }
 
+    /// RFC 8439 §2.8.2: the AEAD with its 12-byte nonce as `constant | IV`, which is exactly
+    /// IKEv2's and ESP's `salt | IV` (RFC 7634 §2).
+    #[test]
+    fn chacha20_poly1305_matches_rfc_8439_section_2_8_2() {
+        let mut material = hex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f");
+        material.extend_from_slice(&hex("07000000"));
+        let aead = Aead::new(Encr::ChaCha20Poly1305, &material).unwrap();
+        let iv: [u8; 8] = hex("4041424344454647").try_into().unwrap();
+        let aad = hex("50515253c0c1c2c3c4c5c6c7");
+        let plain = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip \
+                      for the future, sunscreen would be it."
+            .to_vec();
+        let mut buf = plain.clone();
+        let tag = aead.seal(&iv, &aad, &mut buf).unwrap();
+        assert_eq!(buf[..16], hex("d31a8d34648e60db7b86afbc53ef7ec2")[..]);
+        assert_eq!(tag[..], hex("1ae10b594f09e26a7e902ecbd0600691")[..]);
+        assert!(aead.open(&iv, &aad, &mut buf, &tag));
+        assert_eq!(buf, plain);
+    }
+
+    /// The GCM specification's test cases 4 (AES-128) and 16 (AES-256): a 12-byte IV split as
+    /// RFC 4106 does, `salt | IV`, with additional data.
+    #[test]
+    fn aes_gcm_matches_the_gcm_specification_cases_4_and_16() {
+        let plain = hex(
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72\
+             1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+        );
+        let aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+        let iv: [u8; 8] = hex("facedbaddecaf888").try_into().unwrap();
+        let cases = [
+            (
+                128,
+                "feffe9928665731c6d6a8f9467308308",
+                "42831ec2217774244b7221b784d0d49ce3aa212f2c02a4e035c17e2329aca12e\
+                 21d514b25466931c7d8f6a5aac84aa051ba30b396a0aac973d58e091",
+                "5bc94fbc3221a5db94fae95ae7121a47",
+            ),
+            (
+                256,
+                "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+                "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa\
+                 8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+                "76fc6ece0f4e1768cddf8853bb2d551b",
+            ),
+        ];
+        for (bits, key, cipher, tag) in cases {
+            let mut material = hex(key);
+            material.extend_from_slice(&hex("cafebabe"));
+            let aead = Aead::new(Encr::AesGcm16 { bits }, &material).unwrap();
+            let mut buf = plain.clone();
+            let got = aead.seal(&iv, &aad, &mut buf).unwrap();
+            assert_eq!(buf, hex(cipher), "AES-{bits}");
+            assert_eq!(got[..], hex(tag)[..], "AES-{bits}");
+            assert!(aead.open(&iv, &aad, &mut buf, &got));
+            assert_eq!(buf, plain);
+        }
+    }
+
     #[test]
     fn x25519_rejects_low_order_points() {
         let kx = KeyExchange::new(DhGroup::Curve25519, [7; 32]).unwrap();

@@ -111,6 +111,8 @@ struct InitState {
     cookie: Option<Vec<u8>>,
     retries: u32,
     group: DhGroup,
+    /// The NAT_DETECTION_SOURCE_IP hash, once drawn.
+    fake_source: Option<[u8; 20]>,
 }
 
 /// What IKE_AUTH needs: both IKE_SA_INIT messages and nonces.
@@ -606,6 +608,7 @@ impl IpsecSession {
                 cookie: None,
                 retries: 0,
                 group: first_group,
+                fake_source: None,
             }),
             auth: AuthState {
                 eap,
@@ -767,10 +770,19 @@ impl IpsecSession {
         payloads.push((payload::NONCE, init.ni.clone()));
         // A source hash over an address that is not ours: the server concludes we are behind
         // a NAT and encapsulates ESP in UDP, which is all an unprivileged socket can receive.
-        let mut fake = [0u8; 4];
-        self.rng.fill(&mut fake);
-        let fake_port = (self.rng.next_u32() & 0xffff) as u16;
-        let source = self.nat_hash(IpAddr::V4(Ipv4Addr::from(fake)), fake_port);
+        // Drawn once: a retry after COOKIE must repeat every payload unchanged (RFC 7296 §2.6).
+        let source = match init.fake_source {
+            Some(source) => source,
+            None => {
+                let mut fake = [0u8; 4];
+                self.rng.fill(&mut fake);
+                let fake_port = (self.rng.next_u32() & 0xffff) as u16;
+                self.nat_hash(IpAddr::V4(Ipv4Addr::from(fake)), fake_port)
+            }
+        };
+        if let Some(init) = self.init.as_mut() {
+            init.fake_source = Some(source);
+        }
         let destination = self.nat_hash(self.server.ip(), self.transport.port);
         payloads.push((
             payload::NOTIFY,
