@@ -236,7 +236,7 @@ fn session(login: Login, runtime: &str) {
 /// [`session`] with other IKE proposals, and the IKE suite the responder must settle on.
 fn session_with(login: Login, runtime: &str, proposals: Option<&str>, suite: Option<&str>) {
     let name = format!(
-        "erebus_ipsec_{login:?}_{}_{runtime}",
+        "ipsec_e2e_{login:?}_{}_{runtime}",
         proposals.unwrap_or("default")
     )
     .to_lowercase();
@@ -385,7 +385,7 @@ fn ipsec_client_certificate_with_smol() {
 /// CHILD and IKE rekeys started by both sides while 64 MiB cross the tunnel: the responder
 /// rekeys on its own schedule and on command, erebus at its configured `rekey_time`.
 fn rekeys_during_a_download(runtime: &str) {
-    let name = format!("erebus_ipsec_rekeys_during_a_download_{runtime}");
+    let name = format!("ipsec_e2e_rekeys_during_a_download_{runtime}");
     if !strongswan::should_run_interop(&name) {
         return;
     }
@@ -466,7 +466,7 @@ fn ipsec_rekeys_by_both_sides_during_a_download_with_smol() {
 /// A server with an RSA-3072 certificate sends its first IKE_AUTH answer in fragments
 /// (RFC 7383), since erebus announces that it takes them: erebus reassembles them.
 fn rsa_server_fragments(runtime: &str) {
-    let name = format!("erebus_ipsec_rsa_server_fragments_{runtime}");
+    let name = format!("ipsec_e2e_rsa_server_fragments_{runtime}");
     if !strongswan::should_run_interop(&name) {
         return;
     }
@@ -501,7 +501,7 @@ fn ipsec_rsa_server_certificate_arrives_in_fragments_with_smol() {
 /// The responder's liveness checks are answered and the SA stays up.
 #[test]
 fn ipsec_responder_dpd_is_answered() {
-    if !strongswan::should_run_interop("erebus_ipsec_responder_dpd_is_answered") {
+    if !strongswan::should_run_interop("ipsec_e2e_responder_dpd_is_answered") {
         return;
     }
     let server = StrongSwanServer::start(StrongSwanOptions {
@@ -526,7 +526,7 @@ fn ipsec_responder_dpd_is_answered() {
 /// The responder goes away and comes back: erebus notices (a DELETE on SIGTERM, its own
 /// liveness check after SIGKILL) and connects again by itself.
 fn responder_restart(how: ServerStop, runtime: &str) {
-    let name = format!("erebus_ipsec_responder_restart_{how:?}_{runtime}").to_lowercase();
+    let name = format!("ipsec_e2e_responder_restart_{how:?}_{runtime}").to_lowercase();
     if !strongswan::should_run_interop(&name) {
         return;
     }
@@ -672,7 +672,7 @@ fn refused(name: &str, login: Login, tweaks: Tweaks<'_>, expected: &str) {
 #[test]
 fn ipsec_wrong_psk_is_an_authentication_failure() {
     refused(
-        "erebus_ipsec_wrong_psk",
+        "ipsec_e2e_wrong_psk",
         Login::Psk,
         Tweaks {
             psk: Some(WRONG_PSK),
@@ -685,7 +685,7 @@ fn ipsec_wrong_psk_is_an_authentication_failure() {
 #[test]
 fn ipsec_wrong_eap_password_is_an_authentication_failure() {
     refused(
-        "erebus_ipsec_wrong_eap_password",
+        "ipsec_e2e_wrong_eap_password",
         Login::Eap,
         Tweaks {
             eap_password: Some(WRONG_EAP_PASSWORD),
@@ -699,7 +699,7 @@ fn ipsec_wrong_eap_password_is_an_authentication_failure() {
 fn ipsec_wrong_ca_is_refused() {
     // The server is checked against a CA that did not sign its certificate.
     for runtime in ["mio", "smol"] {
-        let name = format!("erebus_ipsec_wrong_ca_{runtime}");
+        let name = format!("ipsec_e2e_wrong_ca_{runtime}");
         if !strongswan::should_run_interop(&name) {
             return;
         }
@@ -772,7 +772,7 @@ fn tampered_copy(dir: &Path, server: std::net::Ipv4Addr, target: usize) -> PathB
 #[test]
 fn ipsec_recorded_session_replays_byte_for_byte() {
     use std::os::unix::fs::PermissionsExt;
-    if !strongswan::should_run_interop("erebus_ipsec_recorded_session_replays") {
+    if !strongswan::should_run_interop("ipsec_e2e_recorded_session_replays") {
         return;
     }
     let server = StrongSwanServer::start(StrongSwanOptions::default()).unwrap();
