@@ -499,9 +499,8 @@ fn ipsec_rsa_server_certificate_arrives_in_fragments_with_smol() {
 }
 
 /// The responder's liveness checks are answered and the SA stays up.
-#[test]
-fn ipsec_responder_dpd_is_answered() {
-    if !strongswan::should_run_interop("ipsec_e2e_responder_dpd_is_answered") {
+fn responder_dpd_is_answered(runtime: &str) {
+    if !strongswan::should_run_interop(&format!("ipsec_e2e_responder_dpd_is_answered_{runtime}")) {
         return;
     }
     let server = StrongSwanServer::start(StrongSwanOptions {
@@ -510,7 +509,7 @@ fn ipsec_responder_dpd_is_answered() {
     })
     .unwrap();
     let config = client_config(&server, Login::Psk, &Tweaks::default());
-    let erebus = start_erebus(&server, &config, "mio");
+    let erebus = start_erebus(&server, &config, runtime);
     let answered = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
         server.charon_log_count("parsed INFORMATIONAL response") >= 2
@@ -521,6 +520,16 @@ fn ipsec_responder_dpd_is_answered() {
     let page = curl(&server, &server.http_url());
     assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
     leave(&server, erebus);
+}
+
+#[test]
+fn ipsec_responder_dpd_is_answered_with_mio() {
+    responder_dpd_is_answered("mio");
+}
+
+#[test]
+fn ipsec_responder_dpd_is_answered_with_smol() {
+    responder_dpd_is_answered("smol");
 }
 
 /// The responder goes away and comes back: erebus notices (a DELETE on SIGTERM, its own
