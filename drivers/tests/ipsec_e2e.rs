@@ -828,3 +828,52 @@ fn ipsec_recorded_session_replays_byte_for_byte() {
         other => panic!("a changed recording replayed: {other:?}"),
     }
 }
+
+/// Not a check but a measurement (run it with `--ignored --nocapture`): 64 MiB downloads
+/// through the stock strongSwan initiator (kernel TUN, user-space ESP in charon) and through
+/// erebus's HTTP proxy, interleaved A B A B against the same responder, PSK with AES-256-GCM;
+/// medians and their ratio.
+#[test]
+#[ignore = "a benchmark: run it by name"]
+fn ipsec_download_speed_against_the_stock_initiator() {
+    if !strongswan::should_run_interop("ipsec_e2e_download_speed") {
+        return;
+    }
+    let server = StrongSwanServer::start(StrongSwanOptions::default()).unwrap();
+    let config = client_config(&server, Login::Psk, &Tweaks::default());
+    let url = format!("{}bytes/{DOWN}", server.http_url());
+    let curl = netns::find_program("curl").expect("curl is installed");
+    let timed = |proxy: bool| {
+        let mut argv = vec![curl.to_str().unwrap(), "-sS", "--fail", "-o", "/dev/null"];
+        if proxy {
+            argv.extend_from_slice(&["-x", "http://127.0.0.1:8080"]);
+        }
+        argv.push(&url);
+        let start = Instant::now();
+        let out = server
+            .run_in_client(RunAs::Nobody, &argv, Duration::from_secs(120))
+            .unwrap();
+        assert!(out.success(), "{}", out.stderr_text());
+        start.elapsed().as_secs_f64()
+    };
+    let (mut stock, mut erebus) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let initiator = server.start_stock_initiator(strongswan::STOCK_PSK).unwrap();
+        stock.push(timed(false));
+        drop(initiator);
+        let process = start_erebus(&server, &config, "mio");
+        erebus.push(timed(true));
+        leave(&server, process);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mb = DOWN as f64 / 1e6;
+    let (s, e) = (mb / median(&mut stock), mb / median(&mut erebus));
+    eprintln!(
+        "64 MiB over IPsec (PSK, AES-256-GCM), medians of 3: stock strongSwan initiator \
+         {s:.1} MB/s, erebus {e:.1} MB/s, ratio erebus/stock {:.2}",
+        e / s
+    );
+}
