@@ -184,7 +184,9 @@ impl Inbound {
     ///
     /// # Errors
     ///
-    /// Why it was dropped; nothing changes then.
+    /// Why it was dropped. A packet that is not authentic changes nothing; an authentic one
+    /// with bad padding or an unknown next header is refused after it took its place in the
+    /// replay window (as libipsec does: the window follows the ICV check, RFC 4303 §3.4.3).
     pub fn open(&mut self, packet: &mut [u8]) -> Result<Option<Range<usize>>, DropReason> {
         if packet.len() < HEADROOM + 2 + TAG_LEN {
             return Err(DropReason::Malformed);

@@ -597,7 +597,15 @@ pub fn decode_delete(body: &[u8]) -> Result<(u8, Vec<Vec<u8>>), WireError> {
     let protocol = body.first().copied().ok_or(WireError("empty Delete"))?;
     let spi_len = body.get(1).copied().unwrap_or(0) as usize;
     let count = be16(body, 2)? as usize;
-    let mut spis = Vec::new();
+    // An IKE SA is named by the header, not by SPIs here (RFC 7296 §3.11): a count with no
+    // SPI bytes names nothing, however large it claims to be.
+    if spi_len == 0 {
+        return Ok((protocol, Vec::new()));
+    }
+    if count.saturating_mul(spi_len) > body.len().saturating_sub(4) {
+        return Err(WireError("truncated Delete"));
+    }
+    let mut spis = Vec::with_capacity(count);
     for i in 0..count {
         let at = 4 + i * spi_len;
         spis.push(
@@ -686,6 +694,9 @@ mod tests {
             let _ = split_chain(payload::NONCE, &cp[..cut]);
             let _ = Header::parse(&cp[..cut]);
             let _ = decode_delete(&cp[..cut]);
+            // A huge count without SPI bytes is no list of empty SPIs.
+            assert_eq!(decode_delete(&[1, 0, 0xff, 0xff]), Ok((1, Vec::new())));
+            assert!(decode_delete(&[3, 4, 0xff, 0xff, 1, 2, 3, 4]).is_err());
             let _ = Notify::parse(&cp[..cut]);
         }
     }
