@@ -66,10 +66,12 @@
 pub mod io;
 pub mod journal;
 pub mod rng;
+pub mod serve;
 pub mod time;
 pub mod tunnel;
 
 pub use io::{Driven, Input, Output};
 pub use rng::{Seed, SeededRng};
+pub use serve::{ServeDriven, ServeInput, ServeOutput};
 pub use time::{Instant, UnixTime, WallClock};
 pub use tunnel::{Tunnel, TunnelConfig};
