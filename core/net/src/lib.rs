@@ -17,7 +17,10 @@ pub mod ring;
 pub mod stack;
 pub mod tcp;
 
-pub use stack::{IngressError, SocketHandle, Stack, StackError, StackStats, UdpDatagram};
+pub use stack::{
+    FlowRequest, IngressError, MAX_PENDING_FLOWS, Refusal, SocketHandle, Stack, StackError,
+    StackStats, UdpDatagram, UnreachableCode,
+};
 pub use tcp::{
     ConnectError, ConnectionError, Events, ListenError, RecvError, SendError, State, TcpConfig,
     TcpSocket, TcpStats,

@@ -9,9 +9,27 @@
 //! Addresses and the MTU come from the tunnel's [`TunnelConfig`]. IPv6 is not carried yet:
 //! the socket layer is address-family neutral, and the demultiplexing keys are full
 //! `SocketAddr`s, so adding it touches only this module.
+//!
+//! # Exit mode
+//!
+//! A VPN server that terminates its clients' inner flows in user space (as slirp or tun2socks
+//! do) turns on [`Stack::set_exit_mode`]. The stack then takes packets to *any* unicast
+//! destination, not only to our tunnel address:
+//!
+//! - a TCP SYN that no socket, listener or TIME-WAIT record takes becomes a [`FlowRequest`]
+//!   ([`Stack::poll_flow_request`]); the caller opens a host socket to
+//!   [`FlowRequest::local`] and answers with [`Stack::accept_flow`] (a socket that behaves as
+//!   if it had listened there) or [`Stack::refuse_flow`] (a reset or an ICMP destination
+//!   unreachable);
+//! - a UDP datagram that no bound port takes is delivered through [`Stack::udp_recv`] with its
+//!   full destination in [`UdpDatagram::local`]; answer with [`Stack::udp_send_from`] or
+//!   refuse with [`Stack::udp_refuse`];
+//! - ICMP echo requests to other hosts go unanswered, so no host seems alive that is not;
+//! - packets from or to broadcast, multicast or unspecified addresses are dropped.
 
 use core::fmt;
 use core::ops::Bound;
+use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
@@ -20,7 +38,7 @@ use erebus_wire::IpProtocol;
 use erebus_wire::icmp::{IcmpPacket, IcmpRepr};
 use erebus_wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use erebus_wire::tcp::{SeqNumber, TcpControl, TcpPacket, TcpRepr};
-use erebus_wire::udp::{UdpPacket, UdpRepr};
+use erebus_wire::udp::{self, UdpPacket, UdpRepr};
 
 use crate::tcp::{self, Events, TcpConfig, TcpSocket};
 
@@ -118,13 +136,30 @@ pub struct StackStats {
     pub echo_tx: u64,
     /// ICMP echo requests left unanswered because too many replies were already queued.
     pub echo_dropped: u64,
+    /// Exit mode: TCP SYNs queued as [`FlowRequest`]s.
+    pub flow_requests: u64,
+    /// Exit mode: SYNs repeated for a flow already waiting for an answer, and absorbed.
+    pub flow_syns_absorbed: u64,
+    /// Exit mode: SYNs reset because [`MAX_PENDING_FLOWS`] requests were already waiting.
+    pub flows_overflowed: u64,
+    /// Exit mode: ICMP echo requests to other hosts, dropped unanswered.
+    pub exit_echo_dropped: u64,
+    /// ICMP destination unreachable messages sent ([`Stack::refuse_flow`],
+    /// [`Stack::udp_refuse`]).
+    pub icmp_unreachable_sent: u64,
+    /// ICMP destination unreachable messages not sent because too many were already queued.
+    pub icmp_unreachable_dropped: u64,
 }
 
-/// A UDP datagram received on a bound port ([`Stack::udp_recv`]).
+/// A UDP datagram received on a bound port, or in exit mode for any destination
+/// ([`Stack::udp_recv`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UdpDatagram {
-    /// Our port it was sent to.
+    /// The port it was sent to (the port of [`local`](Self::local)).
     pub local_port: u16,
+    /// The address and port it was sent to: our tunnel address, or in exit mode whatever
+    /// destination the sender wrote.
+    pub local: SocketAddr,
     /// Who sent it.
     pub remote: SocketAddr,
     /// Its payload.
@@ -133,6 +168,99 @@ pub struct UdpDatagram {
 
 /// Datagrams queued either way per stack; more are dropped, like a full socket buffer.
 const MAX_UDP_QUEUE: usize = 256;
+
+/// Exit mode: at most this many TCP flow requests wait for an answer (queued for
+/// [`Stack::poll_flow_request`] or offered and not yet accepted or refused); SYNs of further
+/// flows are reset.
+pub const MAX_PENDING_FLOWS: usize = 256;
+/// A flow request unanswered for this long is forgotten when room is needed, and a SYN for
+/// it then makes a new request. A client's connect gives up after about two minutes (Linux:
+/// six retransmissions), and one that still retransmits after a minute has likely been
+/// forgotten by the caller.
+const FLOW_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// ICMP errors queued for sending; more are dropped.
+const MAX_PENDING_ICMP: usize = 64;
+/// The quote of an ICMP error we send: an IPv4 header without options and the first eight
+/// bytes of its payload (RFC 792).
+const ICMP_QUOTE_LEN: usize = ipv4::HEADER_LEN + 8;
+
+/// The ICMP destination unreachable (type 3) codes a refusal can carry (RFC 792, RFC 1812).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum UnreachableCode {
+    /// Network unreachable (0): no route. Sent from our tunnel address, as a router does.
+    Net = 0,
+    /// Host unreachable (1): the host does not answer. Sent from our tunnel address.
+    Host = 1,
+    /// Port unreachable (3): nothing there takes the protocol and port. Sent from the
+    /// destination itself, as a host does.
+    Port = 3,
+    /// Communication administratively prohibited (13): filtered by policy. Sent from our
+    /// tunnel address, as a filtering router does.
+    AdminProhibited = 13,
+}
+
+impl UnreachableCode {
+    /// The code field of the ICMP message.
+    pub const fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// Whether the message comes from the destination (port unreachable) rather than from us
+    /// as the router.
+    const fn sent_by_destination(self) -> bool {
+        matches!(self, Self::Port)
+    }
+}
+
+impl From<UnreachableCode> for u8 {
+    fn from(code: UnreachableCode) -> Self {
+        code.code()
+    }
+}
+
+/// How [`Stack::refuse_flow`] turns a flow down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// A reset answers the SYN, as from a host with nothing listening on the port: the client
+    /// sees "connection refused".
+    Reset,
+    /// An ICMP destination unreachable quoting the SYN: the client's connect fails at once
+    /// with "unreachable" (or "prohibited").
+    Unreachable(UnreachableCode),
+}
+
+/// A TCP connection a client tries to open through an exit-mode stack
+/// ([`Stack::poll_flow_request`]): answer it with [`Stack::accept_flow`] or
+/// [`Stack::refuse_flow`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowRequest {
+    /// The destination the client wants to reach; an accepted socket has this local address.
+    pub local: SocketAddr,
+    /// The client.
+    pub remote: SocketAddr,
+    /// The SYN (without payload), for its sequence number and options.
+    syn: TcpRepr<'static>,
+}
+
+/// A flow request waiting for an answer.
+#[derive(Clone, Debug)]
+struct PendingFlow {
+    request: FlowRequest,
+    /// Handed to the caller already (and not queued any more).
+    offered: bool,
+    /// When its first SYN arrived.
+    since: Instant,
+}
+
+/// An ICMP destination unreachable waiting to be sent.
+#[derive(Clone, Copy, Debug)]
+struct IcmpError {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    code: u8,
+    quote: [u8; ICMP_QUOTE_LEN],
+}
 
 /// Replies queued for sending without a socket (resets); more are dropped, as a flood of
 /// stray segments must not grow memory.
@@ -179,6 +307,15 @@ pub struct Stack {
     /// Data buffers of replies already sent, kept for the next requests so that answering
     /// pings does not allocate once the queue has been used.
     spare_echo_data: Vec<Vec<u8>>,
+    /// Exit mode: take flows to any destination ([`Stack::set_exit_mode`]).
+    exit_mode: bool,
+    /// Flow requests waiting for an answer, by (local, remote). At most
+    /// [`MAX_PENDING_FLOWS`].
+    flows: BTreeMap<(SocketAddr, SocketAddr), PendingFlow>,
+    /// The keys of the requests not offered yet, in arrival order.
+    flow_queue: VecDeque<(SocketAddr, SocketAddr)>,
+    /// ICMP errors waiting for [`Stack::poll_egress`]. At most [`MAX_PENDING_ICMP`].
+    icmp_out: VecDeque<IcmpError>,
     stats: StackStats,
 }
 
@@ -216,6 +353,7 @@ impl fmt::Debug for Stack {
             .field("local", &self.tunnel.local_ipv4())
             .field("mtu", &self.mtu)
             .field("sockets", &self.sockets.len())
+            .field("exit_mode", &self.exit_mode)
             .finish_non_exhaustive()
     }
 }
@@ -249,6 +387,10 @@ impl Stack {
             udp_in: VecDeque::new(),
             echo_replies: VecDeque::new(),
             spare_echo_data: Vec::new(),
+            exit_mode: false,
+            flows: BTreeMap::new(),
+            flow_queue: VecDeque::new(),
+            icmp_out: VecDeque::new(),
             stats: StackStats::default(),
         };
         stack.set_tunnel_config(tunnel);
@@ -392,6 +534,301 @@ impl Stack {
         })
     }
 
+    // -----------------------------------------------------------------------------------------
+    // Exit mode.
+
+    /// Turns exit mode on or off (it is off by default). On, TCP SYNs and UDP datagrams to
+    /// any unicast destination that no socket takes are offered to the caller
+    /// ([`poll_flow_request`](Self::poll_flow_request), [`udp_recv`](Self::udp_recv))
+    /// instead of being reset or dropped; that includes ports of our own tunnel address
+    /// nothing listens on or is bound to. Sockets, listeners, bound ports and echo replies of
+    /// our own address work as before and take precedence. ICMP echo requests to other hosts
+    /// go unanswered, and packets from or to broadcast, multicast or unspecified addresses are
+    /// dropped.
+    ///
+    /// Turning it off forgets the flow requests not answered yet; sockets already accepted
+    /// stay, but packets for them are no longer taken: remove them.
+    pub fn set_exit_mode(&mut self, on: bool) {
+        self.exit_mode = on;
+        if !on {
+            self.flows.clear();
+            self.flow_queue.clear();
+        }
+    }
+
+    /// Whether exit mode is on.
+    pub const fn exit_mode(&self) -> bool {
+        self.exit_mode
+    }
+
+    /// Exit mode: the next new TCP flow a client tried to open (a SYN to
+    /// [`FlowRequest::local`] from [`FlowRequest::remote`]), in arrival order. Answer each
+    /// with [`accept_flow`](Self::accept_flow) or [`refuse_flow`](Self::refuse_flow): until
+    /// then it counts against [`MAX_PENDING_FLOWS`] and the client's retransmitted SYNs are
+    /// absorbed. A request left unanswered for a minute is forgotten when room is needed.
+    pub fn poll_flow_request(&mut self) -> Option<FlowRequest> {
+        while let Some(key) = self.flow_queue.pop_front() {
+            if let Some(pending) = self.flows.get_mut(&key)
+                && !pending.offered
+            {
+                pending.offered = true;
+                return Some(pending.request.clone());
+            }
+        }
+        None
+    }
+
+    /// Flow requests waiting for an answer: queued for
+    /// [`poll_flow_request`](Self::poll_flow_request) or offered and not answered yet.
+    pub fn pending_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Accepts a flow: creates a socket for it as if it had been listening at
+    /// `request.local`, answers the client's SYN with a SYN-ACK (with the SYN's options: our
+    /// MSS, within the tunnel's MTU, window scaling, SACK and timestamps as the client
+    /// offered them) and returns its handle. From then on the socket is like any other: its
+    /// packets have `request.local` as their source, it reports
+    /// [`Events::CONNECTED`] once the client's ACK arrives, and it is read, written, closed
+    /// and removed as usual. Accepting a request that was not (or no longer) pending works
+    /// too: the client answers a SYN-ACK it does not expect with a reset.
+    ///
+    /// # Errors
+    ///
+    /// [`StackError::PortInUse`] when a socket already has this pair of endpoints (the flow
+    /// was accepted already), [`StackError::Unsupported`] for IPv6.
+    pub fn accept_flow(
+        &mut self,
+        now: Instant,
+        request: FlowRequest,
+    ) -> Result<SocketHandle, StackError> {
+        self.now = self.now.max(now);
+        let key = (request.local, request.remote);
+        if !request.local.is_ipv4() || !request.remote.is_ipv4() {
+            return Err(StackError::Unsupported);
+        }
+        if self.by_tuple.contains_key(&key) {
+            return Err(StackError::PortInUse);
+        }
+        let handle = self.new_handle();
+        let mut socket = TcpSocket::new(self.tcp_config.clone(), &self.socket_seed(handle));
+        socket.accept_syn(now, request.local, request.remote, &request.syn)?;
+        self.forget_flow(key);
+        self.time_wait.remove(&key);
+        self.sockets.insert(handle, socket);
+        self.file(handle);
+        Ok(handle)
+    }
+
+    /// Refuses a flow. [`Refusal::Reset`] answers the SYN with a reset (the client sees
+    /// "connection refused"); [`Refusal::Unreachable`] sends an ICMP destination unreachable
+    /// quoting the SYN's IP header and first eight bytes (ports and sequence number), from
+    /// the destination for [`UnreachableCode::Port`] and from our tunnel address otherwise,
+    /// so the client's connect fails at once. Does nothing when the flow was accepted
+    /// already.
+    pub fn refuse_flow(&mut self, request: FlowRequest, how: Refusal) {
+        let key = (request.local, request.remote);
+        if self.by_tuple.contains_key(&key) {
+            return;
+        }
+        self.forget_flow(key);
+        match how {
+            Refusal::Reset => {
+                if let Some(rst) = tcp::reset_for(&request.syn) {
+                    self.stats.resets_sent += 1;
+                    self.queue_reply(request.local, request.remote, rst);
+                }
+            }
+            Refusal::Unreachable(code) => {
+                let (SocketAddr::V4(local), SocketAddr::V4(remote)) =
+                    (request.local, request.remote)
+                else {
+                    return;
+                };
+                let mut quote = [0u8; ICMP_QUOTE_LEN];
+                let ip = Ipv4Repr {
+                    src_addr: *remote.ip(),
+                    dst_addr: *local.ip(),
+                    protocol: IpProtocol::Tcp,
+                    payload_len: request.syn.buffer_len(),
+                    ttl: TTL,
+                };
+                ip.emit(&mut Ipv4Packet::new_unchecked(&mut quote[..]));
+                let transport = &mut quote[ipv4::HEADER_LEN..];
+                transport[0..2].copy_from_slice(&remote.port().to_be_bytes());
+                transport[2..4].copy_from_slice(&local.port().to_be_bytes());
+                transport[4..8].copy_from_slice(&request.syn.seq_number.0.to_be_bytes());
+                self.queue_unreachable(*local.ip(), *remote.ip(), code, quote);
+            }
+        }
+    }
+
+    /// Queues a UDP datagram from any `local` address and port to `remote`: in exit mode,
+    /// the answer to a datagram [`udp_recv`](Self::udp_recv) delivered, from the address the
+    /// client wrote to (its [`UdpDatagram::local`]). With exit mode off, `local` must be a
+    /// bound port of our tunnel address, as for [`udp_send`](Self::udp_send).
+    ///
+    /// # Errors
+    ///
+    /// [`StackError::Unsupported`] for IPv6, [`StackError::NoLocalAddress`] for a `local`
+    /// that is not unicast (or, with exit mode off, not ours), [`StackError::NotBound`] for
+    /// port 0 (or, with exit mode off, an unbound port), [`StackError::NoRoute`] when the
+    /// tunnel does not reach `remote`, and as [`udp_send`](Self::udp_send) for the size and
+    /// the queue.
+    pub fn udp_send_from(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        payload: &[u8],
+    ) -> Result<(), StackError> {
+        let (SocketAddr::V4(local), SocketAddr::V4(remote_v4)) = (local, remote) else {
+            return Err(StackError::Unsupported);
+        };
+        let ours = Some(*local.ip()) == self.tunnel.local_ipv4();
+        if !is_unicast(*local.ip()) || (!self.exit_mode && !ours) {
+            return Err(StackError::NoLocalAddress);
+        }
+        if local.port() == 0 || (!self.exit_mode && !self.udp_ports.contains(&local.port())) {
+            return Err(StackError::NotBound);
+        }
+        if !is_unicast(*remote_v4.ip()) || !self.tunnel.routes_to(remote.ip()) {
+            return Err(StackError::NoRoute);
+        }
+        self.queue_udp(*local.ip(), local.port(), remote_v4, payload)
+    }
+
+    /// Refuses a datagram [`udp_recv`](Self::udp_recv) delivered: sends the ICMP destination
+    /// unreachable for it, from its destination for [`UnreachableCode::Port`] (what a host
+    /// with nothing on the port does) and from our tunnel address otherwise. The quote is a
+    /// rebuilt IPv4 and UDP header (addresses, ports and length; no checksum).
+    pub fn udp_refuse(&mut self, datagram: &UdpDatagram, code: UnreachableCode) {
+        let (SocketAddr::V4(local), SocketAddr::V4(remote)) = (datagram.local, datagram.remote)
+        else {
+            return;
+        };
+        let udp_len = (udp::HEADER_LEN + datagram.payload.len()).min(Ipv4Repr::MAX_PAYLOAD_LEN);
+        let mut quote = [0u8; ICMP_QUOTE_LEN];
+        let ip = Ipv4Repr {
+            src_addr: *remote.ip(),
+            dst_addr: *local.ip(),
+            protocol: IpProtocol::Udp,
+            payload_len: udp_len,
+            ttl: TTL,
+        };
+        ip.emit(&mut Ipv4Packet::new_unchecked(&mut quote[..]));
+        let transport = &mut quote[ipv4::HEADER_LEN..];
+        transport[0..2].copy_from_slice(&remote.port().to_be_bytes());
+        transport[2..4].copy_from_slice(&local.port().to_be_bytes());
+        let len = u16::try_from(udp_len).unwrap_or(u16::MAX);
+        transport[4..6].copy_from_slice(&len.to_be_bytes());
+        self.queue_unreachable(*local.ip(), *remote.ip(), code, quote);
+    }
+
+    /// Queues an ICMP destination unreachable to `client` about a packet it sent to
+    /// `destination`.
+    fn queue_unreachable(
+        &mut self,
+        destination: Ipv4Addr,
+        client: Ipv4Addr,
+        code: UnreachableCode,
+        quote: [u8; ICMP_QUOTE_LEN],
+    ) {
+        if !is_unicast(client) {
+            return;
+        }
+        if self.icmp_out.len() >= MAX_PENDING_ICMP {
+            self.stats.icmp_unreachable_dropped += 1;
+            return;
+        }
+        let src = if code.sent_by_destination() {
+            destination
+        } else {
+            self.tunnel.local_ipv4().unwrap_or(destination)
+        };
+        self.icmp_out.push_back(IcmpError {
+            src,
+            dst: client,
+            code: code.code(),
+            quote,
+        });
+    }
+
+    /// Forgets the flow request of `key`, queued or offered.
+    fn forget_flow(&mut self, key: (SocketAddr, SocketAddr)) {
+        if let Some(pending) = self.flows.remove(&key)
+            && !pending.offered
+        {
+            self.flow_queue.retain(|k| *k != key);
+        }
+    }
+
+    /// Exit mode: a segment from `remote` to `local` that no socket took. A new SYN becomes a
+    /// flow request; returns the reset to send for anything else.
+    fn offer_flow(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        repr: &TcpRepr<'_>,
+    ) -> Option<TcpRepr<'static>> {
+        let key = (local, remote);
+        if repr.control == TcpControl::Rst {
+            // The client gave up on a flow not answered yet.
+            self.forget_flow(key);
+            return None;
+        }
+        if repr.control != TcpControl::Syn || repr.ack_number.is_some() {
+            return self.reset_for_no_socket(repr);
+        }
+        let syn = TcpRepr {
+            payload: &[],
+            sack_ranges: [None; erebus_wire::tcp::MAX_SACK_BLOCKS],
+            ..*repr
+        };
+        if let Some(pending) = self.flows.get_mut(&key) {
+            if now.saturating_duration_since(pending.since) < FLOW_REQUEST_TIMEOUT {
+                // A retransmission (or, before the caller saw it, a new attempt: the latest
+                // SYN is the one to answer).
+                if !pending.offered {
+                    pending.request.syn = syn;
+                }
+                self.stats.flow_syns_absorbed += 1;
+                return None;
+            }
+            self.forget_flow(key);
+        }
+        if self.flows.len() >= MAX_PENDING_FLOWS {
+            self.flows
+                .retain(|_, p| now.saturating_duration_since(p.since) < FLOW_REQUEST_TIMEOUT);
+            let flows = &self.flows;
+            self.flow_queue.retain(|k| flows.contains_key(k));
+        }
+        if self.flows.len() >= MAX_PENDING_FLOWS {
+            self.stats.flows_overflowed += 1;
+            return self.reset_for_no_socket(repr);
+        }
+        self.flows.insert(
+            key,
+            PendingFlow {
+                request: FlowRequest { local, remote, syn },
+                offered: false,
+                since: now,
+            },
+        );
+        self.flow_queue.push_back(key);
+        self.stats.flow_requests += 1;
+        None
+    }
+
+    /// The reset for a segment that belongs to no socket (none for a reset), counted.
+    fn reset_for_no_socket(&mut self, repr: &TcpRepr<'_>) -> Option<TcpRepr<'static>> {
+        let reply = tcp::reset_for(repr);
+        if reply.is_some() {
+            self.stats.resets_sent += 1;
+        }
+        reply
+    }
+
     /// Binds a UDP port of our tunnel address, so datagrams to it are kept for
     /// [`udp_recv`](Self::udp_recv).
     ///
@@ -405,10 +842,15 @@ impl Stack {
         Ok(())
     }
 
-    /// Unbinds a UDP port; datagrams to it are dropped from now on, and queued ones discarded.
+    /// Unbinds a UDP port; datagrams to it are dropped from now on (in exit mode: delivered
+    /// as for any destination), and queued ones discarded (in exit mode: those to our tunnel
+    /// address).
     pub fn udp_unbind(&mut self, port: u16) {
         self.udp_ports.remove(&port);
-        self.udp_in.retain(|d| d.local_port != port);
+        let ours = self.tunnel.local_ipv4().map(IpAddr::V4);
+        let exit_mode = self.exit_mode;
+        self.udp_in
+            .retain(|d| d.local_port != port || (exit_mode && Some(d.local.ip()) != ours));
     }
 
     /// Whether a UDP port is bound.
@@ -438,6 +880,17 @@ impl Stack {
             return Err(StackError::Unsupported);
         };
         let local_ip = self.tunnel.local_ipv4().ok_or(StackError::NoLocalAddress)?;
+        self.queue_udp(local_ip, local_port, remote, payload)
+    }
+
+    /// Builds the IPv4 packet of a datagram and queues it for sending.
+    fn queue_udp(
+        &mut self,
+        local_ip: Ipv4Addr,
+        local_port: u16,
+        remote: SocketAddrV4,
+        payload: &[u8],
+    ) -> Result<(), StackError> {
         if self.udp_out.len() >= MAX_UDP_QUEUE {
             return Err(StackError::QueueFull);
         }
@@ -469,7 +922,8 @@ impl Stack {
         Ok(())
     }
 
-    /// The next datagram received on a bound port.
+    /// The next datagram received on a bound port, or in exit mode for any destination (see
+    /// [`UdpDatagram::local`]). At most 256 wait; more are dropped.
     pub fn udp_recv(&mut self) -> Option<UdpDatagram> {
         self.udp_in.pop_front()
     }
@@ -477,7 +931,11 @@ impl Stack {
     /// When the stack next needs [`poll_egress`](Self::poll_egress) without new input; an
     /// instant in the past means "now".
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.replies.is_empty() || !self.udp_out.is_empty() || !self.echo_replies.is_empty() {
+        if !self.replies.is_empty()
+            || !self.udp_out.is_empty()
+            || !self.echo_replies.is_empty()
+            || !self.icmp_out.is_empty()
+        {
             return Some(Instant::ZERO);
         }
         self.sockets.values().filter_map(TcpSocket::poll_at).min()
@@ -508,15 +966,35 @@ impl Stack {
         }
         let ip_packet = Ipv4Packet::new_checked(packet)?;
         let ip = Ipv4Repr::parse(&ip_packet)?;
-        if Some(ip.dst_addr) != self.tunnel.local_ipv4() {
+        let ours = Some(ip.dst_addr) == self.tunnel.local_ipv4();
+        let exit_destination = self.exit_mode && self.is_exit_destination(ip.dst_addr);
+        if !ours && !exit_destination {
             return Err(IngressError::NotForUs);
+        }
+        if self.exit_mode && !is_unicast(ip.src_addr) {
+            return Err(IngressError::Unsupported);
         }
         let payload = ip_packet.payload();
         match ip.protocol {
-            IpProtocol::Tcp => self.ingress_tcp(now, ip.src_addr, ip.dst_addr, payload),
-            IpProtocol::Icmp => self.ingress_icmp(ip.src_addr, ip.dst_addr, payload),
-            IpProtocol::Udp => self.ingress_udp(ip.src_addr, ip.dst_addr, payload),
+            IpProtocol::Tcp => self.ingress_tcp(now, ip.src_addr, ip.dst_addr, ours, payload),
+            IpProtocol::Icmp => self.ingress_icmp(ip.src_addr, ip.dst_addr, ours, payload),
+            IpProtocol::Udp => self.ingress_udp(ip.src_addr, ip.dst_addr, ours, payload),
             _ => Err(IngressError::Unsupported),
+        }
+    }
+
+    /// Exit mode: whether a packet to `dst` (not our address) may be taken: a unicast address
+    /// that is not the broadcast address of the tunnel's subnet.
+    fn is_exit_destination(&self, dst: Ipv4Addr) -> bool {
+        if !is_unicast(dst) {
+            return false;
+        }
+        match self.tunnel.ipv4 {
+            Some(net) if net.prefix() <= 30 && net.contains(IpAddr::V4(dst)) => {
+                let host_bits = u32::MAX >> net.prefix();
+                u32::from(dst) & host_bits != host_bits
+            }
+            _ => true,
         }
     }
 
@@ -525,6 +1003,7 @@ impl Stack {
         now: Instant,
         src: Ipv4Addr,
         dst: Ipv4Addr,
+        ours: bool,
         segment: &[u8],
     ) -> Result<(), IngressError> {
         let tcp_packet = TcpPacket::new_checked(segment)?;
@@ -532,7 +1011,11 @@ impl Stack {
         let remote = SocketAddr::V4(SocketAddrV4::new(src, repr.src_port));
         let local = SocketAddr::V4(SocketAddrV4::new(dst, repr.dst_port));
         let connected = self.by_tuple.get(&(local, remote)).copied();
-        let handle = connected.or_else(|| self.listeners.get(&repr.dst_port).copied());
+        // Listeners listen on our address only (in exit mode other destinations come here).
+        let handle = connected.or_else(|| {
+            ours.then(|| self.listeners.get(&repr.dst_port).copied())
+                .flatten()
+        });
         let reply = match handle.and_then(|h| self.sockets.get_mut(&h).map(|s| (h, s))) {
             Some((handle, socket)) => {
                 let reply = socket.process(now, remote, local, &repr);
@@ -551,13 +1034,8 @@ impl Stack {
             }
             None => match self.time_wait_answer(now, local, remote, &repr) {
                 Some(answer) => answer,
-                None => {
-                    let reply = tcp::reset_for(&repr);
-                    if reply.is_some() {
-                        self.stats.resets_sent += 1;
-                    }
-                    reply
-                }
+                None if self.exit_mode => self.offer_flow(now, local, remote, &repr),
+                None => self.reset_for_no_socket(&repr),
             },
         };
         if let Some(reply) = reply {
@@ -570,16 +1048,19 @@ impl Stack {
         &mut self,
         src: Ipv4Addr,
         dst: Ipv4Addr,
+        ours: bool,
         datagram: &[u8],
     ) -> Result<(), IngressError> {
         let packet = UdpPacket::new_checked(datagram)?;
         let repr = UdpRepr::parse(&packet, IpAddr::V4(src), IpAddr::V4(dst))?;
-        if !self.udp_ports.contains(&repr.dst_port) || self.udp_in.len() >= MAX_UDP_QUEUE {
+        let bound = ours && self.udp_ports.contains(&repr.dst_port);
+        if !(bound || self.exit_mode) || self.udp_in.len() >= MAX_UDP_QUEUE {
             return Err(IngressError::UdpNotDelivered);
         }
         self.stats.udp_rx += 1;
         self.udp_in.push_back(UdpDatagram {
             local_port: repr.dst_port,
+            local: SocketAddr::V4(SocketAddrV4::new(dst, repr.dst_port)),
             remote: SocketAddr::V4(SocketAddrV4::new(src, repr.src_port)),
             payload: packet.payload().to_vec(),
         });
@@ -590,11 +1071,17 @@ impl Stack {
         &mut self,
         src: Ipv4Addr,
         dst: Ipv4Addr,
+        ours: bool,
         message: &[u8],
     ) -> Result<(), IngressError> {
         let packet = IcmpPacket::new_checked(message)?;
         let repr = IcmpRepr::parse(&packet)?;
         match repr {
+            IcmpRepr::EchoRequest { .. } if !ours => {
+                // Exit mode: answering for another host would pretend it is alive.
+                self.stats.exit_echo_dropped += 1;
+                return Err(IngressError::NotForUs);
+            }
             IcmpRepr::EchoRequest {
                 ident,
                 seq_no,
@@ -701,6 +1188,14 @@ impl Stack {
         while let Some((local, remote, reply)) = self.replies.pop_front() {
             if let Some(len) = write_packet(buf, local, remote, &reply) {
                 self.stats.tx_packets += 1;
+                return Some(len);
+            }
+            self.stats.tx_too_big += 1;
+        }
+        while let Some(error) = self.icmp_out.pop_front() {
+            if let Some(len) = write_unreachable(buf, &error) {
+                self.stats.tx_packets += 1;
+                self.stats.icmp_unreachable_sent += 1;
                 return Some(len);
             }
             self.stats.tx_too_big += 1;
@@ -870,6 +1365,34 @@ impl Stack {
             self.replies.push_back((local, remote, reply));
         }
     }
+}
+
+/// Whether `ip` can be the source or destination of a flow: not broadcast, multicast or
+/// unspecified.
+fn is_unicast(ip: Ipv4Addr) -> bool {
+    !(ip.is_broadcast() || ip.is_multicast() || ip.is_unspecified())
+}
+
+/// Writes the IPv4 packet carrying an ICMP destination unreachable into `buf`; `None` when it
+/// does not fit.
+fn write_unreachable(buf: &mut [u8], error: &IcmpError) -> Option<usize> {
+    let icmp = IcmpRepr::DstUnreachable {
+        code: error.code,
+        next_hop_mtu: 0,
+        original: &error.quote,
+    };
+    let ip = Ipv4Repr {
+        src_addr: error.src,
+        dst_addr: error.dst,
+        protocol: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        ttl: TTL,
+    };
+    let total = ip.buffer_len();
+    let out = buf.get_mut(..total)?;
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut *out));
+    icmp.emit(&mut IcmpPacket::new_unchecked(&mut out[ipv4::HEADER_LEN..]));
+    Some(total)
 }
 
 /// Writes the IPv4 packet carrying an echo reply into `buf`; `None` when it does not fit.

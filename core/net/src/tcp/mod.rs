@@ -350,6 +350,9 @@ pub struct TcpSocket {
     remote: Option<SocketAddr>,
     /// The socket was listening before this connection, and returns there on a reset.
     passive: bool,
+    /// The connection began with a SYN the stack took for it ([`TcpSocket::accept_syn`]):
+    /// a reset during the handshake means the peer gave up, not that it refused.
+    accepted: bool,
     stats: TcpStats,
 
     // Send side.
@@ -467,6 +470,7 @@ impl TcpSocket {
             local: None,
             remote: None,
             passive: false,
+            accepted: false,
             stats: TcpStats::default(),
             iss: SeqNumber(0),
             snd_una: SeqNumber(0),
@@ -688,6 +692,43 @@ impl TcpSocket {
         Ok(())
     }
 
+    /// Takes `syn`, a SYN from `remote` to `local` that arrived before this socket existed,
+    /// as if the socket had been listening at `local`: its options are adopted and the
+    /// SYN-ACK goes out with the next [`dispatch`](Self::dispatch). Unlike a listener, the
+    /// socket does not go back to listening when the handshake is reset: it fails with
+    /// [`ConnectionError::Reset`].
+    ///
+    /// # Errors
+    ///
+    /// [`ListenError::InvalidState`] unless the socket is closed,
+    /// [`ListenError::Unaddressable`] for a zero port, mixed address families, or a segment
+    /// that is not a bare SYN.
+    pub(crate) fn accept_syn(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        syn: &TcpRepr<'_>,
+    ) -> Result<(), ListenError> {
+        if self.state != State::Closed {
+            return Err(ListenError::InvalidState);
+        }
+        if local.port() == 0
+            || remote.port() == 0
+            || local.is_ipv4() != remote.is_ipv4()
+            || syn.control != TcpControl::Syn
+            || syn.ack_number.is_some()
+        {
+            return Err(ListenError::Unaddressable);
+        }
+        self.reset_connection();
+        self.passive = false;
+        self.accepted = true;
+        self.stats.segments_received += 1;
+        let _ = self.process_listen(now, remote, local, syn);
+        Ok(())
+    }
+
     /// Queues as much of `data` as fits in the send buffer and returns how much that was.
     /// Data queued before the handshake completes goes out right after it.
     ///
@@ -860,6 +901,8 @@ impl TcpSocket {
                     self.remote = None;
                     self.passive = true;
                     self.set_state(State::Listen);
+                } else if self.state == State::SynReceived && self.accepted {
+                    self.fail(ConnectionError::Reset);
                 } else if self.state == State::SynReceived {
                     self.fail(ConnectionError::Refused);
                 } else if matches!(
