@@ -180,7 +180,7 @@ enum State {
 }
 
 /// Cuts one line into words, following OpenVPN's `parse_line` state machine.
-fn split_words(line: &[u8]) -> Result<Vec<String>, String> {
+pub(super) fn split_words(line: &[u8]) -> Result<Vec<String>, String> {
     // OpenVPN reads lines as C strings, so a NUL byte ends the line.
     let line = match line.iter().position(|&b| b == 0) {
         Some(end) => line.get(..end).unwrap_or_default(),

@@ -37,6 +37,7 @@
 
 mod lexer;
 mod parser;
+pub mod server;
 mod values;
 
 #[cfg(test)]
