@@ -117,6 +117,21 @@ impl StaticKey {
         key
     }
 
+    /// The 256 bytes of the key file, in its order: cipher 0, HMAC 0, cipher 1, HMAC 1.
+    pub fn to_bytes(&self) -> Zeroizing<[u8; Self::LEN]> {
+        let mut out = Zeroizing::new([0u8; Self::LEN]);
+        let halves = [
+            self.slots[0].cipher_key(),
+            self.slots[0].hmac_key(),
+            self.slots[1].cipher_key(),
+            self.slots[1].hmac_key(),
+        ];
+        for (chunk, half) in out.chunks_exact_mut(KEY_HALF_LEN).zip(halves) {
+            chunk.copy_from_slice(half);
+        }
+        out
+    }
+
     /// Parses a static key file (or the body of an inline `<secret>`, `<tls-auth>` or
     /// `<tls-crypt>` block) the way OpenVPN 2.6 reads it:
     ///

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod p2p;
 pub mod packet;
 pub mod replay;
+pub mod server;
 pub mod setup;
 pub mod tls;
 pub mod tls_session;

@@ -725,7 +725,7 @@ fn openvpn_subject(cert: &X509Certificate<'_>) -> String {
 
 /// The common name OpenVPN compares for `verify-x509-name ... name`: the last CN of the
 /// subject, remapped like the subject.
-fn openvpn_common_name(cert: &X509Certificate<'_>) -> Option<String> {
+pub(crate) fn openvpn_common_name(cert: &X509Certificate<'_>) -> Option<String> {
     cert.subject()
         .iter_common_name()
         .last()
