@@ -12,10 +12,12 @@
 
 pub mod clock;
 pub mod connector;
+pub mod demo;
 pub mod mio_driver;
 pub mod pump;
 pub mod record;
 pub mod replay;
+pub mod serve;
 pub mod session;
 pub mod smol_driver;
 pub mod thread_driver;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use erebus::record::Recorder;
 use erebus::session::{ConfigFile, Settings, build_client};
 use erebus::{Clock, os_seed};
@@ -36,12 +36,20 @@ Proxies listen on 127.0.0.1 unless told otherwise. Logs go to stderr; set RUST_L
 /// A rootless VPN client: speaks OpenVPN itself and serves the private network through local
 /// HTTP and SOCKS5 proxies and port forwards. Needs no root, no TUN device, no route changes.
 #[derive(Parser, Debug)]
-#[command(name = "erebus", version, after_help = EXIT_HELP)]
+#[command(
+    name = "erebus",
+    version,
+    after_help = EXIT_HELP,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    /// Something other than connecting: `demo` or `serve`.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The configuration to connect with: an OpenVPN profile (.ovpn) or a strongSwan
     /// swanctl.conf, recognised from its content.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", required = true)]
+    config: Option<PathBuf>,
     /// Address of the HTTP proxy (CONNECT and absolute-form requests).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     http: SocketAddr,
@@ -85,6 +93,41 @@ struct Args {
     /// when it has one.
     #[arg(long, value_name = "NAME")]
     connection: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the whole path on this machine with nothing installed: a throwaway PKI, an exit
+    /// server on loopback, the client with its proxies and a small HTTP origin; fetch one page
+    /// through all of it, print it, and stay up for curl.
+    Demo {
+        /// Address of the HTTP proxy.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        /// Address of the SOCKS5 proxy.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
+        socks: SocketAddr,
+        /// Stop after the first page.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Serve OpenVPN clients with an exit to this host's network, without root or a TUN
+    /// device: every flow a client sends beyond the server leaves through an ordinary socket.
+    Serve {
+        /// The OpenVPN server configuration (server.conf).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Listen here instead of the configuration's `local` and `port`.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Let clients reach NET[/PREFIX][:PORT[-PORT]] through the exit. Repeatable; nothing is
+        /// reachable until allowed.
+        #[arg(long, value_name = "RULE")]
+        allow: Vec<String>,
+        /// Check usernames and passwords against FILE: one `username password` per line.
+        #[arg(long, value_name = "FILE")]
+        users: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -138,7 +181,29 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<Outcome> {
-    let mut config = match ConfigFile::read(&args.config) {
+    match &args.command {
+        Some(Command::Demo { http, socks, once }) => {
+            erebus::demo::run(&erebus::demo::DemoOptions {
+                http: *http,
+                socks: *socks,
+                once: *once,
+            })?;
+            return Ok(Outcome::Clean);
+        }
+        Some(Command::Serve {
+            config,
+            listen,
+            allow,
+            users,
+        }) => return serve(config, *listen, allow, users.as_deref()),
+        None => {}
+    }
+    let Some(config_path) = &args.config else {
+        return Ok(Outcome::Config(anyhow::anyhow!(
+            "--config FILE is required (or a command: demo, serve)"
+        )));
+    };
+    let mut config = match ConfigFile::read(config_path) {
         Ok(config) => config,
         Err(error) => return Ok(Outcome::Config(error.into())),
     };
@@ -310,6 +375,101 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Clean);
     }
     Ok(Outcome::Session(failure))
+}
+
+/// `erebus serve`: loads the server configuration and runs the exit server until Ctrl-C.
+fn serve(
+    path: &std::path::Path,
+    listen: Option<SocketAddr>,
+    allow: &[String],
+    users: Option<&std::path::Path>,
+) -> anyhow::Result<Outcome> {
+    let mut rules = Vec::new();
+    for rule in allow {
+        match rule.parse::<erebus_server::AllowRule>() {
+            Ok(rule) => rules.push(rule),
+            Err(error) => return Ok(Outcome::Config(anyhow::anyhow!("--allow: {error}"))),
+        }
+    }
+    let users = match users {
+        Some(file) => {
+            let bytes = match std::fs::read(file) {
+                Ok(bytes) => zeroize::Zeroizing::new(bytes),
+                Err(e) => {
+                    return Ok(Outcome::Config(anyhow::anyhow!(
+                        "--users {}: {e}",
+                        file.display()
+                    )));
+                }
+            };
+            match erebus_server::UserTable::parse(&bytes) {
+                Ok(table) => Some(table),
+                Err(e) => {
+                    return Ok(Outcome::Config(anyhow::anyhow!(
+                        "--users {}: {e}",
+                        file.display()
+                    )));
+                }
+            }
+        }
+        None => None,
+    };
+    let config = match ConfigFile::read(path) {
+        Ok(config) => config,
+        Err(error) => return Ok(Outcome::Config(error.into())),
+    };
+    let clock = Clock::start();
+    let dir = config.dir.clone();
+    let mut files = move |file: &std::path::Path| erebus::session::read_relative(&dir, file);
+    let loaded = match erebus_server::load(
+        &config.bytes,
+        &path.display().to_string(),
+        &mut files,
+        erebus_server::ServeOptions {
+            listen,
+            allow: erebus_server::AllowList::new(rules),
+            users,
+            wall_clock: clock.wall_clock(),
+        },
+    ) {
+        Ok(loaded) => loaded,
+        Err(error) => return Ok(Outcome::Config(error.into())),
+    };
+    for warning in &loaded.warnings {
+        tracing::warn!("{}: {warning}", path.display());
+    }
+    let allowed = loaded.config.exit.allow.rules().to_vec();
+    let seed = os_seed()?;
+    let server = erebus_server::Server::new(loaded.config, &seed, clock.now());
+    let mut driver = erebus::serve::MioServeDriver::new(server, clock)
+        .with_context(|| format!("cannot listen on {}", driver_listen_hint(listen)))?;
+    if let Some(command) = loaded.auth_command {
+        driver.set_credentials_checker(std::sync::Arc::new(move |user: &str, password: &str| {
+            erebus::serve::run_auth_command(&command.argv, command.via_file, user, password)
+        }));
+    }
+    driver.on_event(erebus::demo::log_server_event);
+    eprintln!(
+        "erebus serve: listening on {}; exit allows {}",
+        driver.local_addr(),
+        if allowed.is_empty() {
+            "nothing (add --allow NET[:PORTS])".to_owned()
+        } else {
+            allowed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    let stop = driver.stop_handle();
+    ctrlc::set_handler(move || stop.stop()).context("cannot install the Ctrl-C handler")?;
+    driver.run()?;
+    Ok(Outcome::Clean)
+}
+
+fn driver_listen_hint(listen: Option<SocketAddr>) -> String {
+    listen.map_or_else(|| "the configured address".to_owned(), |a| a.to_string())
 }
 
 /// Reads `--proxy-auth`'s file: the username on the first line, the password on the second.
