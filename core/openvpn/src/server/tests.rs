@@ -22,11 +22,15 @@ use crate::tls_session::{TlsConfig, TlsSession};
 
 const TC_KEY: &[u8] = include_bytes!("../../../../testvectors/captures/tls-udp/tc.key");
 const TA_KEY: &[u8] = include_bytes!("../../../../testvectors/captures/tls-auth/ta.key");
-const ED_CA: &[u8] = include_bytes!("testdata/ed-ca.crt");
-const ED_SERVER_CERT: &[u8] = include_bytes!("testdata/ed-server.crt");
-const ED_SERVER_KEY: &[u8] = include_bytes!("testdata/ed-server.key");
-const ED_CLIENT_CERT: &[u8] = include_bytes!("testdata/ed-client.crt");
-const ED_CLIENT_KEY: &[u8] = include_bytes!("testdata/ed-client.key");
+const ED_CA: &[u8] = include_bytes!("../../../../testvectors/tls-pki/ed25519/ed-ca.crt");
+const ED_SERVER_CERT: &[u8] =
+    include_bytes!("../../../../testvectors/tls-pki/ed25519/ed-server.crt");
+const ED_SERVER_KEY: &[u8] =
+    include_bytes!("../../../../testvectors/tls-pki/ed25519/ed-server.key");
+const ED_CLIENT_CERT: &[u8] =
+    include_bytes!("../../../../testvectors/tls-pki/ed25519/ed-client.crt");
+const ED_CLIENT_KEY: &[u8] =
+    include_bytes!("../../../../testvectors/tls-pki/ed25519/ed-client.key");
 /// A wall time inside the Ed25519 certificates' validity (and the RSA ones').
 const ED_NOW_UNIX: u64 = 1_800_000_000;
 

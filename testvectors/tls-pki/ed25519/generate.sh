@@ -1,5 +1,6 @@
 #!/bin/sh
-# Regenerates the test-only Ed25519 PKI of the OpenVPN server tests (core/openvpn/src/server).
+# Regenerates the test-only Ed25519 PKI of the server-role tests (core/openvpn/src/server,
+# core/server).
 #
 # Ed25519 signatures are deterministic, so a handshake with these keys is a pure function of
 # the sessions' seeds: the determinism test replays a whole server session byte for byte.
@@ -7,7 +8,7 @@
 # purpose and protects nothing. Valid for 20 years from the day it was made; the tests pin
 # their wall time (ED_NOW_UNIX in server/tests.rs) inside that range.
 #
-# Usage: cd core/openvpn/src/server/testdata && ./generate.sh
+# Usage: cd testvectors/tls-pki/ed25519 && ./generate.sh
 set -eu
 days=7300
 work=$(mktemp -d)

@@ -1,0 +1,541 @@
+//! erebus's client and erebus's server, in memory, over a seeded lossy link: a port forward
+//! on the client, a name resolved through the tunnel by the server's DNS relay, a TCP flow
+//! through the exit to a loopback origin the test plays, and 16 MiB each way.
+//!
+//! Everything runs on simulated time from one seed: the same seed gives the same run, and
+//! nothing touches a socket or a clock. This is the fastest test of the whole protocol path:
+//! proxy, user-space TCP, OpenVPN client (TLS, tls-crypt, data channel), the link, the
+//! OpenVPN server, the exit's stack, and the flow to the host.
+
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use erebus_client::{Client, ClientConfig};
+use erebus_net::TcpConfig;
+use erebus_proxy::{FrontEnd, Host, ProxyConfig};
+use erebus_sansio::io::{
+    ConnId, Event, Input, ListenerId, LocalAction, LocalEvent, Output, TransportEvent,
+};
+use erebus_sansio::serve::{FlowEvent, FlowId, FlowKind, ServeDriven, ServeInput, ServeOutput};
+use erebus_sansio::{Driven, Instant, Seed, SeededRng, UnixTime, WallClock};
+use erebus_server::{AllowList, ServeOptions, Server};
+use erebus_session::{Overrides, SessionTunnel};
+use zeroize::Zeroizing;
+
+const CA: &str = include_str!("../../../testvectors/tls-pki/ed25519/ed-ca.crt");
+const SERVER_CERT: &str = include_str!("../../../testvectors/tls-pki/ed25519/ed-server.crt");
+const SERVER_KEY: &str = include_str!("../../../testvectors/tls-pki/ed25519/ed-server.key");
+const CLIENT_CERT: &str = include_str!("../../../testvectors/tls-pki/ed25519/ed-client.crt");
+const CLIENT_KEY: &str = include_str!("../../../testvectors/tls-pki/ed25519/ed-client.key");
+/// Inside the Ed25519 certificates' validity.
+const NOW_UNIX: u64 = 1_800_000_000;
+
+const SERVER: &str = "192.0.2.1:1194";
+const CLIENT: &str = "198.51.100.7:40000";
+const ORIGIN: &str = "127.0.0.1:8080";
+const ORIGIN_NAME: &str = "origin.sim.test";
+
+/// A tls-crypt key: any 256 bytes will do for a test.
+fn tls_crypt_key() -> String {
+    let mut text = String::from("-----BEGIN OpenVPN Static key V1-----\n");
+    for line in 0..16u8 {
+        for i in 0..16u8 {
+            text.push_str(&format!(
+                "{:02x}",
+                line.wrapping_mul(31) ^ i.wrapping_mul(7)
+            ));
+        }
+        text.push('\n');
+    }
+    text.push_str("-----END OpenVPN Static key V1-----\n");
+    text
+}
+
+fn inline(tag: &str, body: &str) -> String {
+    format!("<{tag}>\n{}\n</{tag}>\n", body.trim_end())
+}
+
+fn server_conf() -> String {
+    let mut text = String::from(
+        "mode server\ntls-server\nproto udp\nport 1194\ndev tun\ntopology subnet\n\
+         server 10.8.0.0 255.255.255.0\ndh none\n\
+         data-ciphers AES-256-GCM:CHACHA20-POLY1305\nkeepalive 10 60\n\
+         push \"route 127.0.0.0 255.0.0.0\"\npush \"dhcp-option DNS 10.8.0.1\"\n",
+    );
+    text += &inline("ca", CA);
+    text += &inline("cert", SERVER_CERT);
+    text += &inline("key", SERVER_KEY);
+    text += &inline("tls-crypt", &tls_crypt_key());
+    text
+}
+
+fn client_ovpn() -> String {
+    let mut text = String::from(
+        "client\ndev tun\nproto udp\nremote 192.0.2.1 1194\nnobind\nremote-cert-tls server\n\
+         data-ciphers AES-256-GCM:CHACHA20-POLY1305\n",
+    );
+    text += &inline("ca", CA);
+    text += &inline("cert", CLIENT_CERT);
+    text += &inline("key", CLIENT_KEY);
+    text += &inline("tls-crypt", &tls_crypt_key());
+    text
+}
+
+fn no_files(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
+    Err(format!("{} (the test names no files)", path.display()))
+}
+
+/// Which way a datagram travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Way {
+    ToServer,
+    ToClient,
+}
+
+/// The outer link: a fixed delay, and seeded loss, duplication and reordering.
+struct Link {
+    rng: SeededRng,
+    in_flight: BTreeMap<(Instant, u64), (Way, Vec<u8>)>,
+    sequence: u64,
+    sent: u64,
+    lost: u64,
+}
+
+impl Link {
+    const DELAY: Duration = Duration::from_millis(10);
+    /// Per mille.
+    const LOSS: u32 = 20;
+    const DUPLICATION: u32 = 10;
+    const REORDERING: u32 = 20;
+
+    fn send(&mut self, now: Instant, way: Way, bytes: &[u8]) {
+        self.sent += 1;
+        if self.rng.below(1000) < Self::LOSS {
+            self.lost += 1;
+            return;
+        }
+        let copies = if self.rng.below(1000) < Self::DUPLICATION {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut at = now + Self::DELAY;
+            if self.rng.below(1000) < Self::REORDERING {
+                at += Duration::from_millis(u64::from(1 + self.rng.below(15)));
+            }
+            self.sequence += 1;
+            self.in_flight
+                .insert((at, self.sequence), (way, bytes.to_vec()));
+        }
+    }
+
+    fn next_at(&self) -> Option<Instant> {
+        self.in_flight.keys().next().map(|(at, _)| *at)
+    }
+
+    fn take_due(&mut self, now: Instant) -> Option<(Way, Vec<u8>)> {
+        let (&key, _) = self.in_flight.iter().next()?;
+        if key.0 > now {
+            return None;
+        }
+        self.in_flight.remove(&key)
+    }
+}
+
+/// A byte stream the test sends and checks: byte `i` is a function of `i` and a salt.
+fn pattern_byte(salt: u8, index: u64) -> u8 {
+    (index.wrapping_mul(2_654_435_761) >> 13) as u8 ^ salt
+}
+
+/// One direction of bulk data: what was sent, what arrived and whether it was right.
+#[derive(Default)]
+struct Stream {
+    sent: u64,
+    received: u64,
+    corrupt: bool,
+    paused: bool,
+    eof: bool,
+}
+
+impl Stream {
+    fn next_chunk(&mut self, salt: u8, total: u64, len: usize) -> Vec<u8> {
+        let len = (total - self.sent).min(len as u64);
+        let chunk = (self.sent..self.sent + len)
+            .map(|i| pattern_byte(salt, i))
+            .collect();
+        self.sent += len;
+        chunk
+    }
+
+    fn check(&mut self, salt: u8, bytes: &[u8]) {
+        for (offset, &byte) in bytes.iter().enumerate() {
+            if byte != pattern_byte(salt, self.received + offset as u64) {
+                self.corrupt = true;
+            }
+        }
+        self.received += bytes.len() as u64;
+    }
+}
+
+const UP_SALT: u8 = 0x5a;
+const DOWN_SALT: u8 = 0xa5;
+
+struct Outcome {
+    uploaded: u64,
+    downloaded: u64,
+    packets: u64,
+    lost: u64,
+    resolved: Vec<String>,
+    elapsed: Duration,
+}
+
+fn run(seed: u8, total: u64) -> Outcome {
+    let seed = Seed::from_byte(seed);
+    let wall = WallClock::new(Instant::ZERO, UnixTime::from_secs(NOW_UNIX));
+    let now = Instant::ZERO;
+    let server_addr: SocketAddr = SERVER.parse().unwrap();
+    let client_addr: SocketAddr = CLIENT.parse().unwrap();
+    let origin: SocketAddr = ORIGIN.parse().unwrap();
+
+    let loaded = erebus_server::load(
+        server_conf().as_bytes(),
+        "sim-server.conf",
+        &mut no_files,
+        ServeOptions {
+            listen: Some(server_addr),
+            allow: AllowList::loopback(),
+            users: None,
+            wall_clock: wall,
+        },
+    )
+    .unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let mut server = Server::new(loaded.config, &seed.child("server"), now);
+
+    let plan = erebus_session::load(
+        client_ovpn().as_bytes(),
+        "sim-client.ovpn",
+        &mut no_files,
+        Overrides::default(),
+        wall,
+    )
+    .unwrap();
+    let tunnel: SessionTunnel = plan.start(&seed.child("session"), wall, now);
+    let mut client = Client::new(
+        tunnel,
+        ClientConfig {
+            listeners: vec![FrontEnd::Forward {
+                host: Host::Name(ORIGIN_NAME.into()),
+                port: origin.port(),
+            }],
+            proxy: ProxyConfig::default(),
+            tcp: TcpConfig::default(),
+            dns_servers: Vec::new(),
+            tunnel_wait: Duration::from_secs(30),
+        },
+        &seed.child("client"),
+        now,
+    );
+
+    let mut link = Link {
+        rng: seed.child("link").rng(),
+        in_flight: BTreeMap::new(),
+        sequence: 0,
+        sent: 0,
+        lost: 0,
+    };
+    let conn = ConnId(1);
+    let mut now = now;
+    let mut buf = vec![0u8; 70_000];
+    let mut client_deadline: Option<Instant>;
+    let mut server_deadline: Option<Instant>;
+    let mut attempt = None;
+    let mut up = false;
+    let mut accepted = false;
+    let mut flow: Option<FlowId> = None;
+    let mut flow_connected = false;
+    let mut flow_closed = false;
+    let mut local_closed = false;
+    let mut upload = Stream::default();
+    let mut download = Stream::default();
+    let mut resolved = Vec::new();
+    let mut client_inputs: Vec<(ConnId, LocalEvent<'static>)> = Vec::new();
+    let mut server_inputs: Vec<ServeInput<'static>> = Vec::new();
+    let mut answers: Vec<(u64, Vec<IpAddr>)> = Vec::new();
+    let limit = Instant::ZERO + Duration::from_secs(600);
+
+    loop {
+        // The client's outputs.
+        loop {
+            match client.poll_output(&mut buf) {
+                Output::Transmit { to, bytes } => {
+                    assert_eq!(to, server_addr);
+                    link.send(now, Way::ToServer, bytes);
+                }
+                Output::Local { conn: c, action } => {
+                    assert_eq!(c, conn);
+                    match action {
+                        LocalAction::Write(bytes) => download.check(DOWN_SALT, bytes),
+                        LocalAction::PauseReading => upload.paused = true,
+                        LocalAction::ResumeReading => upload.paused = false,
+                        LocalAction::Shutdown => download.eof = true,
+                        LocalAction::Close => {
+                            download.eof = true;
+                            upload.paused = true;
+                            local_closed = true;
+                        }
+                    }
+                }
+                Output::Event(Event::Connected(_)) => up = true,
+                Output::Event(Event::Down(failure)) => panic!("client down: {failure}"),
+                Output::Event(_) => {}
+                Output::BufferTooSmall { needed } => buf.resize(needed, 0),
+                Output::Timeout(deadline) => {
+                    client_deadline = deadline;
+                    break;
+                }
+            }
+        }
+        if client.transport().map(|spec| spec.attempt) != attempt {
+            attempt = client.transport().map(|spec| spec.attempt);
+            assert!(attempt.is_some(), "the client gave up its transport");
+            assert_eq!(attempt, Some(1), "the client had to reconnect");
+            client
+                .handle_input(Input::Transport {
+                    now,
+                    event: TransportEvent::Connected {
+                        remote: server_addr,
+                    },
+                })
+                .unwrap();
+            continue;
+        }
+        // The server's outputs.
+        loop {
+            match server.poll_output(&mut buf) {
+                ServeOutput::Datagram { to, bytes } => {
+                    assert_eq!(to, client_addr);
+                    link.send(now, Way::ToClient, bytes);
+                }
+                ServeOutput::OpenFlow { flow: id, kind, to } => {
+                    assert_eq!((kind, to), (FlowKind::Tcp, origin));
+                    assert!(flow.is_none(), "one flow expected");
+                    flow = Some(id);
+                    server_inputs.push(ServeInput::Flow {
+                        now,
+                        flow: id,
+                        event: FlowEvent::Connected,
+                    });
+                }
+                ServeOutput::Flow { flow: id, action } => {
+                    assert_eq!(Some(id), flow);
+                    match action {
+                        LocalAction::Write(bytes) => upload.check(UP_SALT, bytes),
+                        LocalAction::PauseReading => download.paused = true,
+                        LocalAction::ResumeReading => download.paused = false,
+                        LocalAction::Shutdown => upload.eof = true,
+                        LocalAction::Close => {
+                            upload.eof = true;
+                            flow_closed = true;
+                        }
+                    }
+                }
+                ServeOutput::Resolve { query, name } => {
+                    resolved.push(name.to_owned());
+                    let addrs = if name == ORIGIN_NAME {
+                        vec![origin.ip()]
+                    } else {
+                        Vec::new()
+                    };
+                    answers.push((query, addrs));
+                }
+                ServeOutput::CheckCredentials { .. } => panic!("no credentials in this test"),
+                ServeOutput::Peer { .. } => panic!("no TCP clients in this test"),
+                ServeOutput::Event(event) => {
+                    if let erebus_sansio::serve::ServeEvent::ClientDown { reason, .. } = &event {
+                        panic!("server lost the client: {reason}");
+                    }
+                }
+                ServeOutput::BufferTooSmall { needed } => buf.resize(needed, 0),
+                ServeOutput::Timeout(deadline) => {
+                    server_deadline = deadline;
+                    break;
+                }
+            }
+        }
+        // Deferred inputs (never fed while a machine is being drained).
+        let mut fed = false;
+        for input in server_inputs.drain(..) {
+            if matches!(
+                input,
+                ServeInput::Flow {
+                    event: FlowEvent::Connected,
+                    ..
+                }
+            ) {
+                flow_connected = true;
+            }
+            server.handle_input(input);
+            fed = true;
+        }
+        for (query, addrs) in answers.drain(..) {
+            server.handle_input(ServeInput::Resolved {
+                now,
+                query,
+                addrs: &addrs,
+            });
+            fed = true;
+        }
+        for (c, event) in client_inputs.drain(..) {
+            client
+                .handle_input(Input::Local {
+                    now,
+                    conn: c,
+                    event,
+                })
+                .unwrap();
+            fed = true;
+        }
+        // The local connection opens once the tunnel is up; then both ends send while they
+        // may.
+        if up && !accepted {
+            accepted = true;
+            client_inputs.push((
+                conn,
+                LocalEvent::Accepted {
+                    listener: ListenerId(0),
+                },
+            ));
+            continue;
+        }
+        if accepted && !upload.paused && upload.sent < total {
+            let chunk = upload.next_chunk(UP_SALT, total, 16 * 1024);
+            client
+                .handle_input(Input::Local {
+                    now,
+                    conn,
+                    event: LocalEvent::Data(&chunk),
+                })
+                .unwrap();
+            if upload.sent == total {
+                client
+                    .handle_input(Input::Local {
+                        now,
+                        conn,
+                        event: LocalEvent::ReadClosed,
+                    })
+                    .unwrap();
+            }
+            fed = true;
+        }
+        if let Some(id) = flow.filter(|_| flow_connected)
+            && !download.paused
+            && download.sent < total
+        {
+            let chunk = download.next_chunk(DOWN_SALT, total, 16 * 1024);
+            server.handle_input(ServeInput::Flow {
+                now,
+                flow: id,
+                event: FlowEvent::Socket(LocalEvent::Data(&chunk)),
+            });
+            if download.sent == total {
+                server.handle_input(ServeInput::Flow {
+                    now,
+                    flow: id,
+                    event: FlowEvent::Socket(LocalEvent::ReadClosed),
+                });
+            }
+            fed = true;
+        }
+        if fed {
+            continue;
+        }
+        let transferred = upload.received == total && download.received == total;
+        if transferred && upload.eof && download.eof && flow_closed && local_closed {
+            break;
+        }
+        // Nothing to do now: move time to the next thing that happens.
+        let next = [link.next_at(), client_deadline, server_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("something is always scheduled while the transfer runs");
+        assert!(
+            next < limit,
+            "the transfer did not finish in 600 simulated seconds: up {} of {total}, down {} of {total}",
+            upload.received,
+            download.received
+        );
+        now = now.max(next);
+        while let Some((way, mut bytes)) = link.take_due(now) {
+            match way {
+                Way::ToServer => server.handle_input(ServeInput::Datagram {
+                    now,
+                    from: client_addr,
+                    bytes: &bytes,
+                }),
+                Way::ToClient => client
+                    .handle_input(Input::Transport {
+                        now,
+                        event: TransportEvent::Data {
+                            from: server_addr,
+                            bytes: &mut bytes,
+                        },
+                    })
+                    .unwrap(),
+            }
+        }
+        if client_deadline.is_some_and(|at| at <= now) {
+            client.handle_input(Input::Timeout { now }).unwrap();
+        }
+        if server_deadline.is_some_and(|at| at <= now) {
+            server.handle_input(ServeInput::Timeout { now });
+        }
+    }
+    assert!(!upload.corrupt, "the upload arrived corrupted");
+    assert!(!download.corrupt, "the download arrived corrupted");
+    assert_eq!(server.flows(), 0, "the flow was not cleaned up");
+    Outcome {
+        uploaded: upload.received,
+        downloaded: download.received,
+        packets: link.sent,
+        lost: link.lost,
+        resolved,
+        elapsed: now - Instant::ZERO,
+    }
+}
+
+#[test]
+fn sixteen_mebibytes_each_way_through_the_exit_over_a_lossy_link() {
+    const TOTAL: u64 = 16 << 20;
+    let outcome = run(1, TOTAL);
+    assert_eq!(outcome.uploaded, TOTAL);
+    assert_eq!(outcome.downloaded, TOTAL);
+    assert_eq!(outcome.resolved, [ORIGIN_NAME]);
+    assert!(outcome.lost > 0, "the link lost nothing: not a lossy test");
+    eprintln!(
+        "16 MiB each way in {:?} simulated, {} datagrams, {} lost",
+        outcome.elapsed, outcome.packets, outcome.lost
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let first = run(7, 256 << 10);
+    let second = run(7, 256 << 10);
+    assert_eq!(
+        (first.packets, first.lost, first.elapsed),
+        (second.packets, second.lost, second.elapsed)
+    );
+    let other = run(8, 256 << 10);
+    assert_ne!(
+        (first.packets, first.lost, first.elapsed),
+        (other.packets, other.lost, other.elapsed),
+        "a different seed should give a different run"
+    );
+}
