@@ -18,13 +18,16 @@
 //! own random source for the salt or nonce. The handshake stays correct, but a replay diverges
 //! from the recording at the client's `CertificateVerify`.
 //!
-//! rustls wants `&'static` references for the random source and the key exchange groups. Each
-//! [`TlsProvider`] therefore leaks two small boxes and its generator (a few hundred bytes).
-//! Build one provider per tunnel and reuse it for every key id and reconnect.
+//! rustls wants `&'static` references for the random source and the key exchange groups. They
+//! point into a [`Slot`]: a generator in a box that is leaked once and then reused. A slot is
+//! free again once every `Arc` of the provider that used it is gone (rustls's configurations
+//! and connections hold clones), so the memory kept is bounded by the most providers ever
+//! alive at once, not by how many were ever made: a server that sees a million clients over
+//! its life keeps as many slots as it had clients at its busiest moment.
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use erebus_sansio::{Seed, SeededRng, UnixTime};
 use rustls::crypto::{
@@ -41,49 +44,40 @@ use zeroize::Zeroizing;
 /// The label of the TLS component's child seed.
 pub const SEED_LABEL: &str = "openvpn.tls";
 
-/// The generator every random draw of one provider comes from.
-type SharedRng = Arc<Mutex<SeededRng>>;
-
-fn draw(rng: &SharedRng, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
-    // A poisoned lock means a panic elsewhere already broke the session; refuse to draw rather
-    // than hand out bytes from a generator in an unknown state.
-    let mut rng = rng.lock().map_err(|_| GetRandomFailed)?;
-    rng.fill(buf);
-    Ok(())
+/// The generator every random draw of one provider comes from, at a `'static` address that
+/// rustls can hold. Slots are leaked once and reused (see the module documentation).
+struct Slot {
+    rng: Mutex<SeededRng>,
 }
 
-/// rustls's random source, drawing from the seeded generator.
-struct SeededRandom {
-    rng: SharedRng,
-}
-
-impl fmt::Debug for SeededRandom {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SeededRandom")
+impl Slot {
+    fn draw(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
+        // A poisoned lock means a panic elsewhere already broke the session; refuse to draw
+        // rather than hand out bytes from a generator in an unknown state.
+        let mut rng = self.rng.lock().map_err(|_| GetRandomFailed)?;
+        rng.fill(buf);
+        Ok(())
     }
 }
 
-impl SecureRandom for SeededRandom {
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SeededSlot")
+    }
+}
+
+/// rustls's random source: the slot's generator.
+impl SecureRandom for Slot {
     fn fill(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
-        draw(&self.rng, buf)
+        self.draw(buf)
     }
 }
 
-/// X25519 whose ephemeral secrets are drawn from the seeded generator.
-struct SeededX25519 {
-    rng: SharedRng,
-}
-
-impl fmt::Debug for SeededX25519 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SeededX25519")
-    }
-}
-
-impl SupportedKxGroup for SeededX25519 {
+/// X25519 whose ephemeral secrets are drawn from the slot's generator.
+impl SupportedKxGroup for Slot {
     fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, Error> {
         let mut bytes = Zeroizing::new([0u8; 32]);
-        draw(&self.rng, bytes.as_mut())
+        self.draw(bytes.as_mut())
             .map_err(|_| Error::General("the seeded random source failed".into()))?;
         let secret = StaticSecret::from(*bytes);
         let public = PublicKey::from(&secret);
@@ -93,6 +87,14 @@ impl SupportedKxGroup for SeededX25519 {
     fn name(&self) -> NamedGroup {
         NamedGroup::X25519
     }
+}
+
+/// Every slot ever leaked, with the provider using it (a slot whose provider is gone is free).
+static SLOTS: Mutex<Vec<(&'static Slot, Weak<CryptoProvider>)>> = Mutex::new(Vec::new());
+
+/// How many slots exist: the most providers that were alive at once.
+pub fn slots_in_use() -> usize {
+    SLOTS.lock().unwrap_or_else(PoisonError::into_inner).len()
 }
 
 /// One X25519 exchange in progress.
@@ -243,21 +245,35 @@ impl fmt::Debug for TlsProvider {
 impl TlsProvider {
     /// A provider drawing from `seed.child("openvpn.tls")`: pass the session's seed.
     pub fn new(seed: &Seed) -> Self {
-        let rng: SharedRng = Arc::new(Mutex::new(seed.child(SEED_LABEL).rng()));
-        // rustls holds these as `&'static dyn`: leaking is the price of a per-session source.
-        let random: &'static SeededRandom = Box::leak(Box::new(SeededRandom {
-            rng: Arc::clone(&rng),
-        }));
-        let x25519: &'static SeededX25519 = Box::leak(Box::new(SeededX25519 { rng }));
-        let provider = CryptoProvider {
+        let rng = seed.child(SEED_LABEL).rng();
+        let build = |slot: &'static Slot| CryptoProvider {
             cipher_suites: rustls::crypto::ring::ALL_CIPHER_SUITES.to_vec(),
-            kx_groups: vec![x25519],
+            kx_groups: vec![slot],
             signature_verification_algorithms: SIGNATURE_ALGORITHMS,
-            secure_random: random,
+            secure_random: slot,
             key_provider: &RING_KEYS,
         };
+        let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+        let free = slots.iter_mut().find(|(_, user)| user.strong_count() == 0);
+        let provider = match free {
+            Some((slot, user)) => {
+                *slot.rng.lock().unwrap_or_else(PoisonError::into_inner) = rng;
+                let provider = Arc::new(build(slot));
+                *user = Arc::downgrade(&provider);
+                provider
+            }
+            None => {
+                // rustls holds these as `&'static dyn`: a slot is leaked once, then reused.
+                let slot: &'static Slot = Box::leak(Box::new(Slot {
+                    rng: Mutex::new(rng),
+                }));
+                let provider = Arc::new(build(slot));
+                slots.push((slot, Arc::downgrade(&provider)));
+                provider
+            }
+        };
         Self {
-            provider: Arc::new(provider),
+            provider,
             time: WallTime::default(),
         }
     }
@@ -344,6 +360,37 @@ mod tests {
         assert_eq!(err, Some(Error::from(PeerMisbehaved::InvalidKeyShare)));
         let err = group.start().unwrap().complete(&[9u8; 31]).err();
         assert_eq!(err, Some(Error::from(PeerMisbehaved::InvalidKeyShare)));
+    }
+
+    #[test]
+    fn tls_slots_are_reused_once_their_provider_is_gone() {
+        // Other tests in this binary build providers concurrently: count only growth beyond
+        // what they could explain by watching one provider's slot come back.
+        let first = TlsProvider::new(&Seed::from_byte(9));
+        let hello = client_hello(&first);
+        let slot = first.crypto().secure_random as *const dyn SecureRandom as *const ();
+        drop(first);
+        let mut reused = false;
+        for _ in 0..64 {
+            let next = TlsProvider::new(&Seed::from_byte(9));
+            let again = next.crypto().secure_random as *const dyn SecureRandom as *const ();
+            // Whichever slot it got, the same seed gives the same bytes.
+            assert_eq!(client_hello(&next), hello);
+            if again == slot {
+                reused = true;
+                break;
+            }
+        }
+        assert!(reused, "a freed slot was never handed out again");
+        let before = slots_in_use();
+        for byte in 0..200u8 {
+            drop(TlsProvider::new(&Seed::from_byte(byte)));
+        }
+        // 200 providers one after the other need no new slot each.
+        assert!(
+            slots_in_use() < before + 32,
+            "slots grew with every provider"
+        );
     }
 
     #[test]
