@@ -864,6 +864,10 @@ impl<T: Tunnel> Client<T> {
                     Err(RecvError::InvalidState) => {
                         if let Some(error) = socket.error() {
                             conn.proxy.on_upstream_failed(now, upstream_failure(error));
+                            // The front end now wants to act (answer or close the client),
+                            // which the next pass does: nothing else may wake this
+                            // connection, since its client may have finished sending.
+                            self.dirty.insert(id);
                         }
                         break;
                     }
@@ -950,6 +954,8 @@ impl<T: Tunnel> Client<T> {
         [
             self.tunnel.poll_timeout().map(|(t, _)| t),
             self.stack.poll_timeout(),
+            // A DNS query whose answer is overdue is sent again (or to the next server).
+            self.resolver.poll_timeout(),
             proxies,
             waits,
         ]
