@@ -38,9 +38,15 @@ impl AllowRule {
 
 impl fmt::Display for AllowRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.net)?;
+        let all_ports = self.ports == (0..=u16::MAX);
+        // An IPv6 network followed by ports is bracketed, as the parser reads it.
+        if self.net.addr().is_ipv6() && !all_ports {
+            write!(f, "[{}]/{}", self.net.addr(), self.net.prefix())?;
+        } else {
+            write!(f, "{}", self.net)?;
+        }
         match (*self.ports.start(), *self.ports.end()) {
-            (0, u16::MAX) => Ok(()),
+            _ if all_ports => Ok(()),
             (a, b) if a == b => write!(f, ":{a}"),
             (a, b) => write!(f, ":{a}-{b}"),
         }
@@ -196,6 +202,9 @@ mod tests {
         assert_eq!(host.to_string(), "10.1.2.3/32:443");
         let v6 = rule("[2001:db8::]/32:53");
         assert!(v6.allows(addr("[2001:db8::1]:53")));
+        assert_eq!(v6.to_string(), "[2001:db8::]/32:53");
+        assert_eq!(rule(&v6.to_string()), v6);
+        assert_eq!(rule("2001:db8::/32").to_string(), "2001:db8::/32");
         assert!(rule("::1").allows(addr("[::1]:22")));
     }
 

@@ -503,7 +503,8 @@ impl Server {
     fn next_free_peer_id(&mut self) -> u32 {
         loop {
             let id = self.next_peer_id;
-            self.next_peer_id = (self.next_peer_id + 1) & 0x00FF_FFFE;
+            // 24 bits, as DATA_V2 carries it; 0xFFFFFF is left unused.
+            self.next_peer_id = (self.next_peer_id + 1) % 0x00FF_FFFF;
             if !self.clients.contains_key(&id) {
                 return id;
             }

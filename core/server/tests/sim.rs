@@ -20,7 +20,9 @@ use erebus_proxy::{FrontEnd, Host, ProxyConfig};
 use erebus_sansio::io::{
     ConnId, Event, Input, ListenerId, LocalAction, LocalEvent, Output, TransportEvent,
 };
-use erebus_sansio::serve::{FlowEvent, FlowId, FlowKind, ServeDriven, ServeInput, ServeOutput};
+use erebus_sansio::serve::{
+    FlowEvent, FlowId, FlowKind, PeerEvent, ServeDriven, ServeEvent, ServeInput, ServeOutput,
+};
 use erebus_sansio::{Driven, Instant, Seed, SeededRng, UnixTime, WallClock};
 use erebus_server::{AllowList, ServeOptions, Server};
 use erebus_session::{Overrides, SessionTunnel};
@@ -59,9 +61,14 @@ fn inline(tag: &str, body: &str) -> String {
     format!("<{tag}>\n{}\n</{tag}>\n", body.trim_end())
 }
 
-fn server_conf() -> String {
-    let mut text = String::from(
-        "mode server\ntls-server\nproto udp\nport 1194\ndev tun\ntopology subnet\n\
+fn server_conf(tcp: bool) -> String {
+    let mut text = String::from(if tcp {
+        "proto tcp-server\n"
+    } else {
+        "proto udp\n"
+    });
+    text.push_str(
+        "mode server\ntls-server\nport 1194\ndev tun\ntopology subnet\n\
          server 10.8.0.0 255.255.255.0\ndh none\n\
          data-ciphers AES-256-GCM:CHACHA20-POLY1305\nkeepalive 10 60\n\
          push \"route 127.0.0.0 255.0.0.0\"\npush \"dhcp-option DNS 10.8.0.1\"\n",
@@ -73,9 +80,14 @@ fn server_conf() -> String {
     text
 }
 
-fn client_ovpn() -> String {
-    let mut text = String::from(
-        "client\ndev tun\nproto udp\nremote 192.0.2.1 1194\nnobind\nremote-cert-tls server\n\
+fn client_ovpn(tcp: bool) -> String {
+    let mut text = String::from(if tcp {
+        "proto tcp-client\n"
+    } else {
+        "proto udp\n"
+    });
+    text.push_str(
+        "client\ndev tun\nremote 192.0.2.1 1194\nnobind\nremote-cert-tls server\n\
          data-ciphers AES-256-GCM:CHACHA20-POLY1305\n",
     );
     text += &inline("ca", CA);
@@ -98,6 +110,8 @@ enum Way {
 
 /// The outer link: a fixed delay, and seeded loss, duplication and reordering.
 struct Link {
+    /// A TCP connection: nothing lost, duplicated or reordered.
+    reliable: bool,
     rng: SeededRng,
     in_flight: BTreeMap<(Instant, u64), (Way, Vec<u8>)>,
     sequence: u64,
@@ -114,6 +128,13 @@ impl Link {
 
     fn send(&mut self, now: Instant, way: Way, bytes: &[u8]) {
         self.sent += 1;
+        if self.reliable {
+            self.sequence += 1;
+            let at = now.max(self.in_flight.keys().last().map_or(now, |k| k.0)) + Self::DELAY;
+            self.in_flight
+                .insert((at, self.sequence), (way, bytes.to_vec()));
+            return;
+        }
         if self.rng.below(1000) < Self::LOSS {
             self.lost += 1;
             return;
@@ -185,6 +206,29 @@ impl Stream {
 const UP_SALT: u8 = 0x5a;
 const DOWN_SALT: u8 = 0xa5;
 
+/// What a run sets up.
+#[derive(Clone)]
+struct Scenario {
+    seed: u8,
+    /// Bytes each way.
+    total: u64,
+    /// UDP (lossy link) or TCP (a reliable, ordered stream).
+    tcp: bool,
+    /// What the exit allows; a run with nothing allowed expects the flow to be refused.
+    allow: AllowList,
+}
+
+impl Scenario {
+    fn udp(seed: u8, total: u64) -> Self {
+        Self {
+            seed,
+            total,
+            tcp: false,
+            allow: AllowList::loopback(),
+        }
+    }
+}
+
 struct Outcome {
     uploaded: u64,
     downloaded: u64,
@@ -192,10 +236,17 @@ struct Outcome {
     lost: u64,
     resolved: Vec<String>,
     elapsed: Duration,
+    refusals: Vec<String>,
 }
 
-fn run(seed: u8, total: u64) -> Outcome {
-    let seed = Seed::from_byte(seed);
+/// The client's stream on the server's TCP listener, in TCP scenarios.
+const PEER: ConnId = ConnId(77);
+
+fn run(scenario: &Scenario) -> Outcome {
+    let total = scenario.total;
+    let tcp = scenario.tcp;
+    let expect_refusal = scenario.allow.rules().is_empty();
+    let seed = Seed::from_byte(scenario.seed);
     let wall = WallClock::new(Instant::ZERO, UnixTime::from_secs(NOW_UNIX));
     let now = Instant::ZERO;
     let server_addr: SocketAddr = SERVER.parse().unwrap();
@@ -203,12 +254,12 @@ fn run(seed: u8, total: u64) -> Outcome {
     let origin: SocketAddr = ORIGIN.parse().unwrap();
 
     let loaded = erebus_server::load(
-        server_conf().as_bytes(),
+        server_conf(tcp).as_bytes(),
         "sim-server.conf",
         &mut no_files,
         ServeOptions {
             listen: Some(server_addr),
-            allow: AllowList::loopback(),
+            allow: scenario.allow.clone(),
             users: None,
             wall_clock: wall,
         },
@@ -218,7 +269,7 @@ fn run(seed: u8, total: u64) -> Outcome {
     let mut server = Server::new(loaded.config, &seed.child("server"), now);
 
     let plan = erebus_session::load(
-        client_ovpn().as_bytes(),
+        client_ovpn(tcp).as_bytes(),
         "sim-client.ovpn",
         &mut no_files,
         Overrides::default(),
@@ -243,6 +294,7 @@ fn run(seed: u8, total: u64) -> Outcome {
     );
 
     let mut link = Link {
+        reliable: tcp,
         rng: seed.child("link").rng(),
         in_flight: BTreeMap::new(),
         sequence: 0,
@@ -264,6 +316,7 @@ fn run(seed: u8, total: u64) -> Outcome {
     let mut upload = Stream::default();
     let mut download = Stream::default();
     let mut resolved = Vec::new();
+    let mut refusals = Vec::new();
     let mut client_inputs: Vec<(ConnId, LocalEvent<'static>)> = Vec::new();
     let mut server_inputs: Vec<ServeInput<'static>> = Vec::new();
     let mut answers: Vec<(u64, Vec<IpAddr>)> = Vec::new();
@@ -275,6 +328,7 @@ fn run(seed: u8, total: u64) -> Outcome {
             match client.poll_output(&mut buf) {
                 Output::Transmit { to, bytes } => {
                     assert_eq!(to, server_addr);
+                    // A stream chunk or a datagram: the link carries either.
                     link.send(now, Way::ToServer, bytes);
                 }
                 Output::Local { conn: c, action } => {
@@ -313,6 +367,13 @@ fn run(seed: u8, total: u64) -> Outcome {
                     },
                 })
                 .unwrap();
+            if tcp {
+                server.handle_input(ServeInput::Peer {
+                    now,
+                    conn: PEER,
+                    event: PeerEvent::Accepted { from: client_addr },
+                });
+            }
             continue;
         }
         // The server's outputs.
@@ -355,12 +416,22 @@ fn run(seed: u8, total: u64) -> Outcome {
                     answers.push((query, addrs));
                 }
                 ServeOutput::CheckCredentials { .. } => panic!("no credentials in this test"),
-                ServeOutput::Peer { .. } => panic!("no TCP clients in this test"),
-                ServeOutput::Event(event) => {
-                    if let erebus_sansio::serve::ServeEvent::ClientDown { reason, .. } = &event {
-                        panic!("server lost the client: {reason}");
+                ServeOutput::Peer { conn: c, action } => {
+                    assert!(tcp && c == PEER, "a stream in a UDP scenario");
+                    match action {
+                        LocalAction::Write(bytes) => link.send(now, Way::ToClient, bytes),
+                        other => panic!("the server acted on the client's stream: {other:?}"),
                     }
                 }
+                ServeOutput::Event(event) => match event {
+                    ServeEvent::ClientDown { reason, .. } => {
+                        panic!("server lost the client: {reason}")
+                    }
+                    ServeEvent::FlowRefused { to, reason, .. } => {
+                        refusals.push(format!("{to}: {reason}"));
+                    }
+                    _ => {}
+                },
                 ServeOutput::BufferTooSmall { needed } => buf.resize(needed, 0),
                 ServeOutput::Timeout(deadline) => {
                     server_deadline = deadline;
@@ -455,6 +526,10 @@ fn run(seed: u8, total: u64) -> Outcome {
         if fed {
             continue;
         }
+        if expect_refusal && local_closed {
+            assert!(flow.is_none(), "a refused flow reached the host");
+            break;
+        }
         let transferred = upload.received == total && download.received == total;
         if transferred && upload.eof && download.eof && flow_closed && local_closed {
             break;
@@ -474,6 +549,11 @@ fn run(seed: u8, total: u64) -> Outcome {
         now = now.max(next);
         while let Some((way, mut bytes)) = link.take_due(now) {
             match way {
+                Way::ToServer if tcp => server.handle_input(ServeInput::Peer {
+                    now,
+                    conn: PEER,
+                    event: PeerEvent::Data(&bytes),
+                }),
                 Way::ToServer => server.handle_input(ServeInput::Datagram {
                     now,
                     from: client_addr,
@@ -497,6 +577,9 @@ fn run(seed: u8, total: u64) -> Outcome {
             server.handle_input(ServeInput::Timeout { now });
         }
     }
+    if expect_refusal {
+        assert_eq!(download.received, 0);
+    }
     assert!(!upload.corrupt, "the upload arrived corrupted");
     assert!(!download.corrupt, "the download arrived corrupted");
     assert_eq!(server.flows(), 0, "the flow was not cleaned up");
@@ -507,17 +590,19 @@ fn run(seed: u8, total: u64) -> Outcome {
         lost: link.lost,
         resolved,
         elapsed: now - Instant::ZERO,
+        refusals,
     }
 }
 
 #[test]
 fn sixteen_mebibytes_each_way_through_the_exit_over_a_lossy_link() {
     const TOTAL: u64 = 16 << 20;
-    let outcome = run(1, TOTAL);
+    let outcome = run(&Scenario::udp(1, TOTAL));
     assert_eq!(outcome.uploaded, TOTAL);
     assert_eq!(outcome.downloaded, TOTAL);
     assert_eq!(outcome.resolved, [ORIGIN_NAME]);
     assert!(outcome.lost > 0, "the link lost nothing: not a lossy test");
+    assert!(outcome.refusals.is_empty(), "{:?}", outcome.refusals);
     eprintln!(
         "16 MiB each way in {:?} simulated, {} datagrams, {} lost",
         outcome.elapsed, outcome.packets, outcome.lost
@@ -525,17 +610,43 @@ fn sixteen_mebibytes_each_way_through_the_exit_over_a_lossy_link() {
 }
 
 #[test]
-fn the_same_seed_gives_the_same_run() {
-    let first = run(7, 256 << 10);
-    let second = run(7, 256 << 10);
+fn four_mebibytes_each_way_over_tcp() {
+    const TOTAL: u64 = 4 << 20;
+    let outcome = run(&Scenario {
+        tcp: true,
+        ..Scenario::udp(2, TOTAL)
+    });
+    assert_eq!((outcome.uploaded, outcome.downloaded), (TOTAL, TOTAL));
+    assert_eq!(outcome.lost, 0);
+}
+
+#[test]
+fn a_destination_outside_the_allow_list_is_refused_and_reaches_no_host() {
+    let outcome = run(&Scenario {
+        allow: AllowList::default(),
+        ..Scenario::udp(3, 64 << 10)
+    });
     assert_eq!(
-        (first.packets, first.lost, first.elapsed),
-        (second.packets, second.lost, second.elapsed)
+        outcome.refusals,
+        [format!("{ORIGIN}: not in the exit's allow-list")],
+        "resolved {:?}, uploaded {}",
+        outcome.resolved,
+        outcome.uploaded
     );
-    let other = run(8, 256 << 10);
+    // The name still resolved: the DNS relay is not subject to the allow-list.
+    assert_eq!(outcome.resolved, [ORIGIN_NAME]);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let key = |o: &Outcome| (o.packets, o.lost, o.elapsed);
+    let first = run(&Scenario::udp(7, 256 << 10));
+    let second = run(&Scenario::udp(7, 256 << 10));
+    assert_eq!(key(&first), key(&second));
+    let other = run(&Scenario::udp(8, 256 << 10));
     assert_ne!(
-        (first.packets, first.lost, first.elapsed),
-        (other.packets, other.lost, other.elapsed),
+        key(&first),
+        key(&other),
         "a different seed should give a different run"
     );
 }
