@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds every cargo-fuzz target of erebus-ipsec and runs each for SECONDS (default 30).
+# Builds every cargo-fuzz target (erebus-ipsec, erebus-openvpn's server role, erebus-server)
+# and runs each for SECONDS (default 30).
 # Exits non-zero if any target crashed (a panic, an overflow, an out-of-memory or a timeout),
 # after running the others; the crashing input is then in fuzz/artifacts/<target>/.
 #
@@ -9,7 +10,7 @@
 # RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z flags. The seeds in fuzz/corpus/<target>/ are
 # read but never written: what the fuzzer finds goes to fuzz/work/<target>/ (ignored by git).
 #
-# The targets are built without AddressSanitizer (`-s none`): erebus-ipsec and its harnesses are
+# The targets are built without AddressSanitizer (`-s none`): erebus and its harnesses are
 # safe Rust, ASan would find nothing more and makes the runs about eight times slower. Debug
 # assertions and overflow checks stay on (cargo-fuzz's default release build). Set
 # FUZZ_SANITIZER=address to run with it anyway.

@@ -1,4 +1,5 @@
-//! The fuzz harnesses of erebus-ipsec, one module per cargo-fuzz target (`fuzz_targets/`).
+//! The fuzz harnesses of erebus-ipsec, erebus-openvpn's server role and erebus-server, one
+//! module per cargo-fuzz target (`fuzz_targets/`).
 //!
 //! Each module's `run` takes the fuzzer's bytes and must never panic unless the library does
 //! (or breaks an invariant the harness checks). The targets are one-line wrappers, so `cargo
@@ -9,8 +10,16 @@
 pub mod eap;
 pub mod esp_open;
 pub mod ike_payloads;
+pub mod exit_dns;
 pub mod ipsec_session;
+pub mod ovpn_common;
+pub mod ovpn_keymethod;
+pub mod ovpn_seeds;
+pub mod ovpn_server_session;
 pub mod seeds;
+pub mod serve;
+pub mod serve_rules;
+pub mod server_conf;
 pub mod swanctl;
 
 /// The framing several targets use to split one input into many: records of a tag byte, a

@@ -742,4 +742,7 @@ pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
         ("esp_open", esp_open()),
         ("ipsec_session", ipsec_session()),
     ]
+    .into_iter()
+    .chain(crate::ovpn_seeds::all())
+    .collect()
 }

@@ -5,7 +5,10 @@
 use std::path::Path;
 
 use erebus_fuzz::ipsec_session::Driver;
-use erebus_fuzz::{Records, eap, esp_open, ike_payloads, ipsec_session, seeds, swanctl};
+use erebus_fuzz::{
+    Records, eap, esp_open, exit_dns, ike_payloads, ipsec_session, ovpn_keymethod,
+    ovpn_server_session, seeds, serve, serve_rules, server_conf, swanctl,
+};
 
 #[test]
 fn the_seeds_run() {
@@ -39,6 +42,12 @@ fn run(target: &str, bytes: &[u8]) {
         "eap" => eap::run(bytes),
         "esp_open" => esp_open::run(bytes),
         "ipsec_session" => ipsec_session::run(bytes),
+        "server_conf" => server_conf::run(bytes),
+        "ovpn_keymethod" => ovpn_keymethod::run(bytes),
+        "ovpn_server_session" => ovpn_server_session::run(bytes),
+        "exit_dns" => exit_dns::run(bytes),
+        "serve_rules" => serve_rules::run(bytes),
+        "serve" => serve::run(bytes),
         other => panic!("no target {other}"),
     }
 }
@@ -166,4 +175,55 @@ fn the_harness_follows_the_sessions_rekeys() {
     driver.step(rest[1].0, &rest[1].1);
     assert_eq!(driver.inner_packets, 2);
     assert!(!driver.down);
+}
+
+#[test]
+fn the_openvpn_server_seeds_bring_the_session_up() {
+    for (name, bytes) in erebus_fuzz::ovpn_seeds::ovpn_server_session() {
+        let (&config, records) = bytes.split_first().expect("a config byte");
+        let mut driver = ovpn_server_session::Driver::new(config);
+        for (tag, body) in Records::new(records) {
+            driver.step(tag, body);
+        }
+        eprintln!("{name}: ups {} inner {} down {}", driver.ups, driver.inner, driver.down);
+        if name == "refused.session" {
+            assert_eq!(driver.ups, 0, "{name}");
+            assert!(driver.down, "{name}");
+        } else {
+            assert_eq!(driver.ups, 1, "{name}");
+            assert_eq!(driver.inner, 2, "{name}");
+        }
+    }
+}
+
+#[test]
+fn the_serve_seeds_bring_the_harness_client_up_and_open_flows() {
+    for config in [0x80u8, 0x81, 0x82, 0x83] {
+        let driver = serve::Driver::new(config);
+        let client = driver.client.as_ref().expect("a client");
+        assert!(client.up, "config {config:#x}: the harness client is not up");
+        assert_eq!(driver.clients_up, 1, "config {config:#x}");
+    }
+    for (name, bytes) in erebus_fuzz::ovpn_seeds::serve() {
+        let (&config, records) = bytes.split_first().expect("a config byte");
+        let mut driver = serve::Driver::new(config);
+        for (tag, body) in Records::new(records) {
+            driver.step(tag, body);
+        }
+        eprintln!("{name}: opened {} clients up {}", driver.opened, driver.clients_up);
+        if config & 0x80 != 0 {
+            assert!(driver.opened >= 1, "{name}: no flow opened");
+        }
+    }
+}
+
+/// An IPv6 rule with ports is written with the brackets the parser needs, so it reads back
+/// (it used to be written bare, `2001:db8::/32:443`, which parses as a network without ports).
+#[test]
+fn an_ipv6_allow_rule_with_ports_reads_back_from_its_display() {
+    use std::str::FromStr;
+    let rule = erebus_server::AllowRule::from_str("[2001:db8::]/32:443").expect("a rule");
+    let written = rule.to_string();
+    assert_eq!(written, "[2001:db8::]/32:443");
+    assert_eq!(erebus_server::AllowRule::from_str(&written), Ok(rule));
 }
