@@ -8,6 +8,10 @@
 //! relative one (normally against the configuration's directory, as OpenVPN does). Nothing
 //! here touches the file system.
 //!
+//! Two modes are understood: a multi-client TLS server (`server NETWORK NETMASK`, `ca`,
+//! `cert`, `key`) and OpenVPN's static-key point-to-point mode (`secret`, `ifconfig LOCAL
+//! REMOTE`, one peer, no TLS); see [`ServerMode`]. Mixing them is refused.
+//!
 //! Directives fall in three groups, as for client profiles:
 //!
 //! - those `erebus serve` uses, parsed into the fields of [`ServerProfile`];
@@ -195,6 +199,42 @@ pub struct AuthVerify {
     pub method: AuthVerifyMethod,
 }
 
+/// Static-key point-to-point mode (`secret`, `ifconfig LOCAL REMOTE`): no TLS, one peer,
+/// both ends holding the same 2048-bit key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticKeyPeer {
+    /// `secret FILE`: the shared key.
+    pub key: StaticKey,
+    /// From `secret FILE DIR` or `key-direction`; bidirectional when neither is given (the
+    /// peer must then give no direction either). A server normally uses 0 and its peer 1.
+    pub direction: keys::KeyDirection,
+    /// `ifconfig`'s first address: the server's own in the tunnel.
+    pub local: Ipv4Addr,
+    /// `ifconfig`'s second address: the peer's, the only source its packets may carry.
+    pub remote: Ipv4Addr,
+    /// `cipher`: the data cipher, a CBC cipher or `none` (OpenVPN's static-key mode has no
+    /// AEAD ciphers; its default, BF-CBC, is not implemented, so `cipher` is required).
+    pub cipher: DataCipher,
+    /// `ping` in seconds (or `keepalive`'s interval): send a ping after this long without
+    /// sending anything.
+    pub ping: Option<u32>,
+    /// `ping-restart` in seconds (or `keepalive`'s timeout): forget the peer after this long
+    /// without an authentic packet from it.
+    pub ping_restart: Option<u32>,
+}
+
+/// How the server meets its peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerMode {
+    /// TLS (`server NETWORK NETMASK`, `ca`, `cert`, `key`): many clients, each with a
+    /// pool address; the TLS fields of [`ServerProfile`] apply.
+    Tls,
+    /// Static-key point-to-point: one peer and no TLS. [`ServerProfile::pool`] is then the
+    /// /30 around `ifconfig`'s local address and `cert`, `key`, `ca`, `tls_wrap`, `pushes`
+    /// are empty: nothing uses them. Boxed: the key is 256 bytes.
+    StaticKey(Box<StaticKeyPeer>),
+}
+
 /// A parsed server configuration.
 ///
 /// Fields holding OpenVPN's defaults say so; `None` means the directive is absent and the
@@ -209,7 +249,10 @@ pub struct ServerProfile {
     /// `proto`: [`Transport::Udp`] (the default), or [`Transport::Tcp`], which for a server
     /// always means `tcp-server`: listen for TCP connections.
     pub transport: Transport,
-    /// `server NETWORK NETMASK`: the tunnel network and the client address pool.
+    /// TLS or static-key point-to-point.
+    pub mode: ServerMode,
+    /// `server NETWORK NETMASK`: the tunnel network and the client address pool (in
+    /// static-key mode, the /30 around `ifconfig`'s local address, unused).
     pub pool: ServerPool,
     /// `topology` as written (`None`: OpenVPN's default, net30). `erebus serve` always serves
     /// clients with `topology subnet`, which it pushes; anything else gets a warning.
@@ -429,6 +472,18 @@ struct Parser {
     local: Option<Ipv4Addr>,
     transport: Option<(usize, Transport)>,
     pool: Option<(usize, ServerPool)>,
+    /// `secret FILE [DIR]`: static-key mode.
+    secret: Option<(usize, StaticKey)>,
+    /// `ifconfig LOCAL REMOTE`.
+    ifconfig: Option<(usize, Ipv4Addr, Ipv4Addr)>,
+    /// Lines of `mode server` and `tls-server`, which exclude static-key mode.
+    tls_role: Option<(usize, &'static str)>,
+    /// `mode p2p`.
+    mode_p2p: Option<usize>,
+    ping: Option<(usize, u32)>,
+    ping_restart: Option<(usize, u32)>,
+    /// The first directive that belongs to TLS mode only (`ca`, `cert`, `push`, ...).
+    tls_only: Option<(usize, String)>,
     topology: Option<(usize, Topology)>,
     dev: Option<(usize, String)>,
     dev_type: Option<(usize, String)>,
@@ -451,7 +506,7 @@ struct Parser {
     auth: Option<Digest>,
 
     pushes: Vec<String>,
-    keepalive: Option<Keepalive>,
+    keepalive: Option<(usize, Keepalive)>,
     reneg_sec: Option<RenegSec>,
     hand_window: Option<u32>,
     tun_mtu: Option<u16>,
@@ -474,7 +529,28 @@ const INLINE_DIRECTIVES: &[&str] = &[
     "tls-crypt",
     "tls-crypt-v2",
     "crl-verify",
+    "secret",
     "connection",
+];
+
+/// Directives that make sense in TLS mode only.
+const TLS_ONLY: &[&str] = &[
+    "ca",
+    "cert",
+    "key",
+    "tls-auth",
+    "tls-crypt",
+    "push",
+    "verify-client-cert",
+    "remote-cert-tls",
+    "auth-user-pass-verify",
+    "username-as-common-name",
+    "data-ciphers",
+    "ncp-ciphers",
+    "data-ciphers-fallback",
+    "reneg-sec",
+    "max-clients",
+    "duplicate-cn",
 ];
 
 const PROCESS: &str = "ignored: it configures OpenVPN's root daemon; erebus serve runs \
@@ -519,6 +595,9 @@ impl Parser {
                 d.name, d.name
             )));
         }
+        if self.tls_only.is_none() && TLS_ONLY.contains(&d.name.as_str()) {
+            self.tls_only = Some((d.line, d.name.clone()));
+        }
         self.dispatch(&mut d, read_file)
     }
 
@@ -533,15 +612,31 @@ impl Parser {
             "mode" => {
                 d.count(1, 1)?;
                 match d.word(0) {
-                    "server" => Ok(()),
-                    "p2p" => Err(d.error(
-                        "erebus serve is a multi-client server: use `mode server` (or just \
-                         `server NETWORK NETMASK`)",
+                    "server" => {
+                        self.tls_role = Some((d.line, "mode server"));
+                        Ok(())
+                    }
+                    "p2p" if self.pool.is_some() => Err(d.error(
+                        "erebus serve is a multi-client server with `server NETWORK NETMASK`: \
+                         use `mode server` (`mode p2p` is for static-key mode, with `secret` \
+                         and `ifconfig`)",
                     )),
+                    "p2p" => {
+                        self.mode_p2p = Some(d.line);
+                        Ok(())
+                    }
                     other => Err(d.error(format!("unknown mode `{other}`; use server"))),
                 }
             }
-            "tls-server" => d.count(0, 0),
+            "tls-server" => {
+                d.count(0, 0)?;
+                self.tls_role = Some((d.line, "tls-server"));
+                Ok(())
+            }
+            // OpenVPN 2.6 insists on it for static keys; its warning is the user's to heed.
+            "allow-deprecated-insecure-static-crypto" => d.count(0, 0),
+            // A server without `remote` floats anyway: its peer may move.
+            "float" => d.count(0, 0),
             "port" | "lport" => {
                 d.count(1, 1)?;
                 self.port = Some(d.port(0)?);
@@ -617,7 +712,17 @@ impl Parser {
                 self.pool = Some((d.line, pool));
                 Ok(())
             }
-            "ifconfig" | "ifconfig-pool" => Err(d.error(format!(
+            "ifconfig" => {
+                d.count(2, 2)?;
+                let local = d.ipv4(0, "local address")?;
+                let remote = d.ipv4(1, "remote address")?;
+                if local == remote {
+                    return Err(d.error("the local and remote addresses must differ"));
+                }
+                self.ifconfig = Some((d.line, local, remote));
+                Ok(())
+            }
+            "ifconfig-pool" => Err(d.error(format!(
                 "`{}` is not supported: erebus serve takes its tunnel address and client pool \
                  from `server NETWORK NETMASK` (with `topology subnet`); write that instead",
                 d.name
@@ -904,7 +1009,7 @@ impl Parser {
                          setting"
                     )));
                 }
-                self.keepalive = Some(Keepalive { interval, timeout });
+                self.keepalive = Some((d.line, Keepalive { interval, timeout }));
                 Ok(())
             }
             "reneg-sec" => {
@@ -1064,10 +1169,35 @@ impl Parser {
             "client-connect" | "client-disconnect" | "learn-address" | "tls-verify" | "plugin" => {
                 Err(d.error(format!("`{}` {HOOKS}", d.name)))
             }
-            "secret" => Err(d.error(
-                "static-key point-to-point mode is not supported by erebus serve; use TLS \
-                 (`ca`, `cert`, `key`)",
-            )),
+            "secret" => {
+                if let Some((line, _)) = self.pool {
+                    return Err(d.error(format!(
+                        "static-key point-to-point mode (`secret`) cannot be combined with \
+                         `server` (line {line}): use TLS (`ca`, `cert`, `key`) for many \
+                         clients, or `secret` with `ifconfig LOCAL REMOTE` for one peer"
+                    )));
+                }
+                let loaded = load(d, read_file, 1)?;
+                let key = static_key(d, &loaded)?;
+                if let Some(word) = d.opt(1) {
+                    self.key_direction = Some((d.line, d.name.clone(), key_direction(d, word)?));
+                }
+                self.secret = Some((d.line, key));
+                Ok(())
+            }
+            "ping" | "ping-restart" => {
+                d.count(1, 1)?;
+                let seconds: u32 = d.number(0)?;
+                if seconds == 0 {
+                    return Err(d.error("must be above 0 seconds"));
+                }
+                if d.name == "ping" {
+                    self.ping = Some((d.line, seconds));
+                } else {
+                    self.ping_restart = Some((d.line, seconds));
+                }
+                Ok(())
+            }
             "cd" => Err(d.error(
                 "is not supported: write paths relative to the configuration's directory, or \
                  absolute",
@@ -1129,6 +1259,42 @@ impl Parser {
     /// Checks the configuration as a whole.
     fn finish(mut self) -> Result<(ServerProfile, Vec<Warning>), ProfileError> {
         self.check_device()?;
+        if self.secret.is_some() {
+            return self.finish_static_key();
+        }
+        if let Some((line, ..)) = self.ifconfig {
+            return Err(ProfileError::at(
+                line,
+                "ifconfig",
+                "`ifconfig` without `secret`: static-key point-to-point mode needs \
+                 `secret static.key 0`; a TLS server takes its tunnel address and client pool \
+                 from `server NETWORK NETMASK` (with `topology subnet`) instead",
+            ));
+        }
+        if let Some(line) = self.mode_p2p {
+            return Err(ProfileError::at(
+                line,
+                "mode",
+                "`mode p2p` without `secret`: erebus serve is a multi-client TLS server (use \
+                 `mode server`, or just `server NETWORK NETMASK`), or a static-key \
+                 point-to-point one with `secret` and `ifconfig`",
+            ));
+        }
+        if let Some((line, directive)) = [
+            self.ping.map(|(line, _)| (line, "ping")),
+            self.ping_restart.map(|(line, _)| (line, "ping-restart")),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        {
+            return Err(ProfileError::at(
+                line,
+                directive,
+                "a TLS server sets its clients' timers with `keepalive INTERVAL TIMEOUT` \
+                 (`ping` and `ping-restart` are for static-key point-to-point mode)",
+            ));
+        }
         let Some((pool_line, pool)) = self.pool else {
             return Err(missing(
                 "server",
@@ -1218,6 +1384,7 @@ impl Parser {
             port: self.port.unwrap_or(DEFAULT_PORT),
             local: self.local,
             transport: self.transport.map_or(Transport::Udp, |(_, t)| t),
+            mode: ServerMode::Tls,
             pool,
             topology: self.topology.map(|(_, topology)| topology),
             ca: self.ca,
@@ -1231,7 +1398,7 @@ impl Parser {
             data_ciphers_fallback: self.data_ciphers_fallback,
             auth: self.auth.unwrap_or(Digest::Sha1),
             pushes: self.pushes,
-            keepalive: self.keepalive,
+            keepalive: self.keepalive.map(|(_, k)| k),
             reneg_sec: self.reneg_sec,
             hand_window: self.hand_window.unwrap_or(DEFAULT_HAND_WINDOW),
             tun_mtu: self.tun_mtu,
@@ -1241,6 +1408,136 @@ impl Parser {
             username_as_common_name: self.username_as_common_name,
             auth_verify: self.auth_verify.map(|(_, verify)| verify),
             script_security,
+        };
+        Ok((profile, self.warnings))
+    }
+
+    /// Checks a static-key point-to-point configuration (`secret` given).
+    fn finish_static_key(mut self) -> Result<(ServerProfile, Vec<Warning>), ProfileError> {
+        let Some((secret_line, key)) = self.secret.take() else {
+            return Err(missing("secret", "static-key mode needs `secret`"));
+        };
+        let conflict = |line: usize, directive: &str, reason: &str| {
+            ProfileError::at(
+                line,
+                directive,
+                format!(
+                    "`{directive}` cannot be combined with static-key point-to-point mode \
+                     (`secret`, line {secret_line}): {reason}"
+                ),
+            )
+        };
+        if let Some((line, _)) = self.pool {
+            return Err(conflict(
+                line,
+                "server",
+                "one peer gets `ifconfig`'s remote address, there is no pool; use TLS for \
+                 many clients",
+            ));
+        }
+        if let Some((line, directive)) = self.tls_role {
+            return Err(conflict(
+                line,
+                directive,
+                "there is no TLS and exactly one peer",
+            ));
+        }
+        if let Some((line, directive)) = self.tls_only.take() {
+            return Err(conflict(line, &directive, "it belongs to TLS mode"));
+        }
+        let Some((_, local, remote)) = self.ifconfig else {
+            return Err(missing(
+                "ifconfig",
+                "static-key mode needs the tunnel addresses: add `ifconfig LOCAL REMOTE` (the \
+                 server's, then the peer's)",
+            ));
+        };
+        let cipher = match self.cipher {
+            None => {
+                return Err(missing(
+                    "cipher",
+                    "static-key mode needs `cipher` (OpenVPN's default, BF-CBC, is not \
+                     implemented): add `cipher AES-256-CBC` here and in the peer's profile",
+                ));
+            }
+            Some((line, cipher)) if cipher.is_aead() => {
+                return Err(ProfileError::at(
+                    line,
+                    "cipher",
+                    format!(
+                        "{cipher} is an AEAD cipher, which static-key mode does not have (as \
+                         in OpenVPN); use a CBC cipher such as AES-256-CBC"
+                    ),
+                ));
+            }
+            Some((_, cipher)) => cipher,
+        };
+        let direction = self
+            .key_direction
+            .as_ref()
+            .map_or(keys::KeyDirection::Bidirectional, |(_, _, direction)| {
+                *direction
+            });
+        let keepalive = self.keepalive.map(|(_, k)| k);
+        let ping = self
+            .ping
+            .map(|(_, seconds)| seconds)
+            .or(keepalive.map(|k| k.interval));
+        let ping_restart = self
+            .ping_restart
+            .map(|(_, seconds)| seconds)
+            .or(keepalive.map(|k| k.timeout));
+        if let (Some((line, _)), Some((_, Transport::Tcp))) =
+            (self.explicit_exit_notify, self.transport)
+        {
+            self.warnings.push(Warning {
+                line,
+                directive: "explicit-exit-notify".to_owned(),
+                message: "ignored over TCP: the peer sees the connection close".to_owned(),
+            });
+        }
+        let network = Ipv4Addr::from(u32::from(local) & !3);
+        let profile = ServerProfile {
+            port: self.port.unwrap_or(DEFAULT_PORT),
+            local: self.local,
+            transport: self.transport.map_or(Transport::Udp, |(_, t)| t),
+            mode: ServerMode::StaticKey(Box::new(StaticKeyPeer {
+                key,
+                direction,
+                local,
+                remote,
+                cipher,
+                ping,
+                ping_restart,
+            })),
+            pool: ServerPool {
+                network,
+                netmask: Ipv4Addr::new(255, 255, 255, 252),
+            },
+            topology: self.topology.map(|(_, topology)| topology),
+            ca: None,
+            cert: Vec::new(),
+            key: SecretBytes(Zeroizing::new(Vec::new())),
+            tls_wrap: None,
+            remote_cert_tls_client: false,
+            verify_client_cert: VerifyClientCert::default(),
+            tls_version_min: None,
+            data_ciphers: vec![cipher],
+            data_ciphers_fallback: None,
+            auth: self.auth.unwrap_or(Digest::Sha1),
+            pushes: Vec::new(),
+            keepalive,
+            reneg_sec: None,
+            hand_window: self.hand_window.unwrap_or(DEFAULT_HAND_WINDOW),
+            tun_mtu: self.tun_mtu,
+            max_clients: Some(1),
+            duplicate_cn: false,
+            explicit_exit_notify: self.explicit_exit_notify.map(|(_, n)| n),
+            username_as_common_name: false,
+            auth_verify: None,
+            script_security: self
+                .script_security
+                .map_or(DEFAULT_SCRIPT_SECURITY, |(_, level)| level),
         };
         Ok((profile, self.warnings))
     }
@@ -2480,6 +2777,120 @@ explicit-exit-notify 1
         assert!(debug.contains("redacted"), "{debug}");
     }
 
+    /// A static-key point-to-point server, six lines; tests append their line as line 7.
+    const P2P: &str = "dev tun\nproto udp\nifconfig 10.9.0.1 10.9.0.2\nsecret ta.key 0\n\
+                       cipher AES-256-CBC\nauth SHA256\n";
+
+    #[test]
+    fn config_server_static_key_mode() {
+        let text = format!(
+            "{P2P}keepalive 10 60\nallow-deprecated-insecure-static-crypto\nfloat\n\
+             persist-key\nmode p2p\n"
+        );
+        let (server, warnings) = parse(&text);
+        assert_eq!(warned(&warnings), [(10, "persist-key")]);
+        let ServerMode::StaticKey(peer) = &server.mode else {
+            panic!("not static-key: {:?}", server.mode);
+        };
+        assert_eq!(peer.key, StaticKey::parse(STATIC_KEY.as_bytes()).unwrap());
+        assert_eq!(peer.direction, keys::KeyDirection::Normal);
+        assert_eq!(peer.local, Ipv4Addr::new(10, 9, 0, 1));
+        assert_eq!(peer.remote, Ipv4Addr::new(10, 9, 0, 2));
+        assert_eq!(peer.cipher, DataCipher::Aes256Cbc);
+        assert_eq!((peer.ping, peer.ping_restart), (Some(10), Some(60)));
+        assert_eq!(server.auth, Digest::Sha256);
+        assert_eq!(server.transport, Transport::Udp);
+        assert_eq!(server.pool.prefix(), 30);
+        assert!(server.pushes.is_empty() && server.cert.is_empty());
+
+        // Explicit timers win over keepalive's; no direction means bidirectional; TCP.
+        let text = P2P
+            .replace("secret ta.key 0", "secret ta.key")
+            .replace("udp", "tcp-server")
+            + "ping 5\nping-restart 30\n";
+        let (server, _) = parse(&text);
+        let ServerMode::StaticKey(peer) = &server.mode else {
+            panic!("not static-key");
+        };
+        assert_eq!(peer.direction, keys::KeyDirection::Bidirectional);
+        assert_eq!((peer.ping, peer.ping_restart), (Some(5), Some(30)));
+        assert_eq!(server.transport, Transport::Tcp);
+        let (server, _) = parse(&format!("{P2P}key-direction 1\n"));
+        assert!(
+            matches!(&server.mode, ServerMode::StaticKey(p) if p.direction == keys::KeyDirection::Inverse)
+        );
+        // An inline key.
+        let text = P2P.replace("secret ta.key 0\n", "key-direction 0\n")
+            + &format!("<secret>\n{STATIC_KEY}</secret>\n");
+        assert!(matches!(parse(&text).0.mode, ServerMode::StaticKey(_)));
+        // TLS mode is still TLS mode.
+        assert_eq!(parse(BASE).0.mode, ServerMode::Tls);
+    }
+
+    #[test]
+    fn config_server_static_key_refusals() {
+        let appended = |extra: &str| format!("{P2P}{extra}\n");
+        let cases: Vec<(String, usize, &str)> = vec![
+            (
+                appended("server 10.8.0.0 255.255.255.0"),
+                7,
+                "cannot be combined",
+            ),
+            (
+                format!("server 10.8.0.0 255.255.255.0\n{P2P}"),
+                5,
+                "`server` (line 1)",
+            ),
+            (appended("tls-server"), 7, "no TLS"),
+            (appended("mode server"), 7, "no TLS"),
+            (appended("ca ca.crt"), 7, "belongs to TLS mode"),
+            (
+                appended("push \"route 10.0.0.0 255.0.0.0\""),
+                7,
+                "belongs to TLS mode",
+            ),
+            (appended("tls-crypt ta.key"), 7, "belongs to TLS mode"),
+            (
+                P2P.replace("cipher AES-256-CBC", "cipher AES-256-GCM"),
+                5,
+                "AEAD",
+            ),
+            (appended("ifconfig 10.9.0.1 10.9.0.1"), 7, "must differ"),
+            (
+                appended("ifconfig 10.9.0.1 vpn.example.net"),
+                7,
+                "not an IPv4 address",
+            ),
+            (appended("secret missing.key"), 7, "missing.key"),
+            (appended("secret ta.key 2"), 7, "unknown key direction"),
+            (appended("ping 0"), 7, "above 0"),
+            (appended("remote 192.0.2.1"), 7, "client option"),
+            (
+                "dev tun\nifconfig 10.9.0.1 10.9.0.2\ncipher AES-256-CBC\n".to_owned(),
+                2,
+                "without `secret`",
+            ),
+            ("dev tun\nmode p2p\n".to_owned(), 2, "without `secret`"),
+            (format!("{BASE}ping 10"), 8, "keepalive"),
+            (format!("{BASE}ping-restart 60"), 8, "keepalive"),
+        ];
+        for (text, line, fragment) in &cases {
+            let error = refused(text);
+            assert_eq!(error.line, Some(*line), "{text:?}: {error}");
+            assert!(
+                error.message.contains(fragment),
+                "{text:?}: {error} should say {fragment:?}"
+            );
+        }
+        for (text, directive) in [
+            (P2P.replace("ifconfig 10.9.0.1 10.9.0.2\n", ""), "ifconfig"),
+            (P2P.replace("cipher AES-256-CBC\n", ""), "cipher"),
+        ] {
+            let error = refused(&text);
+            assert_eq!((error.line, error.directive.as_str()), (None, directive));
+        }
+    }
+
     const WORDS: &[&str] = &[
         "server",
         "10.8.0.0",
@@ -2511,6 +2922,15 @@ explicit-exit-notify 1
         "tls-crypt",
         "ta.key",
         "key-direction",
+        "secret",
+        "ifconfig",
+        "10.8.0.1",
+        "10.8.0.2",
+        "ping",
+        "ping-restart",
+        "mode",
+        "p2p",
+        "AES-256-CBC",
         "push",
         "\"route 10.0.0.0 255.0.0.0\"",
         "keepalive",
