@@ -2,12 +2,15 @@
 //! the session it configures. File references in the profile are resolved by the caller, which
 //! passes their bytes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use erebus_sansio::WallClock;
+use erebus_sansio::tunnel::IpNet;
 
-use crate::config::{Connection, KeyDirection as ProfileKeyDirection, Mode, Profile};
+use crate::config::{
+    Connection, DhcpOption, KeyDirection as ProfileKeyDirection, Mode, Profile, Route,
+};
 use crate::data::{AuthAlg, CipherAlg};
 use crate::keys::{KeyDirection, KeyFileError, StaticKey};
 use crate::p2p::{P2pConfig, P2pMode, StaticKeyMode};
@@ -92,6 +95,25 @@ pub fn p2p_config(
         wall_clock,
     );
     config.transport = connection.transport.kind();
+    // Nothing is pushed in point-to-point mode: routes and DNS servers come from the profile.
+    for route in profile.routes.iter().filter_map(Route::ipv4_net) {
+        if !config.routes.contains(&route) {
+            config.routes.push(route);
+        }
+    }
+    if profile.redirect_gateway.is_some_and(|r| r.ipv4) {
+        config
+            .routes
+            .extend(IpNet::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+    }
+    config.dns_servers = profile
+        .dhcp_options
+        .iter()
+        .filter_map(|option| match option {
+            DhcpOption::Dns(ip) => Some(*ip),
+            _ => None,
+        })
+        .collect();
     // `keepalive n m` is shorthand for `ping n` and `ping-restart m`; explicit ones win.
     let keepalive = profile.keepalive.as_ref();
     config.ping = profile

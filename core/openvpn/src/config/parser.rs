@@ -1079,6 +1079,8 @@ fn handler(name: &str) -> Option<Handler> {
             p.profile.mute = Some(d.number(0)?);
             Ok(())
         },
+        // OpenVPN 2.6 insists on it before it uses a static key; erebus needs no persuading.
+        "allow-deprecated-insecure-static-crypto" => |_, d| d.count(0, 0),
         "mute-replay-warnings" => |p, d| {
             d.count(0, 0)?;
             p.profile.mute_replay_warnings = true;

@@ -84,18 +84,31 @@ pub enum P2pMode {
 }
 
 /// Everything a point-to-point session needs, as given in the profile.
+///
+/// The session is the same at both ends: static-key mode is symmetric apart from the key
+/// direction. A responder (`erebus serve` with `secret`, whose peer connects to it) differs
+/// only in [`P2pConfig::responder`], and its composer learns the peer's address from the first
+/// authentic packet rather than from [`P2pConfig::remote`].
 #[derive(Clone, Debug)]
 pub struct P2pConfig {
-    /// The peer's transport address, already resolved.
+    /// The peer's transport address, already resolved (unused by a responder).
     pub remote: SocketAddr,
     /// UDP datagrams, or a TCP stream of length-prefixed packets.
     pub transport: TransportKind,
+    /// This end answers a peer that connects to it (`tcp-server`, a server without
+    /// `remote`); only the options string (`proto TCPv4_SERVER`) depends on it.
+    pub responder: bool,
     /// Our tunnel address (`ifconfig <local> <remote>`, first argument).
     pub local_ip: Ipv4Addr,
     /// The peer's tunnel address (`ifconfig`, second argument); the gateway of the tunnel.
     pub remote_ip: Ipv4Addr,
     /// Static key or plaintext.
     pub mode: P2pMode,
+    /// Networks reached through the tunnel besides the peer's address: the profile's `route`
+    /// lines and `redirect-gateway` (a point-to-point peer pushes nothing).
+    pub routes: Vec<IpNet>,
+    /// DNS servers inside the tunnel: the profile's `dhcp-option DNS`.
+    pub dns_servers: Vec<IpAddr>,
     /// Send a ping after this long without sending anything (`--ping`); `None` never.
     pub ping: Option<Duration>,
     /// Restart after this long without receiving an authentic packet (`--ping-restart`);
@@ -124,9 +137,12 @@ impl P2pConfig {
         Self {
             remote,
             transport: TransportKind::Udp,
+            responder: false,
             local_ip,
             remote_ip,
             mode,
+            routes: Vec::new(),
+            dns_servers: Vec::new(),
             ping: None,
             ping_restart: None,
             explicit_exit_notify: 0,
@@ -164,7 +180,7 @@ impl P2pConfig {
                     packet_id + cipher + mode.auth.digest_len() + if tcp { 2 } else { 0 }
                 }
             };
-        let proto = match (tcp, as_peer) {
+        let proto = match (tcp, as_peer != self.responder) {
             (false, _) => "UDPv4",
             (true, false) => "TCPv4_CLIENT",
             (true, true) => "TCPv4_SERVER",
@@ -313,6 +329,8 @@ impl P2pSession {
         let tunnel_config = TunnelConfig {
             ipv4: Some(IpNet::host(IpAddr::V4(config.local_ip))),
             gateway: Some(IpAddr::V4(config.remote_ip)),
+            routes: config.routes.clone(),
+            dns_servers: config.dns_servers.clone(),
             mtu: config.tun_mtu,
             cipher: Some(match &config.mode {
                 P2pMode::Plaintext => "none (plaintext)".to_owned(),

@@ -458,6 +458,26 @@ fn close_over_tcp_or_without_notification_is_immediate() {
             .contains("proto TCPv4_SERVER")
     );
 
+    // A responder (a tcp-server) says so, and expects its initiator's own string.
+    let mut server_config = config(true, mode(KeyDirection::Normal));
+    server_config.transport = TransportKind::TcpLengthPrefixed;
+    server_config.responder = true;
+    assert!(
+        server_config
+            .options_string(false)
+            .contains("proto TCPv4_SERVER")
+    );
+    let mut client_config = config(false, mode(KeyDirection::Inverse));
+    client_config.transport = TransportKind::TcpLengthPrefixed;
+    assert_eq!(
+        server_config.options_string(true),
+        client_config.options_string(false)
+    );
+    assert_eq!(
+        client_config.options_string(true),
+        server_config.options_string(false)
+    );
+
     let mut quiet_config = config(false, P2pMode::Plaintext);
     quiet_config.explicit_exit_notify = 0;
     let mut quiet = P2pSession::new(quiet_config, &Seed::from_byte(1), Instant::ZERO).unwrap();
