@@ -15,6 +15,12 @@
 //!                      driver <--OpenFlow/Flow Write-- Server <---+ socket bytes
 //! ```
 //!
+//! Peers are TLS clients (many, each with an address from the pool) or, in OpenVPN's
+//! static-key point-to-point mode ([`Peers::StaticKey`]), exactly one peer with no TLS: its
+//! inner address is `ifconfig`'s remote one, and its outer address is learned from its first
+//! authentic packet. A packet from another address moves the peer there only if it
+//! authenticates (OpenVPN's `float`).
+//!
 //! [`Server`] is a [`ServeDriven`] machine: a driver feeds one [`ServeInput`], drains
 //! [`Server::poll_output`] to [`ServeOutput::Timeout`], and repeats. Like every core crate it
 //! never reads a clock, opens a socket or draws randomness of its own: the same inputs and
@@ -29,6 +35,7 @@ pub mod pool;
 pub mod users;
 
 mod exit;
+mod session;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -39,8 +46,9 @@ use std::time::Duration;
 use erebus_client::framing::Deframer;
 use erebus_net::stack::Stack;
 use erebus_net::tcp::TcpConfig;
+use erebus_openvpn::p2p::{P2pConfig, P2pSession};
 use erebus_openvpn::server::{
-    self as ovpn, ClientLease, ServerSession, ServerSessionEvent, ServerSetup, data_v2_peer_id,
+    self as ovpn, ClientLease, ServerSession, ServerSetup, data_v2_peer_id,
 };
 use erebus_sansio::io::{ConnId, LocalAction};
 use erebus_sansio::serve::{
@@ -56,6 +64,7 @@ pub use pool::AddressPool;
 pub use users::UserTable;
 
 use crate::exit::Exit;
+use crate::session::{Session, SessionEvent};
 
 /// How long clients get to acknowledge the server's goodbye before it stops anyway.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -100,15 +109,31 @@ impl Default for ExitConfig {
     }
 }
 
+/// How the server meets its peers.
+#[derive(Clone)]
+pub enum Peers {
+    /// TLS clients, many at once.
+    Tls {
+        /// The OpenVPN server's certificates, keys, ciphers and pushes, shared by every
+        /// client.
+        setup: Arc<ServerSetup>,
+        /// The clients' inner addresses.
+        pool: AddressPool,
+    },
+    /// One static-key point-to-point peer (`secret`, `ifconfig LOCAL REMOTE`): the session's
+    /// configuration, whose `local_ip` is the server's inner address and `remote_ip` the
+    /// peer's. Its `remote` is not used: the peer's address is learned from its first
+    /// authentic packet.
+    StaticKey(Box<P2pConfig>),
+}
+
 /// Everything a [`Server`] needs.
 #[derive(Clone)]
 pub struct ServerConfig {
     /// Where to listen.
     pub listen: ListenSpec,
-    /// The OpenVPN server's certificates, keys, ciphers and pushes, shared by every client.
-    pub setup: Arc<ServerSetup>,
-    /// The clients' inner addresses.
-    pub pool: AddressPool,
+    /// TLS clients or one static-key peer.
+    pub peers: Peers,
     /// How credentials are checked.
     pub credentials: CredentialCheck,
     /// What the exit allows.
@@ -127,7 +152,15 @@ impl core::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ServerConfig")
             .field("listen", &self.listen)
-            .field("pool", &self.pool)
+            .field(
+                "peers",
+                &match &self.peers {
+                    Peers::Tls { pool, .. } => format!("TLS, pool {pool:?}"),
+                    Peers::StaticKey(config) => {
+                        format!("static key, {} <-> {}", config.local_ip, config.remote_ip)
+                    }
+                },
+            )
             .field("exit", &self.exit)
             .field("max_clients", &self.max_clients)
             .field("mtu", &self.mtu)
@@ -171,7 +204,7 @@ impl Link {
 
 /// One client.
 struct Client {
-    session: ServerSession,
+    session: Session,
     link: Link,
     ip: Ipv4Addr,
     name: Option<String>,
@@ -256,11 +289,26 @@ enum PeerCommand {
     Close,
 }
 
+/// The server's side of its peers.
+enum Mode {
+    Tls {
+        setup: Arc<ServerSetup>,
+        pool: AddressPool,
+    },
+    StaticKey {
+        config: Box<P2pConfig>,
+        /// Sessions started so far, to seed each one differently.
+        generation: u64,
+    },
+}
+
+/// The static-key peer's peer id (there is one peer, and its packets carry no id).
+const STATIC_PEER: u32 = 0;
+
 /// The server. See the [crate documentation](crate).
 pub struct Server {
     listen: ListenSpec,
-    setup: Arc<ServerSetup>,
-    pool: AddressPool,
+    mode: Mode,
     credentials: CredentialCheck,
     max_clients: usize,
     wall_clock: WallClock,
@@ -269,7 +317,7 @@ pub struct Server {
     clients: BTreeMap<u32, Client>,
     /// Sessions that ended, kept until their last packets (a TLS alert, the acknowledgement
     /// of the client's EXIT) are sent.
-    departing: Vec<(Link, ServerSession)>,
+    departing: Vec<(Link, Session)>,
     by_addr: BTreeMap<SocketAddr, u32>,
     by_ip: BTreeMap<Ipv4Addr, u32>,
     streams: BTreeMap<ConnId, Stream>,
@@ -290,9 +338,26 @@ pub struct Server {
 impl Server {
     /// A server with `config`, its randomness drawn from `seed`, starting at `now`.
     pub fn new(config: ServerConfig, seed: &Seed, now: Instant) -> Self {
-        let gateway = config.pool.gateway();
+        // The exit's own address: the pool's gateway, or `ifconfig`'s local address with the
+        // peer's as the point-to-point gateway (so that the exit's replies route to it).
+        let (ipv4, gateway, mode) = match config.peers {
+            Peers::Tls { setup, pool } => (
+                IpNet::new(IpAddr::V4(pool.gateway()), pool.prefix()),
+                None,
+                Mode::Tls { setup, pool },
+            ),
+            Peers::StaticKey(config) => (
+                Some(IpNet::host(IpAddr::V4(config.local_ip))),
+                Some(IpAddr::V4(config.remote_ip)),
+                Mode::StaticKey {
+                    config,
+                    generation: 0,
+                },
+            ),
+        };
         let tunnel = TunnelConfig {
-            ipv4: IpNet::new(IpAddr::V4(gateway), config.pool.prefix()),
+            ipv4,
+            gateway,
             mtu: config.mtu,
             ..TunnelConfig::default()
         };
@@ -300,8 +365,7 @@ impl Server {
         stack.set_exit_mode(true);
         Self {
             listen: config.listen,
-            setup: config.setup,
-            pool: config.pool,
+            mode,
             credentials: config.credentials,
             max_clients: config.max_clients,
             wall_clock: config.wall_clock,
@@ -393,12 +457,19 @@ impl Server {
         if self.stop_by.is_some() {
             return Arrival::Dropped;
         }
-        if self.setup.is_initial_packet(bytes) {
+        if self.is_initial_packet(bytes) {
             return self
                 .admit(now, Link::Udp(from))
                 .map_or(Arrival::Dropped, Arrival::Client);
         }
-        let Some(peer_id) = data_v2_peer_id(bytes) else {
+        let peer_id = match &self.mode {
+            Mode::Tls { .. } => data_v2_peer_id(bytes),
+            Mode::StaticKey { .. } if self.clients.is_empty() => {
+                return self.admit_static_key(now, Link::Udp(from), bytes.len());
+            }
+            Mode::StaticKey { .. } => Some(STATIC_PEER),
+        };
+        let Some(peer_id) = peer_id else {
             return Arrival::Dropped;
         };
         let Some(client) = self.clients.get_mut(&peer_id) else {
@@ -435,10 +506,65 @@ impl Server {
         let Some(client) = self.clients.get(&peer_id) else {
             return false;
         };
+        let Mode::Tls { setup, .. } = &self.mode else {
+            return false;
+        };
         self.stop_by.is_none()
-            && self.setup.is_initial_packet(packet)
+            && setup.is_initial_packet(packet)
             && client.session.client_session_id().is_some()
-            && self.setup.initial_session_id(packet) != client.session.client_session_id()
+            && setup.initial_session_id(packet) != client.session.client_session_id()
+    }
+
+    /// Whether `packet` is a TLS client's first (a hard reset); never in static-key mode.
+    fn is_initial_packet(&self, packet: &[u8]) -> bool {
+        match &self.mode {
+            Mode::Tls { setup, .. } => setup.is_initial_packet(packet),
+            Mode::StaticKey { .. } => false,
+        }
+    }
+
+    /// The static-key peer's first packet, `scratch[..len]`, from `link`: a new session opens
+    /// it, and only if it is authentic does the peer exist (at that address). The packet is
+    /// handled here.
+    fn admit_static_key(&mut self, now: Instant, link: Link, len: usize) -> Arrival {
+        let Mode::StaticKey { config, generation } = &mut self.mode else {
+            return Arrival::Dropped;
+        };
+        let seed = self.seed.child(&format!("static-key.{generation}"));
+        let mut session = match P2pSession::new(config.as_ref().clone(), &seed, now) {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::warn!(%error, "the static-key session cannot start");
+                return Arrival::Dropped;
+            }
+        };
+        let Some(packet) = self.scratch.get_mut(..len) else {
+            return Arrival::Dropped;
+        };
+        let Ok(inner) = erebus_sansio::Tunnel::decapsulate(&mut session, now, packet) else {
+            return Arrival::Dropped;
+        };
+        *generation += 1;
+        let ip = config.remote_ip;
+        self.clients.insert(
+            STATIC_PEER,
+            Client {
+                session: Session::StaticKey(Box::new(session)),
+                link,
+                ip,
+                name: None,
+                up: false,
+            },
+        );
+        if let Link::Udp(addr) = link {
+            self.by_addr.insert(addr, STATIC_PEER);
+        }
+        self.by_ip.insert(ip, STATIC_PEER);
+        if let Decapsulated::Inner(range) = inner {
+            self.deliver_inner(now, STATIC_PEER, range);
+        }
+        self.drain_session_events(now, STATIC_PEER);
+        Arrival::Handled
     }
 
     /// Takes a new client: an address from the pool, a peer id, a session.
@@ -457,16 +583,21 @@ impl Server {
         if self.clients.len() >= self.max_clients {
             return refused(self, "the server has max-clients clients already");
         }
-        let Some(ip) = self.pool.lease() else {
+        let Mode::Tls { setup, pool } = &mut self.mode else {
+            return None;
+        };
+        let Some(ip) = pool.lease() else {
             return refused(self, "the address pool is exhausted");
         };
-        let peer_id = self.next_free_peer_id();
         let lease = ClientLease {
             ip,
-            netmask: self.pool.netmask(),
-            gateway: self.pool.gateway(),
-            peer_id,
+            netmask: pool.netmask(),
+            gateway: pool.gateway(),
+            peer_id: 0,
         };
+        let setup = Arc::clone(setup);
+        let peer_id = self.next_free_peer_id();
+        let lease = ClientLease { peer_id, ..lease };
         let kind = match link {
             Link::Udp(_) => TransportKind::Udp,
             Link::Tcp(..) => TransportKind::TcpLengthPrefixed,
@@ -474,18 +605,11 @@ impl Server {
         let seed = self
             .seed
             .child(&format!("client.{peer_id}.{}", link.peer()));
-        let session = ServerSession::new(
-            Arc::clone(&self.setup),
-            lease,
-            kind,
-            &seed,
-            now,
-            self.wall_clock,
-        );
+        let session = ServerSession::new(setup, lease, kind, &seed, now, self.wall_clock);
         self.clients.insert(
             peer_id,
             Client {
-                session,
+                session: Session::Tls(Box::new(session)),
                 link,
                 ip,
                 name: None,
@@ -597,8 +721,27 @@ impl Server {
             packet.copy_from_slice(frame);
             let peer_id = match stream.client {
                 Some(id) => id,
+                None if matches!(self.mode, Mode::StaticKey { .. }) => {
+                    let admitted = if self.clients.is_empty() && self.stop_by.is_none() {
+                        self.admit_static_key(now, Link::Tcp(conn, from), len)
+                    } else {
+                        Arrival::Dropped
+                    };
+                    if !matches!(admitted, Arrival::Handled) {
+                        self.close_stream(
+                            conn,
+                            "the stream does not start with an authentic static-key packet, \
+                             or the server has its peer already",
+                        );
+                        return;
+                    }
+                    if let Some(stream) = self.streams.get_mut(&conn) {
+                        stream.client = Some(STATIC_PEER);
+                    }
+                    continue;
+                }
                 None => {
-                    let initial = self.setup.is_initial_packet(&self.scratch[..len]);
+                    let initial = self.is_initial_packet(&self.scratch[..len]);
                     let admitted = if initial && self.stop_by.is_none() {
                         self.admit(now, Link::Tcp(conn, from))
                     } else {
@@ -678,22 +821,17 @@ impl Server {
             .and_then(|c| c.session.poll_event())
         {
             match event {
-                ServerSessionEvent::Authenticate {
-                    username,
-                    password,
-                    common_name,
-                } => self.authenticate(now, peer_id, username, password, common_name),
-                ServerSessionEvent::Up {
-                    common_name,
-                    username,
-                    ..
-                } => {
+                SessionEvent::Authenticate { username, password } => {
+                    self.authenticate(now, peer_id, username, password);
+                }
+                SessionEvent::Up { name } => {
                     let Some(client) = self.clients.get_mut(&peer_id) else {
                         continue;
                     };
-                    let name = common_name
-                        .or(username)
-                        .unwrap_or_else(|| format!("peer-{peer_id}"));
+                    let name = name.unwrap_or_else(|| match self.mode {
+                        Mode::Tls { .. } => format!("peer-{peer_id}"),
+                        Mode::StaticKey { .. } => "static-key peer".to_owned(),
+                    });
                     client.name = Some(name.clone());
                     client.up = true;
                     self.stats.clients_up += 1;
@@ -703,7 +841,7 @@ impl Server {
                         address: IpAddr::V4(client.ip),
                     }));
                 }
-                ServerSessionEvent::Down(reason) => {
+                SessionEvent::Down(reason) => {
                     self.end_client(peer_id, reason, true);
                     return;
                 }
@@ -717,7 +855,6 @@ impl Server {
         peer_id: u32,
         username: String,
         password: erebus_openvpn::config::SecretString,
-        common_name: Option<String>,
     ) {
         let verdict = match &self.credentials {
             CredentialCheck::None => Some(Ok(())),
@@ -728,7 +865,6 @@ impl Server {
             }),
             CredentialCheck::Driver => None,
         };
-        let _ = common_name;
         match verdict {
             Some(verdict) => {
                 if let Some(client) = self.clients.get_mut(&peer_id) {
@@ -780,7 +916,9 @@ impl Server {
             }
         }
         self.by_ip.remove(&client.ip);
-        self.pool.release(client.ip);
+        if let Mode::Tls { pool, .. } = &mut self.mode {
+            pool.release(client.ip);
+        }
         self.departing.push((client.link, client.session));
         self.checks.retain(|_, id| *id != peer_id);
         self.exit.drop_client(client.ip);
@@ -838,7 +976,7 @@ impl Server {
                 continue;
             };
             let payload = ovpn::HEADROOM..ovpn::HEADROOM + len;
-            let Ok(sealed) = client.session.encapsulate(now, &mut buf[2..], payload) else {
+            let Some(sealed) = client.session.encapsulate(now, &mut buf[2..], payload) else {
                 self.stats.unroutable += 1;
                 continue;
             };

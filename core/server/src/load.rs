@@ -12,17 +12,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use erebus_net::tcp::TcpConfig;
-use erebus_openvpn::config::server::{AuthVerify, ServerProfile, ServerTlsWrap, VerifyClientCert};
+use erebus_openvpn::config::server::{
+    AuthVerify, ServerMode, ServerProfile, ServerTlsWrap, StaticKeyPeer, VerifyClientCert,
+};
 use erebus_openvpn::config::{Transport, Warning};
 use erebus_openvpn::data::DataCipher;
+use erebus_openvpn::data::{AuthAlg, CipherAlg};
 use erebus_openvpn::keys::KeyDirection;
+use erebus_openvpn::p2p::{P2pConfig, P2pMode, StaticKeyMode};
 use erebus_openvpn::server::{ServerParams, ServerSetup, WrapKey};
 use erebus_sansio::WallClock;
 use erebus_sansio::serve::ListenSpec;
 use erebus_sansio::tunnel::TransportKind;
 use zeroize::Zeroizing;
 
-use crate::{AddressPool, AllowList, CredentialCheck, ExitConfig, ServerConfig, UserTable};
+use crate::{AddressPool, AllowList, CredentialCheck, ExitConfig, Peers, ServerConfig, UserTable};
 
 /// Reads a file the configuration names, by the path as written there.
 pub type FileReader<'a> = dyn FnMut(&Path) -> Result<Zeroizing<Vec<u8>>, String> + 'a;
@@ -92,6 +96,14 @@ pub fn load(
     };
     let (profile, warnings) =
         ServerProfile::parse(bytes, read_file).map_err(|e| fail(e.to_string()))?;
+    if let ServerMode::StaticKey(peer) = &profile.mode {
+        let config = static_key(&profile, peer, options).map_err(fail)?;
+        return Ok(Loaded {
+            config,
+            warnings: warnings.iter().map(describe_warning).collect(),
+            auth_command: None,
+        });
+    }
     let credentials = match (&options.users, &profile.auth_verify) {
         (Some(_), Some(_)) => {
             return Err(fail(
@@ -172,18 +184,7 @@ pub fn load(
     let setup = ServerSetup::new(params).map_err(|e| fail(e.to_string()))?;
     let pool = AddressPool::new(profile.pool.network, profile.pool.netmask)
         .map_err(|e| fail(format!("server: {e}")))?;
-    let listen = ListenSpec {
-        addr: options.listen.unwrap_or_else(|| {
-            SocketAddr::new(
-                IpAddr::V4(profile.local.unwrap_or(Ipv4Addr::UNSPECIFIED)),
-                profile.port,
-            )
-        }),
-        kind: match profile.transport {
-            Transport::Udp => TransportKind::Udp,
-            Transport::Tcp => TransportKind::TcpLengthPrefixed,
-        },
-    };
+    let listen = listen_spec(&profile, &options);
     // A pushed DNS server inside the VPN's own subnet can only be the server: answer it from
     // the host's resolver. Others are ordinary destinations for the allow-list.
     let subnet = profile.pool.net();
@@ -205,8 +206,10 @@ pub fn load(
         });
     let config = ServerConfig {
         listen,
-        setup: Arc::new(setup),
-        pool,
+        peers: Peers::Tls {
+            setup: Arc::new(setup),
+            pool,
+        },
         credentials,
         exit: ExitConfig {
             allow: options.allow,
@@ -222,6 +225,81 @@ pub fn load(
         config,
         warnings: warnings.iter().map(describe_warning).collect(),
         auth_command,
+    })
+}
+
+/// Where to listen: `--listen`, or the configuration's `local` and `port`.
+fn listen_spec(profile: &ServerProfile, options: &ServeOptions) -> ListenSpec {
+    ListenSpec {
+        addr: options.listen.unwrap_or_else(|| {
+            SocketAddr::new(
+                IpAddr::V4(profile.local.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+                profile.port,
+            )
+        }),
+        kind: match profile.transport {
+            Transport::Udp => TransportKind::Udp,
+            Transport::Tcp => TransportKind::TcpLengthPrefixed,
+        },
+    }
+}
+
+/// The configuration of a static-key point-to-point server: one peer, no TLS, no
+/// credentials. The server's own inner address answers DNS from the host's resolver, as a
+/// TLS server's pushed DNS address does.
+fn static_key(
+    profile: &ServerProfile,
+    peer: &StaticKeyPeer,
+    options: ServeOptions,
+) -> Result<ServerConfig, String> {
+    if options.users.is_some() {
+        return Err(
+            "--users has nothing to check in static-key mode: the peer sends no username"
+                .to_owned(),
+        );
+    }
+    let cipher = CipherAlg::from_openvpn_name(peer.cipher.name())
+        .ok_or_else(|| format!("cipher {} is not supported in static-key mode", peer.cipher))?;
+    let auth = AuthAlg::from_openvpn_name(profile.auth.name())
+        .ok_or_else(|| format!("auth {} is not supported", profile.auth.name()))?;
+    let listen = listen_spec(profile, &options);
+    let mode = P2pMode::StaticKey(Box::new(StaticKeyMode {
+        key: peer.key.clone(),
+        direction: peer.direction,
+        cipher,
+        auth,
+    }));
+    let mtu = profile.tun_mtu.unwrap_or(1500);
+    let mut p2p = P2pConfig::new(
+        listen.addr,
+        peer.local,
+        peer.remote,
+        mode,
+        options.wall_clock,
+    );
+    p2p.transport = listen.kind;
+    p2p.responder = true;
+    let seconds = |s: Option<u32>| {
+        s.filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(u64::from(s)))
+    };
+    p2p.ping = seconds(peer.ping);
+    p2p.ping_restart = seconds(peer.ping_restart);
+    p2p.explicit_exit_notify = profile.explicit_exit_notify.unwrap_or(0);
+    p2p.tun_mtu = mtu;
+    Ok(ServerConfig {
+        listen,
+        peers: Peers::StaticKey(Box::new(p2p)),
+        credentials: CredentialCheck::None,
+        exit: ExitConfig {
+            allow: options.allow,
+            dns_relay: vec![peer.local],
+            ..ExitConfig::default()
+        },
+        tcp: TcpConfig::default(),
+        max_clients: 1,
+        mtu,
+        wall_clock: options.wall_clock,
     })
 }
 
@@ -243,6 +321,51 @@ fn pushed_dns(push: &str) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_static_key_configuration_loads_one_peer() {
+        const KEY: &str = include_str!("../../../testvectors/captures/static-key/static.key");
+        let text = "dev tun\nproto tcp-server\nport 1195\nifconfig 10.9.0.1 10.9.0.2\n\
+                    secret static.key 0\ncipher AES-256-CBC\nauth SHA256\nkeepalive 10 60\n";
+        let mut read = |path: &Path| -> Result<Zeroizing<Vec<u8>>, String> {
+            (path == Path::new("static.key"))
+                .then(|| Zeroizing::new(KEY.as_bytes().to_vec()))
+                .ok_or_else(|| "no such file".to_owned())
+        };
+        let options = ServeOptions {
+            listen: None,
+            allow: AllowList::loopback(),
+            users: None,
+            wall_clock: WallClock::new(
+                erebus_sansio::Instant::ZERO,
+                erebus_sansio::UnixTime::from_secs(1_800_000_000),
+            ),
+        };
+        let loaded = load(text.as_bytes(), "p2p.conf", &mut read, options.clone()).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert!(loaded.auth_command.is_none());
+        let config = loaded.config;
+        assert_eq!(config.listen.kind, TransportKind::TcpLengthPrefixed);
+        assert_eq!(config.listen.addr.port(), 1195);
+        assert_eq!(config.max_clients, 1);
+        assert_eq!(config.exit.dns_relay, [Ipv4Addr::new(10, 9, 0, 1)]);
+        let Peers::StaticKey(p2p) = config.peers else {
+            panic!("not static-key");
+        };
+        assert_eq!(p2p.local_ip, Ipv4Addr::new(10, 9, 0, 1));
+        assert_eq!(p2p.remote_ip, Ipv4Addr::new(10, 9, 0, 2));
+        assert!(p2p.responder);
+        assert_eq!(p2p.transport, TransportKind::TcpLengthPrefixed);
+        assert_eq!(p2p.ping, Some(Duration::from_secs(10)));
+        assert_eq!(p2p.ping_restart, Some(Duration::from_secs(60)));
+
+        let users = ServeOptions {
+            users: Some(UserTable::default()),
+            ..options
+        };
+        let error = load(text.as_bytes(), "p2p.conf", &mut read, users).unwrap_err();
+        assert!(error.message.contains("--users"), "{error}");
+    }
 
     #[test]
     fn pushed_dns_servers_are_found() {
