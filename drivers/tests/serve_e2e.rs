@@ -15,7 +15,9 @@
 //! password refused (`AUTH_FAILED`) and a good client right after; a client certificate from a
 //! CA the server does not trust; a destination outside the exit's allow-list (refused at
 //! once); and erebus's own client, without a tun device, under `--runtime mio` and
-//! `--runtime smol`, for a page and 64 MiB. Two clients at once
+//! `--runtime smol`, for a page and 64 MiB. In OpenVPN's static-key point-to-point mode (no
+//! TLS, one peer, `secret` and `ifconfig`), the stock client and erebus's own client each
+//! fetch a page and 64 MiB over UDP. Two clients at once
 //! (`second_client_while_one_is_connected`) wait, ignored, for erebus serve to admit a second
 //! client (see that test).
 
@@ -29,8 +31,8 @@ use e2e::{EREBUS, NOBODY_UID, strip_ansi};
 use erebus_testvectors::netns::{self, NsProcess};
 use erebus_testvectors::serve_netns::{
     self, CLIENT_ADDR, ClientIdentity, FIRST_CLIENT_TUNNEL_ADDR, HTTP_MARKER, HarnessError,
-    ORIGIN_ADDR, REFUSED_ORIGIN_PORT, RunAs, STOCK_CLIENT_READY, ServeHarness, ServeOptions,
-    ServerAuth, Transport,
+    ORIGIN_ADDR, REFUSED_ORIGIN_PORT, RunAs, STATIC_KEY_PEER_NAME, STOCK_CLIENT_READY,
+    ServeHarness, ServeOptions, ServerAuth, Transport,
 };
 
 /// The big download: 64 MiB of the harness's pattern stream, checksummed.
@@ -486,11 +488,23 @@ fn start_erebus_client<'h>(
     runtime: &str,
     credentials: Option<&std::path::Path>,
 ) -> NsProcess<'h> {
-    let identity = if credentials.is_some() {
-        ClientIdentity::Password
+    let (identity, name) = if credentials.is_some() {
+        (ClientIdentity::Password, serve_netns::AUTH_USERNAME)
     } else {
-        ClientIdentity::Certificate
+        (ClientIdentity::Certificate, serve_netns::CLIENT_CERT_NAME)
     };
+    launch_erebus_client(harness, runtime, identity, credentials, name)
+}
+
+/// Starts erebus's own client with the profile for `identity` (see [`start_erebus_client`])
+/// and waits until erebus serve logs `name` up.
+fn launch_erebus_client<'h>(
+    harness: &'h ServeHarness,
+    runtime: &str,
+    identity: ClientIdentity,
+    credentials: Option<&std::path::Path>,
+    name: &str,
+) -> NsProcess<'h> {
     let profile = harness
         .write_client_profile("erebus.ovpn", identity)
         .unwrap();
@@ -517,11 +531,6 @@ fn start_erebus_client<'h>(
         .wait_for_client_log(&mut erebus, "erebus: up:", UP_LIMIT)
         .unwrap();
     assert_eq!(netns::uid_of(erebus.pid()), Some(NOBODY_UID));
-    let name = if credentials.is_some() {
-        serve_netns::AUTH_USERNAME
-    } else {
-        serve_netns::CLIENT_CERT_NAME
-    };
     let needle = format!("erebus serve: {name} up from {CLIENT_ADDR}:");
     let up = (0..50).any(|_| {
         let count = serve_log(harness).matches(&needle).count();
@@ -560,4 +569,51 @@ fn erebus_client_with_mio() {
 #[test]
 fn erebus_client_with_smol() {
     erebus_client("serve_erebus_client_with_smol", "smol");
+}
+
+/// The stock client in static-key point-to-point mode (`secret`, `ifconfig`, no TLS) over
+/// UDP: up, a page and 64 MiB through the exit, then it leaves (its exit notification) and
+/// erebus serve stops cleanly.
+#[test]
+fn stock_client_static_key_over_udp() {
+    let test = "serve_stock_client_static_key_over_udp";
+    let Some(harness) = start(test, Transport::Udp, ServerAuth::StaticKey) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut client = stock_client(&harness, "stock", ClientIdentity::StaticKey, &[]);
+    wait_until_up(&harness, &mut client, STATIC_KEY_PEER_NAME);
+    let up = started.elapsed();
+    fetch_page(&harness, None);
+    let download = fetch_big(&harness, None);
+    stop_client_and_see_it_leave(&harness, client, STATIC_KEY_PEER_NAME);
+    assert!(harness.serve_running(), "{}", serve_log(&harness));
+    stop_serve_cleanly(&harness);
+    eprintln!("{test}: up after {up:?}, 64 MiB in {download:?}");
+}
+
+/// erebus's own client from the static-key point-to-point profile, as nobody and without a
+/// tun device, through its HTTP proxy: a page and 64 MiB, then it leaves cleanly.
+#[test]
+fn erebus_client_static_key_over_udp() {
+    let test = "serve_erebus_client_static_key_over_udp";
+    let Some(harness) = start(test, Transport::Udp, ServerAuth::StaticKey) else {
+        return;
+    };
+    let started = Instant::now();
+    let erebus = launch_erebus_client(
+        &harness,
+        "mio",
+        ClientIdentity::StaticKey,
+        None,
+        STATIC_KEY_PEER_NAME,
+    );
+    let up = started.elapsed();
+    let proxy = format!("http://{PROXY}");
+    fetch_page(&harness, Some(&proxy));
+    let download = fetch_big(&harness, Some(&proxy));
+    let status = stop_client_and_see_it_leave(&harness, erebus, STATIC_KEY_PEER_NAME);
+    assert!(status.success(), "erebus exited with {status}");
+    assert!(harness.serve_running(), "{}", serve_log(&harness));
+    eprintln!("{test}: up after {up:?}, 64 MiB in {download:?}");
 }

@@ -31,6 +31,12 @@
 //! runs in its namespaces, deletes the namespaces and removes the directory (kept when the
 //! thread is panicking or `EREBUS_KEEP_HARNESS=1` is set).
 //!
+//! With [`ServerAuth::StaticKey`] the server is OpenVPN's static-key point-to-point one
+//! instead: `ifconfig 10.203.0.1 10.203.0.2`, `secret static.key 0` (a key made with `openvpn
+//! --genkey secret` for the instance), AES-256-CBC with SHA256, one peer and no TLS; its
+//! profile ([`ClientIdentity::StaticKey`]) has `ifconfig 10.203.0.2 10.203.0.1`, the key
+//! inline with `key-direction 1`, and the route to the origin itself (nothing is pushed).
+//!
 //! Needs root, `/dev/net/tun` (for the stock client) and the programs of
 //! [`crate::netns::require_netns`], plus `curl`; tests start with [`should_run_interop`].
 
@@ -250,6 +256,9 @@ pub enum ServerAuth {
     /// erebus serve against a users file (`--users`) holding [`AUTH_USERNAME`] and
     /// [`AUTH_PASSWORD`].
     UsersFile,
+    /// No TLS: OpenVPN's static-key point-to-point mode, one peer holding the instance's
+    /// static key (see the [module documentation](self)).
+    StaticKey,
 }
 
 /// Options for [`ServeHarness::start`].
@@ -284,11 +293,42 @@ pub enum ClientIdentity {
     UntrustedCertificate,
     /// No certificate; `auth-user-pass` (the credentials file comes on the command line).
     Password,
+    /// The static-key point-to-point profile, for a [`ServerAuth::StaticKey`] server.
+    StaticKey,
 }
+
+/// The static-key peer's inner address (`ifconfig 10.203.0.1 10.203.0.2`), the same as the
+/// first TLS client's.
+pub const STATIC_KEY_PEER_TUNNEL_ADDR: Ipv4Addr = FIRST_CLIENT_TUNNEL_ADDR;
+/// The name erebus serve logs for the static-key peer.
+pub const STATIC_KEY_PEER_NAME: &str = "static-key peer";
+/// The static-key mode's cipher and HMAC digest, at both ends.
+const STATIC_KEY_CRYPTO: &str = "cipher AES-256-CBC\nauth SHA256\n";
 
 /// The server configuration for `options` (`server.conf` in the instance directory; the
 /// files it names are beside it).
 pub fn server_conf_text(options: &ServeOptions) -> String {
+    if options.auth == ServerAuth::StaticKey {
+        let mut text = format!(
+            "# erebus serve harness: a stock-looking OpenVPN 2.6 static-key point-to-point\n\
+             # server, over {transport}.\n\
+             port {SERVE_PORT}\n\
+             proto {proto}\n\
+             local {SERVER_ADDR}\n\
+             dev tun\n\
+             ifconfig {SERVER_TUNNEL_ADDR} {STATIC_KEY_PEER_TUNNEL_ADDR}\n\
+             secret static.key 0\n\
+             {STATIC_KEY_CRYPTO}\
+             keepalive 10 60\n\
+             persist-tun\n",
+            transport = options.transport,
+            proto = options.transport.server_proto(),
+        );
+        if options.transport == Transport::Udp {
+            text.push_str("explicit-exit-notify 1\n");
+        }
+        return text;
+    }
     let mut text = format!(
         "# erebus serve harness: a stock-looking OpenVPN 2.6 server.conf, over {transport}.\n\
          port {SERVE_PORT}\n\
@@ -320,6 +360,33 @@ pub fn server_conf_text(options: &ServeOptions) -> String {
 /// Appends `<tag>\n<pem>\n</tag>\n`.
 fn push_inline_block(text: &mut String, tag: &str, pem: &str) {
     text.push_str(&format!("<{tag}>\n{}\n</{tag}>\n", pem.trim_end()));
+}
+
+/// The static-key point-to-point profile for this harness's server over `transport`: the
+/// tunnel addresses, the route to the origin (nothing is pushed in this mode) and the key
+/// inline. OpenVPN 2.6 needs nothing more (2.7 will want
+/// `allow-deprecated-insecure-static-crypto`, which 2.6 refuses).
+pub fn static_key_profile_text(transport: Transport, static_key: &str) -> String {
+    let mut text = format!(
+        "# erebus serve harness: static-key point-to-point profile over {transport}.\n\
+         # The key below is a throw-away test key.\n\
+         dev tun\n\
+         proto {}\n\
+         remote {SERVER_ADDR} {SERVE_PORT}\n\
+         nobind\n\
+         ifconfig {STATIC_KEY_PEER_TUNNEL_ADDR} {SERVER_TUNNEL_ADDR}\n\
+         route 10.202.0.0 255.255.255.0\n\
+         {STATIC_KEY_CRYPTO}\
+         keepalive 10 60\n\
+         key-direction 1\n",
+        transport.client_proto()
+    );
+    if transport == Transport::Udp {
+        text.push_str("explicit-exit-notify 1\n");
+    }
+    text.push_str("verb 3\n");
+    push_inline_block(&mut text, "secret", static_key);
+    text
 }
 
 /// A client profile for this harness's server over `transport`, everything inline, as a
@@ -373,6 +440,8 @@ pub struct ServeHarness {
     dir: PathBuf,
     /// The instance's `tls-crypt` key (OpenVPN static key text).
     tls_crypt_key: String,
+    /// The instance's `secret` key in static-key mode (empty otherwise).
+    static_key: String,
     /// The untrusted client's certificate and key, made on first use.
     untrusted: Mutex<Option<(String, String)>>,
     /// Namespaces created so far, deleted by `Drop`.
@@ -431,6 +500,7 @@ impl ServeHarness {
             client_ns: format!("{base}c"),
             dir,
             tls_crypt_key: String::new(),
+            static_key: String::new(),
             untrusted: Mutex::new(None),
             namespaces: Vec::new(),
             serve: Mutex::new(None),
@@ -539,6 +609,17 @@ impl ServeHarness {
         give_to_nobody(&key)?;
         self.tls_crypt_key =
             fs::read_to_string(&key).map_err(io_error(format!("reading {}", key.display())))?;
+        if self.options.auth == ServerAuth::StaticKey {
+            let key = dir.join("static.key");
+            run_checked(
+                Command::new(&self.programs.openvpn)
+                    .args(["--genkey", "secret"])
+                    .arg(&key),
+            )?;
+            give_to_nobody(&key)?;
+            self.static_key =
+                fs::read_to_string(&key).map_err(io_error(format!("reading {}", key.display())))?;
+        }
         let users =
             format!("# erebus serve harness: username password\n{AUTH_USERNAME} {AUTH_PASSWORD}\n");
         give_to_nobody(&write_file(
@@ -906,6 +987,7 @@ impl ServeHarness {
                 client_profile_text(transport, Some((&cert, &key)), &self.tls_crypt_key)
             }
             ClientIdentity::Password => client_profile_text(transport, None, &self.tls_crypt_key),
+            ClientIdentity::StaticKey => static_key_profile_text(transport, &self.static_key),
         })
     }
 
@@ -1128,6 +1210,42 @@ mod tests {
         assert!(tcp.contains("\nproto tcp-server\n"));
         assert!(tcp.contains("\nverify-client-cert none\n"));
         assert!(!tcp.contains("explicit-exit-notify"));
+    }
+
+    #[test]
+    fn static_key_configurations_are_point_to_point() {
+        let udp = server_conf_text(&ServeOptions::new(Transport::Udp, ServerAuth::StaticKey));
+        for line in [
+            "port 11194",
+            "proto udp",
+            "ifconfig 10.203.0.1 10.203.0.2",
+            "secret static.key 0",
+            "cipher AES-256-CBC",
+            "auth SHA256",
+            "explicit-exit-notify 1",
+        ] {
+            assert!(udp.contains(&format!("\n{line}\n")), "{line}\n{udp}");
+        }
+        assert!(!udp.contains("server 10.203") && !udp.contains("push") && !udp.contains("ca "));
+        let key =
+            "-----BEGIN OpenVPN Static key V1-----\nab\n-----END OpenVPN Static key V1-----\n";
+        let profile = static_key_profile_text(Transport::Udp, key);
+        for line in [
+            "remote 10.201.0.1 11194",
+            "ifconfig 10.203.0.2 10.203.0.1",
+            "route 10.202.0.0 255.255.255.0",
+            "cipher AES-256-CBC",
+            "key-direction 1",
+        ] {
+            assert!(
+                profile.contains(&format!("\n{line}\n")),
+                "{line}\n{profile}"
+            );
+        }
+        assert!(profile.ends_with("-----END OpenVPN Static key V1-----\n</secret>\n"));
+        assert!(!profile.contains("client\n") && !profile.contains("tls-crypt"));
+        let tcp = server_conf_text(&ServeOptions::new(Transport::Tcp, ServerAuth::StaticKey));
+        assert!(tcp.contains("\nproto tcp-server\n") && !tcp.contains("explicit-exit-notify"));
     }
 
     #[test]
