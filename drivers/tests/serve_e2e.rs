@@ -17,7 +17,7 @@
 //! once); and erebus's own client, without a tun device, under `--runtime mio` and
 //! `--runtime smol`, for a page and 64 MiB. In OpenVPN's static-key point-to-point mode (no
 //! TLS, one peer, `secret` and `ifconfig`), the stock client and erebus's own client each
-//! fetch a page and 64 MiB over UDP. Two clients at once
+//! fetch a page and 64 MiB over UDP (the stock client over TCP too). Two clients at once
 //! (`second_client_while_one_is_connected`) wait, ignored, for erebus serve to admit a second
 //! client (see that test).
 
@@ -571,13 +571,11 @@ fn erebus_client_with_smol() {
     erebus_client("serve_erebus_client_with_smol", "smol");
 }
 
-/// The stock client in static-key point-to-point mode (`secret`, `ifconfig`, no TLS) over
-/// UDP: up, a page and 64 MiB through the exit, then it leaves (its exit notification) and
-/// erebus serve stops cleanly.
-#[test]
-fn stock_client_static_key_over_udp() {
-    let test = "serve_stock_client_static_key_over_udp";
-    let Some(harness) = start(test, Transport::Udp, ServerAuth::StaticKey) else {
+/// The stock client in static-key point-to-point mode (`secret`, `ifconfig`, no TLS): up, a
+/// page and 64 MiB through the exit, then it leaves (over UDP with its exit notification, over
+/// TCP by closing the connection) and erebus serve stops cleanly.
+fn stock_client_with_static_key(test: &str, transport: Transport) {
+    let Some(harness) = start(test, transport, ServerAuth::StaticKey) else {
         return;
     };
     let started = Instant::now();
@@ -590,6 +588,16 @@ fn stock_client_static_key_over_udp() {
     assert!(harness.serve_running(), "{}", serve_log(&harness));
     stop_serve_cleanly(&harness);
     eprintln!("{test}: up after {up:?}, 64 MiB in {download:?}");
+}
+
+#[test]
+fn stock_client_static_key_over_udp() {
+    stock_client_with_static_key("serve_stock_client_static_key_over_udp", Transport::Udp);
+}
+
+#[test]
+fn stock_client_static_key_over_tcp() {
+    stock_client_with_static_key("serve_stock_client_static_key_over_tcp", Transport::Tcp);
 }
 
 /// erebus's own client from the static-key point-to-point profile, as nobody and without a
