@@ -2,7 +2,8 @@
 //! memory, over a seeded lossy link: a name resolved through the tunnel by the relay on the
 //! server's own inner address, a TCP flow through the exit to a loopback origin the test
 //! plays, 1 MiB each way, and packets that must not move the peer: garbage, a packet with a
-//! wrong HMAC and a replayed packet, from another address.
+//! wrong HMAC and a replayed packet, from another address. Then the peer's lifecycle: it
+//! leaves, returns from another port, is forgotten after ping-restart and believed again.
 //!
 //! The client is built from a stock p2p profile (`secret`, `ifconfig`, no TLS; its own `route`
 //! and `dhcp-option DNS`, since nothing is pushed) by `erebus_session::load`, the server from a
@@ -609,4 +610,155 @@ fn static_key_peer_over_tcp() {
     let outcome = run(12, TOTAL, true);
     assert_eq!((outcome.uploaded, outcome.downloaded), (TOTAL, TOTAL));
     assert_eq!(outcome.lost, 0);
+}
+
+/// The peer's side of a lifecycle test: erebus's p2p session, driven by hand.
+mod lifecycle {
+    use erebus_openvpn::data::{AuthAlg, CipherAlg};
+    use erebus_openvpn::keys::{KeyDirection, StaticKey};
+    use erebus_openvpn::p2p::{P2pConfig, P2pMode, P2pSession, StaticKeyMode};
+    use erebus_sansio::Tunnel;
+
+    use super::*;
+
+    fn peer(now: Instant, seed: u8) -> P2pSession {
+        let mode = P2pMode::StaticKey(Box::new(StaticKeyMode {
+            key: StaticKey::parse(STATIC_KEY.as_bytes()).unwrap(),
+            direction: KeyDirection::Inverse,
+            cipher: CipherAlg::Aes256Cbc,
+            auth: AuthAlg::Sha256,
+        }));
+        let mut config = P2pConfig::new(
+            SERVER.parse().unwrap(),
+            Ipv4Addr::new(10, 9, 0, 2),
+            Ipv4Addr::new(10, 9, 0, 1),
+            mode,
+            WallClock::new(Instant::ZERO, UnixTime::from_secs(NOW_UNIX)),
+        )
+        .with_keepalive(Duration::from_secs(10), Duration::from_secs(60));
+        config.explicit_exit_notify = 1;
+        P2pSession::new(config, &Seed::from_byte(seed), now).unwrap()
+    }
+
+    /// Moves what `peer` (at `from`) has to send to the server, and what the server sends
+    /// back to the peer, until neither has more; returns the server's events. A datagram to
+    /// another address, or one the peer cannot open, fails the test.
+    fn exchange(
+        server: &mut Server,
+        peer: &mut P2pSession,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Vec<ServeEvent> {
+        let mut buf = vec![0u8; 70_000];
+        let mut events = Vec::new();
+        for _ in 0..8 {
+            let mut moved = false;
+            while let Some(Ok(len)) = peer.poll_transmit(now, &mut buf) {
+                server.handle_input(ServeInput::Datagram {
+                    now,
+                    from,
+                    bytes: &buf[..len],
+                });
+                moved = true;
+            }
+            loop {
+                match server.poll_output(&mut buf) {
+                    ServeOutput::Datagram { to, bytes } => {
+                        assert_eq!(to, from, "the server sent elsewhere");
+                        let mut packet = bytes.to_vec();
+                        assert!(peer.decapsulate(now, &mut packet).is_ok());
+                        moved = true;
+                    }
+                    ServeOutput::Event(event) => events.push(event),
+                    ServeOutput::Timeout(_) => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        events
+    }
+
+    fn ups_and_downs(events: &[ServeEvent]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                ServeEvent::ClientUp { peer, .. } => Some(format!("up {peer}")),
+                ServeEvent::ClientDown { peer, reason, .. } => {
+                    Some(format!("down {peer}: {reason}"))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The peer comes up, leaves with its exit notification, comes back from another port as
+    /// a new process, goes silent until ping-restart forgets it, and is believed again as soon
+    /// as it speaks.
+    #[test]
+    fn static_key_peer_leaves_returns_and_times_out() {
+        let wall = WallClock::new(Instant::ZERO, UnixTime::from_secs(NOW_UNIX));
+        let loaded = erebus_server::load(
+            server_conf(false).as_bytes(),
+            "p2p-server.conf",
+            &mut key_file,
+            ServeOptions {
+                listen: Some(SERVER.parse().unwrap()),
+                allow: AllowList::loopback(),
+                users: None,
+                wall_clock: wall,
+            },
+        )
+        .unwrap();
+        let mut server = Server::new(loaded.config, &Seed::from_byte(9), Instant::ZERO);
+        let first: SocketAddr = CLIENT.parse().unwrap();
+        let second: SocketAddr = INTRUDER.parse().unwrap();
+        let at = |s: u64| Instant::ZERO + Duration::from_secs(s);
+
+        let mut one = peer(at(0), 1);
+        let events = exchange(&mut server, &mut one, first, at(0));
+        assert_eq!(ups_and_downs(&events), [format!("up {first}")]);
+        assert_eq!(server.clients(), 1);
+
+        one.close(at(1));
+        let events = exchange(&mut server, &mut one, first, at(1));
+        let log = ups_and_downs(&events);
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(log[0].starts_with(&format!("down {first}: ")), "{log:?}");
+        assert!(log[0].contains("exit notification"), "{log:?}");
+        assert_eq!(server.clients(), 0);
+
+        let mut two = peer(at(3), 2);
+        let events = exchange(&mut server, &mut two, second, at(3));
+        assert_eq!(ups_and_downs(&events), [format!("up {second}")]);
+
+        // Silence: the server's ping-restart (60 s) forgets the peer.
+        let mut now = at(3);
+        let mut events = Vec::new();
+        while server.clients() == 1 {
+            let ServeOutput::Timeout(Some(deadline)) = server.poll_output(&mut [0u8; 70_000])
+            else {
+                panic!("the server has nothing scheduled");
+            };
+            assert!(deadline < at(100), "ping-restart did not come");
+            now = deadline;
+            server.handle_input(ServeInput::Timeout { now });
+            let mut buf = vec![0u8; 70_000];
+            loop {
+                match server.poll_output(&mut buf) {
+                    ServeOutput::Event(event) => events.push(event),
+                    ServeOutput::Timeout(_) => break,
+                    _ => {}
+                }
+            }
+        }
+        let log = ups_and_downs(&events);
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(log[0].contains("ping-restart"), "{log:?}");
+        // The same peer speaks again and is believed at once (a new session on the server).
+        let events = exchange(&mut server, &mut two, second, now + Duration::from_secs(1));
+        assert_eq!(ups_and_downs(&events), [format!("up {second}")]);
+    }
 }
