@@ -155,6 +155,19 @@ fn the_demo_fetches_its_page_and_serves_curl_unprivileged_without_openvpn() {
     let via_socks = hint(&lines, "curl --socks5-hostname");
     let page = curl(&via_socks[1..]);
     assert!(page.contains("Hello from the erebus demo origin"), "{page}");
+    // A name: resolved by the client through the tunnel's DNS, which the exit answers from
+    // the host's resolver ("localhost" never leaves this machine).
+    let by_name: Vec<String> = via_socks[1..]
+        .iter()
+        .map(|word| word.replace("http://127.0.0.1:", "http://localhost:"))
+        .collect();
+    assert_ne!(
+        by_name,
+        via_socks[1..],
+        "the hint names the origin by address"
+    );
+    let page = curl(&by_name);
+    assert!(page.contains("Hello from the erebus demo origin"), "{page}");
 
     // Ctrl-C (or SIGTERM) ends it cleanly.
     let kill = find_program("kill").expect("kill (procps)");
