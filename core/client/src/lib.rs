@@ -770,10 +770,12 @@ impl<T: Tunnel> Client<T> {
         };
         self.by_socket.remove(&handle);
         if let Some(socket) = self.stack.socket_mut(handle) {
-            if socket.send_queue() > 0 && !socket.may_send() || socket.recv_queue() > 0 {
-                // Unread or undeliverable data: tell the peer the stream was cut short.
+            if socket.recv_queue() > 0 {
+                // Unread data: tell the peer the stream was cut short (RFC 9293 3.6.1).
                 socket.abort();
             } else {
+                // Bytes still queued are delivered before the FIN: a connection whose client
+                // finished first (its last bytes in flight to a slow peer) loses nothing.
                 socket.close();
             }
             self.closing.insert(handle);

@@ -212,6 +212,8 @@ struct Scenario {
     seed: u8,
     /// Bytes each way.
     total: u64,
+    /// Bytes from the origin, when not `total` (it closes its side after sending them).
+    down_total: Option<u64>,
     /// UDP (lossy link) or TCP (a reliable, ordered stream).
     tcp: bool,
     /// What the exit allows; a run with nothing allowed expects the flow to be refused.
@@ -223,6 +225,7 @@ impl Scenario {
         Self {
             seed,
             total,
+            down_total: None,
             tcp: false,
             allow: AllowList::loopback(),
         }
@@ -244,6 +247,7 @@ const PEER: ConnId = ConnId(77);
 
 fn run(scenario: &Scenario) -> Outcome {
     let total = scenario.total;
+    let down_total = scenario.down_total.unwrap_or(total);
     let tcp = scenario.tcp;
     let expect_refusal = scenario.allow.rules().is_empty();
     let seed = Seed::from_byte(scenario.seed);
@@ -506,15 +510,15 @@ fn run(scenario: &Scenario) -> Outcome {
         }
         if let Some(id) = flow.filter(|_| flow_connected)
             && !download.paused
-            && download.sent < total
+            && download.sent < down_total
         {
-            let chunk = download.next_chunk(DOWN_SALT, total, 16 * 1024);
+            let chunk = download.next_chunk(DOWN_SALT, down_total, 16 * 1024);
             server.handle_input(ServeInput::Flow {
                 now,
                 flow: id,
                 event: FlowEvent::Socket(LocalEvent::Data(&chunk)),
             });
-            if download.sent == total {
+            if download.sent == down_total {
                 server.handle_input(ServeInput::Flow {
                     now,
                     flow: id,
@@ -530,7 +534,7 @@ fn run(scenario: &Scenario) -> Outcome {
             assert!(flow.is_none(), "a refused flow reached the host");
             break;
         }
-        let transferred = upload.received == total && download.received == total;
+        let transferred = upload.received == total && download.received == down_total;
         if transferred && upload.eof && download.eof && flow_closed && local_closed {
             break;
         }
@@ -542,7 +546,7 @@ fn run(scenario: &Scenario) -> Outcome {
             .expect("something is always scheduled while the transfer runs");
         assert!(
             next < limit,
-            "the transfer did not finish in 600 simulated seconds: up {} of {total}, down {} of {total}",
+            "the transfer did not finish in 600 simulated seconds: up {} of {total}, down {} of {down_total}",
             upload.received,
             download.received
         );
@@ -618,6 +622,18 @@ fn four_mebibytes_each_way_over_tcp() {
     });
     assert_eq!((outcome.uploaded, outcome.downloaded), (TOTAL, TOTAL));
     assert_eq!(outcome.lost, 0);
+}
+
+#[test]
+fn the_origin_closing_first_loses_none_of_the_upload() {
+    // The origin answers with 64 KiB and closes its side at once; the client is still
+    // uploading 4 MiB, and all of it must arrive before the connection ends.
+    let outcome = run(&Scenario {
+        down_total: Some(64 << 10),
+        ..Scenario::udp(5, 4 << 20)
+    });
+    assert_eq!(outcome.uploaded, 4 << 20);
+    assert_eq!(outcome.downloaded, 64 << 10);
 }
 
 #[test]

@@ -467,9 +467,7 @@ fn run(seed: u8, total: u64, tcp: bool) -> Outcome {
             fed = true;
         }
         // The origin closes its side once it has everything it was sent, as a server
-        // answering a request does. (Closing earlier, while the client's upload is paused,
-        // can end the client's forward before its upload is through: a client matter that
-        // sim.rs does not meet either.)
+        // answering a request does (sim.rs also covers an origin that closes first).
         if let Some(id) = flow.filter(|_| flow_connected)
             && download.sent == total
             && upload.received == total
