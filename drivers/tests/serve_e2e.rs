@@ -14,7 +14,8 @@
 //! page and 64 MiB checksummed; usernames and passwords from a users file, with a wrong
 //! password refused (`AUTH_FAILED`) and a good client right after; a client certificate from a
 //! CA the server does not trust; a destination outside the exit's allow-list (refused at
-//! once); and erebus's own client, without a tun device, under `--runtime mio` and
+//! once); a UDP flow (echoes of 1, 100 and 1200 bytes, and none from a port outside the
+//! allow-list); and erebus's own client, without a tun device, under `--runtime mio` and
 //! `--runtime smol`, for a page and 64 MiB. In OpenVPN's static-key point-to-point mode (no
 //! TLS, one peer, `secret` and `ifconfig`), the stock client and erebus's own client each
 //! fetch a page and 64 MiB over UDP (the stock client over TCP too). Two clients at once
@@ -31,8 +32,8 @@ use e2e::{EREBUS, NOBODY_UID, strip_ansi};
 use erebus_testvectors::netns::{self, NsProcess};
 use erebus_testvectors::serve_netns::{
     self, CLIENT_ADDR, ClientIdentity, FIRST_CLIENT_TUNNEL_ADDR, HTTP_MARKER, HarnessError,
-    ORIGIN_ADDR, REFUSED_ORIGIN_PORT, RunAs, STATIC_KEY_PEER_NAME, STOCK_CLIENT_READY,
-    ServeHarness, ServeOptions, ServerAuth, Transport,
+    ORIGIN_ADDR, ORIGIN_UDP_PORT, REFUSED_ORIGIN_PORT, REFUSED_ORIGIN_UDP_PORT, RunAs,
+    STATIC_KEY_PEER_NAME, STOCK_CLIENT_READY, ServeHarness, ServeOptions, ServerAuth, Transport,
 };
 
 /// The big download: 64 MiB of the harness's pattern stream, checksummed.
@@ -51,14 +52,15 @@ const PROXY: &str = "127.0.0.1:8080";
 /// Starts erebus serve for `transport` and `auth` after the interop gate, and checks that it
 /// runs as nobody without a tun device. `None` when the gate lets the test skip.
 fn start(test: &str, transport: Transport, auth: ServerAuth) -> Option<ServeHarness> {
+    start_with(test, ServeOptions::new(transport, auth))
+}
+
+/// [`start`] with any options.
+fn start_with(test: &str, options: ServeOptions) -> Option<ServeHarness> {
     if !serve_netns::should_run_interop(test) {
         return None;
     }
-    let harness = ServeHarness::start(
-        std::path::Path::new(EREBUS),
-        ServeOptions::new(transport, auth),
-    )
-    .unwrap();
+    let harness = ServeHarness::start(std::path::Path::new(EREBUS), options).unwrap();
     let pid = harness.serve_pid().unwrap();
     assert_eq!(
         netns::uid_of(pid),
@@ -624,4 +626,134 @@ fn erebus_client_static_key_over_udp() {
     assert!(status.success(), "erebus exited with {status}");
     assert!(harness.serve_running(), "{}", serve_log(&harness));
     eprintln!("{test}: up after {up:?}, 64 MiB in {download:?}");
+}
+
+/// The UDP client (`python3 -c`, arguments `HOST PORT TIMEOUT HEX...`): one unconnected socket
+/// sends each payload (given in hex) and prints, per payload, `<from> <echo in hex>` or
+/// `timeout` (or `error <what>`).
+const UDP_PROBE_PY: &str = "\
+import socket, sys
+host, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(timeout)
+for payload in sys.argv[4:]:
+    s.sendto(bytes.fromhex(payload), (host, port))
+    try:
+        echo, peer = s.recvfrom(65535)
+        print(f'{peer[0]}:{peer[1]} {echo.hex()}', flush=True)
+    except socket.timeout:
+        print('timeout', flush=True)
+    except OSError as error:
+        print(f'error {error}', flush=True)
+";
+
+/// Sends each of `payloads` to `ORIGIN_ADDR:port` from the client namespace (as nobody) or,
+/// with `in_server`, from the server namespace, waiting up to 3 s for each echo. Returns one
+/// line per payload (see [`UDP_PROBE_PY`]).
+fn udp_probe(
+    harness: &ServeHarness,
+    in_server: bool,
+    port: u16,
+    payloads: &[Vec<u8>],
+) -> Vec<String> {
+    let python3 = harness.python3().to_str().unwrap().to_owned();
+    let (host, port) = (ORIGIN_ADDR.to_string(), port.to_string());
+    let hex: Vec<String> = payloads.iter().map(|payload| netns::hex(payload)).collect();
+    let mut argv = vec![python3.as_str(), "-c", UDP_PROBE_PY, &host, &port, "3"];
+    argv.extend(hex.iter().map(String::as_str));
+    let limit = Duration::from_secs(5 + 4 * payloads.len() as u64);
+    let output = if in_server {
+        harness.run_in_server(&argv, limit)
+    } else {
+        harness.run_in_client(RunAs::Nobody, &argv, limit)
+    }
+    .unwrap();
+    assert!(output.success(), "the UDP probe failed: {output}");
+    let lines: Vec<String> = output.stdout_text().lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), payloads.len(), "{output}");
+    lines
+}
+
+/// A UDP flow through the exit: the stock client sends datagrams of 1, 100 and 1200 bytes to
+/// the origin's UDP echo port (allowed by a second `--allow` rule) and each comes back
+/// byte-identical, from the origin's address; a datagram to the origin's other echo port
+/// (which answers inside the server namespace) gets no echo, and erebus serve logs the
+/// refusal.
+#[test]
+fn udp_flow_through_the_exit() {
+    let test = "serve_udp_flow_through_the_exit";
+    let mut options = ServeOptions::new(Transport::Udp, ServerAuth::Certificate);
+    options.udp_echo = true;
+    let Some(harness) = start_with(test, options) else {
+        return;
+    };
+    let started = Instant::now();
+    let payload = |size: usize, seed: usize| -> Vec<u8> {
+        (0..size)
+            .map(|i| ((i * 31 + seed * 7 + 1) % 256) as u8)
+            .collect()
+    };
+    // The refused port echoes on the server's side: only the exit's allow-list keeps clients
+    // out.
+    let direct = udp_probe(&harness, true, REFUSED_ORIGIN_UDP_PORT, &[payload(10, 9)]);
+    assert_eq!(
+        direct,
+        [format!(
+            "{ORIGIN_ADDR}:{REFUSED_ORIGIN_UDP_PORT} {}",
+            netns::hex(&payload(10, 9))
+        )]
+    );
+
+    let mut client = stock_client(&harness, "stock", ClientIdentity::Certificate, &[]);
+    wait_until_up(&harness, &mut client, serve_netns::CLIENT_CERT_NAME);
+    let up = started.elapsed();
+
+    let sizes = [1, 100, 1200];
+    let payloads: Vec<Vec<u8>> = sizes.iter().map(|&size| payload(size, size)).collect();
+    let echoes = udp_probe(&harness, false, ORIGIN_UDP_PORT, &payloads);
+    for (sent, echo) in payloads.iter().zip(&echoes) {
+        assert_eq!(
+            echo,
+            &format!("{ORIGIN_ADDR}:{ORIGIN_UDP_PORT} {}", netns::hex(sent)),
+            "the echo of {} bytes is not what was sent\n--- erebus serve ---\n{}",
+            sent.len(),
+            serve_log(&harness)
+        );
+    }
+    let echoed = started.elapsed();
+
+    let refused = udp_probe(&harness, false, REFUSED_ORIGIN_UDP_PORT, &[payload(100, 3)]);
+    assert_eq!(refused, ["timeout"], "a refused datagram was answered");
+    let expected = format!(
+        "erebus serve: refused {FIRST_CLIENT_TUNNEL_ADDR} -> \
+         {ORIGIN_ADDR}:{REFUSED_ORIGIN_UDP_PORT}: not in the exit's allow-list"
+    );
+    assert!(
+        harness
+            .wait_for_serve_line(&[&expected], Duration::from_secs(5))
+            .is_some(),
+        "no `{expected}` in the log:\n{}",
+        serve_log(&harness)
+    );
+    // The echo server saw the three datagrams on the allowed port, from the server
+    // namespace's own address (the exit's host socket), and only its own side's on the other.
+    let echo_log = std::fs::read_to_string(harness.udp_echo_log()).unwrap();
+    for size in sizes {
+        let line = format!("udpecho: {size} bytes to port {ORIGIN_UDP_PORT} from ");
+        assert_eq!(echo_log.matches(&line).count(), 1, "{echo_log}");
+    }
+    assert_eq!(
+        echo_log
+            .matches(&format!("to port {REFUSED_ORIGIN_UDP_PORT} from "))
+            .count(),
+        1,
+        "the refused port saw a datagram other than the server namespace's own:\n{echo_log}"
+    );
+    assert!(!echo_log.contains("from 10.203."), "{echo_log}");
+    assert!(harness.serve_running(), "{}", serve_log(&harness));
+    eprintln!(
+        "{test}: up after {up:?}, echoes after {echoed:?}, refused probe done after {:?}",
+        started.elapsed()
+    );
+    drop(client);
 }

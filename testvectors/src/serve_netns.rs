@@ -9,6 +9,7 @@
 //!  route 10.202.0.0/24 via the tunnel (pushed)       lo 10.202.0.1/32, the origin:
 //!                                                      httpd.py 10.202.0.1:8080 (allowed)
 //!                                                      httpd.py 10.202.0.1:8081 (not allowed)
+//!                                                    [udp echo 10.202.0.1:7007 (allowed), :7008]
 //! ```
 //!
 //! The server's clients get addresses from `server 10.203.0.0 255.255.255.0` and a pushed
@@ -84,6 +85,12 @@ pub const ORIGIN_PORT: u16 = 8080;
 pub const REFUSED_ORIGIN_PORT: u16 = 8081;
 /// The rule erebus serve gets as `--allow`.
 pub const ALLOW_RULE: &str = "10.202.0.0/24:8080";
+/// The origin's UDP echo port that the exit allows (with [`ServeOptions::udp_echo`]).
+pub const ORIGIN_UDP_PORT: u16 = 7007;
+/// A second UDP echo port on [`ORIGIN_ADDR`] that the exit does not allow.
+pub const REFUSED_ORIGIN_UDP_PORT: u16 = 7008;
+/// The second `--allow` rule erebus serve gets with [`ServeOptions::udp_echo`].
+pub const UDP_ALLOW_RULE: &str = "10.202.0.1/32:7007";
 /// The server's inner address (`server 10.203.0.0 255.255.255.0`).
 pub const SERVER_TUNNEL_ADDR: Ipv4Addr = Ipv4Addr::new(10, 203, 0, 1);
 /// The inner address the first client gets.
@@ -112,6 +119,25 @@ pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 const SERVE_STOP_GRACE: Duration = Duration::from_secs(5);
 
 const HTTPD_PY: &str = include_str!("../harness/httpd.py");
+/// The UDP echo server (`python3 -c`, arguments `ADDRESS PORT...`): one socket per port, every
+/// datagram logged (`udpecho: <n> bytes to port <port> from <addr>:<port>`) and sent back.
+const UDP_ECHO_PY: &str = "\
+import selectors, socket, sys
+addr = sys.argv[1]
+sel = selectors.DefaultSelector()
+for port in sys.argv[2:]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, int(port)))
+    sel.register(s, selectors.EVENT_READ)
+    print(f'udpecho: listening on {addr}:{port}', flush=True)
+while True:
+    for key, _ in sel.select():
+        s = key.fileobj
+        data, peer = s.recvfrom(65535)
+        port = s.getsockname()[1]
+        print(f'udpecho: {len(data)} bytes to port {port} from {peer[0]}:{peer[1]}', flush=True)
+        s.sendto(data, peer)
+";
 const CA_CERT: &str = include_str!("../tls-pki/ca.crt");
 const SERVER_CERT: &str = include_str!("../tls-pki/server.crt");
 const SERVER_KEY: &str = include_str!("../tls-pki/server.key");
@@ -270,6 +296,10 @@ pub struct ServeOptions {
     pub auth: ServerAuth,
     /// Bound for erebus serve and the HTTP servers to come up.
     pub startup_timeout: Duration,
+    /// Also a UDP echo server on [`ORIGIN_ADDR`], ports [`ORIGIN_UDP_PORT`] and
+    /// [`REFUSED_ORIGIN_UDP_PORT`], and erebus serve with a second rule,
+    /// `--allow` [`UDP_ALLOW_RULE`] (off by default).
+    pub udp_echo: bool,
 }
 
 impl ServeOptions {
@@ -279,6 +309,7 @@ impl ServeOptions {
             transport,
             auth,
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            udp_echo: false,
         }
     }
 }
@@ -513,6 +544,9 @@ impl ServeHarness {
         for port in [ORIGIN_PORT, REFUSED_ORIGIN_PORT] {
             harness.start_httpd(port, timeout)?;
         }
+        if harness.options.udp_echo {
+            harness.start_udp_echo(timeout)?;
+        }
         harness.start_serve(erebus)?;
         Ok(harness)
     }
@@ -677,6 +711,40 @@ impl ServeHarness {
         })
     }
 
+    fn start_udp_echo(&mut self, timeout: Duration) -> Result<(), HarnessError> {
+        let mut command = root_command_in(
+            &self.programs.ip,
+            &self.programs.setpriv,
+            &self.server_ns,
+            &self.programs.python3,
+            &self.dir,
+        );
+        command
+            .args(["-c", UDP_ECHO_PY, &ORIGIN_ADDR.to_string()])
+            .args([ORIGIN_UDP_PORT, REFUSED_ORIGIN_UDP_PORT].map(|port| port.to_string()));
+        let log = self.udp_echo_log();
+        let what = format!("the UDP echo server on {ORIGIN_ADDR}");
+        let mut process = spawn_tracked(&what, command, &log, &self.programs.kill)?;
+        let ready = format!("udpecho: listening on {ORIGIN_ADDR}:{REFUSED_ORIGIN_UDP_PORT}");
+        let outcome = poll_until(timeout, || {
+            if let Some(status) = process.exit_status() {
+                return Err(HarnessError::Exited {
+                    what: what.clone(),
+                    status: status.to_string(),
+                    detail: file_tail(&log, LOG_TAIL_LINES),
+                });
+            }
+            Ok(file_contains(&log, &ready).then_some(()))
+        });
+        // Kept even if it failed: `Drop` stops it.
+        self.helpers.push(process);
+        outcome?.ok_or_else(|| HarnessError::NotReady {
+            what: format!("{what} (`{ready}` in {})", log.display()),
+            waited: timeout,
+            detail: file_tail(&log, LOG_TAIL_LINES),
+        })
+    }
+
     fn start_serve(&self, erebus: &Path) -> Result<(), HarnessError> {
         let erebus = erebus.to_string_lossy().into_owned();
         let config = self.dir.join("server.conf").to_string_lossy().into_owned();
@@ -689,6 +757,9 @@ impl ServeHarness {
             "--allow",
             ALLOW_RULE,
         ];
+        if self.options.udp_echo {
+            argv.extend_from_slice(&["--allow", UDP_ALLOW_RULE]);
+        }
         if self.options.auth == ServerAuth::UsersFile {
             argv.extend_from_slice(&["--users", &users]);
         }
@@ -810,6 +881,11 @@ impl ServeHarness {
         self.dir.join(format!("httpd-{port}.log"))
     }
 
+    /// The UDP echo server's log (with [`ServeOptions::udp_echo`]): a line per datagram.
+    pub fn udp_echo_log(&self) -> PathBuf {
+        self.dir.join("udpecho.log")
+    }
+
     /// Runs `argv` as root in the server namespace (for probes of the origin from its own
     /// side) and waits up to `timeout` for it.
     pub fn run_in_server(
@@ -869,6 +945,11 @@ impl ServeHarness {
     /// The `curl` program.
     pub fn curl(&self) -> &Path {
         &self.programs.curl
+    }
+
+    /// The `python3` program.
+    pub fn python3(&self) -> &Path {
+        &self.programs.python3
     }
 
     // --- clients ------------------------------------------------------------------------------
