@@ -11,11 +11,13 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use common::{DOWN_SALT, Link, Stream, UP_SALT, Way};
 use erebus_client::{Client, ClientConfig};
 use erebus_net::TcpConfig;
 use erebus_proxy::{FrontEnd, Host, ProxyConfig};
@@ -25,7 +27,7 @@ use erebus_sansio::io::{
 use erebus_sansio::serve::{
     FlowEvent, FlowId, FlowKind, PeerEvent, ServeDriven, ServeEvent, ServeInput, ServeOutput,
 };
-use erebus_sansio::{Driven, Instant, Seed, SeededRng, UnixTime, WallClock};
+use erebus_sansio::{Driven, Instant, Seed, UnixTime, WallClock};
 use erebus_server::{AllowList, ServeOptions, Server};
 use erebus_session::{Overrides, SessionTunnel};
 use zeroize::Zeroizing;
@@ -66,111 +68,6 @@ fn key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
         Err(format!("{} (the test has only static.key)", path.display()))
     }
 }
-
-/// Which way a datagram travels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Way {
-    ToServer,
-    ToClient,
-}
-
-/// The outer link: a fixed delay, and seeded loss, duplication and reordering.
-struct Link {
-    /// A TCP connection: nothing lost, duplicated or reordered.
-    reliable: bool,
-    rng: SeededRng,
-    in_flight: BTreeMap<(Instant, u64), (Way, Vec<u8>)>,
-    sequence: u64,
-    sent: u64,
-    lost: u64,
-}
-
-impl Link {
-    const DELAY: Duration = Duration::from_millis(10);
-    /// Per mille.
-    const LOSS: u32 = 20;
-    const DUPLICATION: u32 = 10;
-    const REORDERING: u32 = 20;
-
-    fn send(&mut self, now: Instant, way: Way, bytes: &[u8]) {
-        self.sent += 1;
-        if self.reliable {
-            self.sequence += 1;
-            let at = now.max(self.in_flight.keys().last().map_or(now, |k| k.0)) + Self::DELAY;
-            self.in_flight
-                .insert((at, self.sequence), (way, bytes.to_vec()));
-            return;
-        }
-        if self.rng.below(1000) < Self::LOSS {
-            self.lost += 1;
-            return;
-        }
-        let copies = if self.rng.below(1000) < Self::DUPLICATION {
-            2
-        } else {
-            1
-        };
-        for _ in 0..copies {
-            let mut at = now + Self::DELAY;
-            if self.rng.below(1000) < Self::REORDERING {
-                at += Duration::from_millis(u64::from(1 + self.rng.below(15)));
-            }
-            self.sequence += 1;
-            self.in_flight
-                .insert((at, self.sequence), (way, bytes.to_vec()));
-        }
-    }
-
-    fn next_at(&self) -> Option<Instant> {
-        self.in_flight.keys().next().map(|(at, _)| *at)
-    }
-
-    fn take_due(&mut self, now: Instant) -> Option<(Way, Vec<u8>)> {
-        let (&key, _) = self.in_flight.iter().next()?;
-        if key.0 > now {
-            return None;
-        }
-        self.in_flight.remove(&key)
-    }
-}
-
-/// A byte stream the test sends and checks: byte `i` is a function of `i` and a salt.
-fn pattern_byte(salt: u8, index: u64) -> u8 {
-    (index.wrapping_mul(2_654_435_761) >> 13) as u8 ^ salt
-}
-
-/// One direction of bulk data: what was sent, what arrived and whether it was right.
-#[derive(Default)]
-struct Stream {
-    sent: u64,
-    received: u64,
-    corrupt: bool,
-    paused: bool,
-    eof: bool,
-}
-
-impl Stream {
-    fn next_chunk(&mut self, salt: u8, total: u64, len: usize) -> Vec<u8> {
-        let len = (total - self.sent).min(len as u64);
-        let chunk = (self.sent..self.sent + len)
-            .map(|i| pattern_byte(salt, i))
-            .collect();
-        self.sent += len;
-        chunk
-    }
-
-    fn check(&mut self, salt: u8, bytes: &[u8]) {
-        for (offset, &byte) in bytes.iter().enumerate() {
-            if byte != pattern_byte(salt, self.received + offset as u64) {
-                self.corrupt = true;
-            }
-        }
-        self.received += bytes.len() as u64;
-    }
-}
-
-const UP_SALT: u8 = 0x5a;
-const DOWN_SALT: u8 = 0xa5;
 
 struct Outcome {
     uploaded: u64,
@@ -238,14 +135,7 @@ fn run(seed: u8, total: u64, tcp: bool) -> Outcome {
         now,
     );
 
-    let mut link = Link {
-        reliable: tcp,
-        rng: seed.child("link").rng(),
-        in_flight: BTreeMap::new(),
-        sequence: 0,
-        sent: 0,
-        lost: 0,
-    };
+    let mut link = Link::new(tcp, seed.child("link").rng());
     let conn = ConnId(1);
     let mut now = now;
     let mut buf = vec![0u8; 70_000];
