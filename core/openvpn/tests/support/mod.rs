@@ -1,0 +1,68 @@
+//! The data-channel fixture shared by the zero-allocation test and the data-channel benchmark:
+//! both ends of one key for every cipher erebus supports, and in-place packet buffers.
+
+#![allow(dead_code)] // The test and the benchmark each use a different part.
+
+use core::ops::Range;
+
+use erebus_openvpn::DataChannel;
+use erebus_openvpn::data::{AeadAlg, AuthAlg, CipherAlg, DataCipher, DataConfig, Key2Role};
+use erebus_openvpn::packet::{KeyId, PeerId};
+use erebus_sansio::Seed;
+
+/// Inner packet size: a full-size IPv4 packet under a 1500-byte link after the overhead.
+pub(crate) const PACKET_LEN: usize = 1400;
+
+/// Every AEAD cipher, by its OpenVPN name.
+pub(crate) fn aead_ciphers() -> Vec<(String, DataCipher)> {
+    AeadAlg::ALL
+        .into_iter()
+        .map(|alg| (alg.openvpn_name().to_owned(), DataCipher::Aead(alg)))
+        .collect()
+}
+
+/// Every CBC cipher with every HMAC, named as OpenVPN's `cipher` and `auth` options.
+pub(crate) fn cbc_hmac_ciphers() -> Vec<(String, DataCipher)> {
+    let mut all = Vec::new();
+    for cipher in [
+        CipherAlg::Aes128Cbc,
+        CipherAlg::Aes192Cbc,
+        CipherAlg::Aes256Cbc,
+    ] {
+        for auth in [AuthAlg::Sha1, AuthAlg::Sha256, AuthAlg::Sha512] {
+            all.push((
+                format!("{}+HMAC-{}", cipher.openvpn_name(), auth.openvpn_name()),
+                DataCipher::CbcHmac { cipher, auth },
+            ));
+        }
+    }
+    all
+}
+
+/// The two ends of one key, client and server, from fixed key material, framed as a TLS-mode
+/// client does (`P_DATA_V2` header, no compression framing).
+pub(crate) fn channels(cipher: DataCipher) -> (DataChannel, DataChannel) {
+    let key2: [u8; 256] = core::array::from_fn(|i| (i as u8).wrapping_mul(31) ^ 0xa5);
+    let config = DataConfig {
+        peer_id: PeerId::new(0),
+        ..DataConfig::new(cipher)
+    };
+    let make = |role| {
+        DataChannel::from_key2(&key2, role, KeyId::ZERO, &config, &Seed::from_byte(1))
+            .expect("valid keys")
+    };
+    (make(Key2Role::Client), make(Key2Role::Server))
+}
+
+/// A buffer holding one `len`-byte inner IPv4 packet with `channel`'s headroom and tailroom
+/// around it, and where the inner packet is.
+pub(crate) fn packet_buffer(channel: &DataChannel, len: usize) -> (Vec<u8>, Range<usize>) {
+    let overhead = channel.overhead();
+    let mut buf = vec![0u8; overhead.headroom + len + overhead.tailroom];
+    let inner = overhead.headroom..overhead.headroom + len;
+    for (i, byte) in buf[inner.clone()].iter_mut().enumerate() {
+        *byte = i as u8;
+    }
+    buf[inner.start] = 0x45;
+    (buf, inner)
+}
