@@ -21,6 +21,7 @@ const PACKETS: usize = 1000;
 /// Seals `PACKETS` packets on the client's end and opens them on the server's, counting the
 /// allocations of each side. The buffers are made beforehand: they are the caller's.
 fn seal_and_open(name: &str, cipher: DataCipher) {
+    assert!(erebus_alloc_counter::is_installed());
     let (mut client, mut server) = channels(cipher);
     let (template, _) = packet_buffer(&client, PACKET_LEN);
     let headroom = client.overhead().headroom;

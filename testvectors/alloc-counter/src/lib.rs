@@ -76,6 +76,12 @@ pub fn count<R>(f: impl FnOnce() -> R) -> (R, u64) {
     (result, thread_allocations() - before)
 }
 
+/// Whether [`CountingAllocator`] is the binary's global allocator, so that a count of zero
+/// means something: tests assert it before trusting their counts.
+pub fn is_installed() -> bool {
+    count(|| std::hint::black_box(Box::new(0u8))).1 > 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +91,7 @@ mod tests {
 
     #[test]
     fn counts_this_threads_allocations_only() {
+        assert!(is_installed());
         let (boxed, allocations) = count(|| Box::new(7u64));
         assert_eq!((*boxed, allocations), (7, 1));
         // Spawning allocates on this thread, a little; the thousand boxes on the other thread
