@@ -8,8 +8,9 @@
 //!   into a datagram when one is due.
 //!
 //! Only the client's calls are timed; the peer, its stack and the way back run between
-//! measurements. That the client allocates nothing per packet on either path is checked by
-//! `tests/zero_alloc_path.rs`, which `cargo test` runs.
+//! measurements. Before measuring, the benchmark runs the zero-allocation check of
+//! `tests/zero_alloc_path.rs` (which `cargo test` runs) and fails unless the client allocated
+//! nothing per packet on either path.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -19,7 +20,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use support::ClientPath;
+use erebus_alloc_counter::CountingAllocator;
+use support::{ClientPath, steady_state_allocates_nothing};
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// Bytes moved each way before measuring, so that slow start is over.
 const WARM_UP: u64 = 1 << 20;
@@ -36,6 +41,7 @@ fn warm_path() -> ClientPath {
 // benchmark is a program around it.
 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
 fn bench_client_path(c: &mut Criterion) {
+    steady_state_allocates_nothing();
     let mut group = c.benchmark_group("client_path");
     group.throughput(Throughput::Elements(1));
 

@@ -10,26 +10,10 @@
 mod support;
 
 use erebus_alloc_counter::CountingAllocator;
-use support::{Link, PACED_RATE, source, transfer};
+use support::{PACED_RATE, steady_state_allocates_nothing};
 
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
-
-fn steady_state_allocates_nothing(rate: Option<u64>) {
-    assert!(erebus_alloc_counter::is_installed());
-    let mut link = Link::new(rate);
-    let mut read_buf = vec![0u8; 64 * 1024];
-    let steady = transfer(&mut link, &mut read_buf, &source(), true)
-        .expect("the transfer passes the counting window");
-    assert!(
-        steady.client_packets > 1000 && steady.packets > steady.client_packets,
-        "the window saw the bulk of the transfer: {steady:?}"
-    );
-    assert_eq!(
-        steady.allocations, 0,
-        "the stacks allocated in steady state: {steady:?}"
-    );
-}
 
 #[test]
 fn paced_bulk_transfer_allocates_nothing_in_steady_state() {

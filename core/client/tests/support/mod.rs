@@ -343,3 +343,48 @@ impl ClientPath {
         self.now += TICK;
     }
 }
+
+/// Bytes each way before counting: the handshake and slow start have sized every queue.
+const WARM_UP: u64 = 2 << 20;
+/// Bytes each way while counting.
+const COUNTED: u64 = 8 << 20;
+/// Bound on rounds, so that a stalled transfer fails instead of hanging.
+const MAX_ROUNDS: u64 = 1_000_000;
+
+/// Moves [`WARM_UP`] bytes each way, then [`COUNTED`] more, and panics unless the client made
+/// no heap allocation while moving the latter (with the counting allocator installed).
+pub(crate) fn steady_state_allocates_nothing() {
+    assert!(erebus_alloc_counter::is_installed());
+    let mut path = ClientPath::new();
+    let mut rounds = 0;
+    let mut run_until = |path: &mut ClientPath, bytes: u64| {
+        while path.uploaded < bytes || path.downloaded < bytes {
+            rounds += 1;
+            assert!(rounds < MAX_ROUNDS, "the transfer stalled");
+            path.round(path.uploaded < bytes, path.downloaded < bytes);
+        }
+    };
+    run_until(&mut path, WARM_UP);
+
+    let (allocations, uploaded, downloaded, transmitted) = (
+        path.client_allocations,
+        path.uploaded,
+        path.downloaded,
+        path.transmitted,
+    );
+    run_until(&mut path, WARM_UP + COUNTED);
+    let allocations = path.client_allocations - allocations;
+    let uploaded = path.uploaded - uploaded;
+    let downloaded = path.downloaded - downloaded;
+    let transmitted = path.transmitted - transmitted;
+    assert!(
+        transmitted > 5000 && uploaded > COUNTED / 2 && downloaded > COUNTED / 2,
+        "the window saw the bulk of the transfer: {transmitted} datagrams sent, \
+         {uploaded} bytes up, {downloaded} bytes down"
+    );
+    assert_eq!(
+        allocations, 0,
+        "the client allocated while sending {transmitted} datagrams ({uploaded} bytes up, \
+         {downloaded} bytes down)"
+    );
+}

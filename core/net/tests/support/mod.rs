@@ -288,3 +288,21 @@ pub(crate) fn source() -> Vec<u8> {
     Seed::from_byte(7).child("payload").rng().fill(&mut bytes);
     bytes
 }
+
+/// Runs one counted transfer over a link of `rate` and panics unless the stacks made no heap
+/// allocation in its steady state (with the counting allocator installed).
+pub(crate) fn steady_state_allocates_nothing(rate: Option<u64>) {
+    assert!(erebus_alloc_counter::is_installed());
+    let mut link = Link::new(rate);
+    let mut read_buf = vec![0u8; 64 * 1024];
+    let steady = transfer(&mut link, &mut read_buf, &source(), true)
+        .expect("the transfer passes the counting window");
+    assert!(
+        steady.client_packets > 1000 && steady.packets > steady.client_packets,
+        "the window saw the bulk of the transfer: {steady:?}"
+    );
+    assert_eq!(
+        steady.allocations, 0,
+        "the stacks allocated in steady state: {steady:?}"
+    );
+}
