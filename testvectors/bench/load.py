@@ -6,7 +6,7 @@ one GET for URL on each and reads every response to its end, checking its status
 and the SHA-256 of its body. Prints one summary line:
 
     load: ok=N failed=M open_s=S total_s=T
-    load: first failure: ...          (only when something failed)
+    load: K x KIND (e.g. ...)         (up to five kinds, only when something failed)
 
 and exits with status 0 only when all COUNT downloads arrived intact.
 
@@ -16,6 +16,7 @@ Usage: load.py --proxy 127.0.0.1:8080 --url http://10.8.0.1:8080/bytes/1048576 \
 
 import argparse
 import asyncio
+import collections
 import hashlib
 import resource
 import sys
@@ -67,19 +68,20 @@ async def main(args):
     opened = time.monotonic()
     failures = ["connect: %s" % c for c in conns if isinstance(c, BaseException)]
     good = [c for c in conns if not isinstance(c, BaseException)]
-    try:
-        results = await asyncio.wait_for(
-            asyncio.gather(*(fetch(c, args.url, args.size, args.sha256) for c in good)),
-            args.timeout,
-        )
-    except asyncio.TimeoutError:
-        results = ["timed out after %ss" % args.timeout] * len(good)
-    failures += [r for r in results if r is not None]
+    tasks = [asyncio.ensure_future(fetch(c, args.url, args.size, args.sha256)) for c in good]
+    done, pending = await asyncio.wait(tasks, timeout=args.timeout) if tasks else (set(), set())
+    for task in pending:
+        task.cancel()
+    failures += [t.result() for t in done if t.result() is not None]
+    failures += ["no complete response after %ss" % args.timeout] * len(pending)
     ok = args.count - len(failures)
     print("load: ok=%d failed=%d open_s=%.3f total_s=%.3f"
           % (ok, len(failures), opened - started, time.monotonic() - started), flush=True)
-    if failures:
-        print("load: first failure: %s" % failures[0], flush=True)
+    # What went wrong, grouped by the start of the message (the numbers vary).
+    kinds = collections.Counter(f.split(":")[0][:60] for f in failures)
+    for kind, count in kinds.most_common(5):
+        example = next(f for f in failures if f.startswith(kind))
+        print("load: %d x %s (e.g. %s)" % (count, kind, example[:160]), flush=True)
     return 0 if not failures else 1
 
 
