@@ -78,7 +78,12 @@ impl Settings {
                 .and_then(|text| text.trim().parse().ok())
                 .unwrap_or(default)
         }
-        let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+        // The workspace's target directory: the drivers crate sits one level below the root.
+        let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = manifest_dir
+            .parent()
+            .unwrap_or(manifest_dir)
+            .join("target/bench");
         Self {
             download_bytes: var("EREBUS_BENCH_BYTES", 256 << 20),
             rounds: var("EREBUS_BENCH_ROUNDS", 3).max(1),
