@@ -58,7 +58,7 @@ use crate::clock::Clock;
 use crate::connector::{
     Credentials, DEFAULT_CONNECT_TIMEOUT, Handshake, SessionWatch, closed_early,
 };
-use crate::pump::{Io, Pump, literal, resolve, transport_error, unspecified_for};
+use crate::pump::{Io, Pump, literal, resolve, size_udp_buffers, transport_error, unspecified_for};
 use crate::record::Tap;
 
 const TRANSPORT: Token = Token(0);
@@ -621,6 +621,8 @@ impl<D: Driven> MioDriver<D> {
         self.pump.accepted(&mut self.io, id, listener);
     }
 
+    /// Reads what the transport has, up to [`READS_PER_TURN`] datagrams or chunks, and hands
+    /// it to the machine as one batch.
     fn read_transport(&mut self) {
         for _ in 0..READS_PER_TURN {
             if !self.io.transport_maybe_readable {
@@ -650,8 +652,7 @@ impl<D: Driven> MioDriver<D> {
                 }
                 Ok(n) => {
                     let data = &self.read_buf[..n];
-                    self.pump
-                        .transport_data(&mut self.io, attempt, remote, data);
+                    self.pump.batch_transport_data(attempt, remote, data);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.io.transport_maybe_readable = false;
@@ -670,6 +671,8 @@ impl<D: Driven> MioDriver<D> {
                 }
             }
         }
+        // One drain for everything read: one acknowledgment covers the whole batch.
+        self.pump.end_batch(&mut self.io);
     }
 
     fn read_locals(&mut self) {
@@ -1011,6 +1014,7 @@ fn open_transport(
     match kind {
         TransportKind::Udp => {
             let mut socket = UdpSocket::bind(unspecified_for(remote))?;
+            size_udp_buffers(&socket);
             socket.connect(remote)?;
             registry.register(&mut socket, TRANSPORT, Interest::READABLE)?;
             Ok(Transport::Udp(socket))

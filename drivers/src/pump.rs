@@ -8,6 +8,15 @@
 //! mio and smol drivers are each a loop around a pump; another event loop is one more `Io`
 //! ([`crate::thread_driver`], on blocking sockets and threads, is the worked example).
 //!
+//! # Batches of datagrams
+//!
+//! A runtime that finds several datagrams (or stream chunks) readable at once hands each to
+//! [`Pump::batch_transport_data`], which applies it without draining, and then calls
+//! [`Pump::end_batch`], which drains once. The machine's answers then cover the whole batch:
+//! one acknowledgment for many segments instead of one per datagram, and one pass over the
+//! connections. Any other input ends an open batch first. The recording marks every datagram
+//! of a batch but the last as held, so that a replay drains where the driver did.
+//!
 //! # Local writes
 //!
 //! A local connection is reported [`LocalEvent::WriteBlocked`] when more than
@@ -87,6 +96,12 @@ pub struct Pump<D> {
     on_event: Box<dyn FnMut(&Event) + Send>,
     watch: Arc<SessionWatch>,
     stop_sent: bool,
+    /// Inputs were applied since the last drain ([`Pump::batch_transport_data`]).
+    batch_open: bool,
+    /// When recording: the last datagram of the open batch, recorded once it is known whether
+    /// another follows it before the drain (`now`, sender; the bytes in `held_bytes`).
+    held: Option<(Instant, SocketAddr)>,
+    held_bytes: Vec<u8>,
 }
 
 impl<D> Drop for Pump<D> {
@@ -112,6 +127,9 @@ impl<D: Driven> Pump<D> {
             on_event: Box::new(|_| {}),
             watch: Arc::default(),
             stop_sent: false,
+            batch_open: false,
+            held: None,
+            held_bytes: Vec::new(),
         }
     }
 
@@ -155,8 +173,10 @@ impl<D: Driven> Pump<D> {
         self.drain(io);
     }
 
-    /// Applies one input, then drains the machine (the sans-IO rule).
+    /// Applies one input, then drains the machine (the sans-IO rule). An open batch is
+    /// drained first.
     pub fn feed(&mut self, io: &mut impl Io, input: Input<'_>) {
+        self.end_batch(io);
         if let Some(tap) = &mut self.tap {
             tap.input(&input);
         }
@@ -267,6 +287,60 @@ impl<D: Driven> Pump<D> {
         );
     }
 
+    /// Bytes from the transport of `attempt`, applied without draining: one datagram (or
+    /// stream chunk) of several the runtime read at once. Call [`Pump::end_batch`] after the
+    /// last; see the [module documentation](self#batches-of-datagrams).
+    pub fn batch_transport_data(&mut self, attempt: u64, from: SocketAddr, bytes: &[u8]) {
+        if self.attempt != Some(attempt) {
+            return;
+        }
+        let now = self.clock.now();
+        if let Some(tap) = &mut self.tap {
+            // The previous datagram was not the last of the batch.
+            if let Some((held_now, held_from)) = self.held.take() {
+                tap.held_input(&Input::Transport {
+                    now: held_now,
+                    event: TransportEvent::Data {
+                        from: held_from,
+                        bytes: &self.held_bytes,
+                    },
+                });
+            }
+            self.held_bytes.clear();
+            self.held_bytes.extend_from_slice(bytes);
+            self.held = Some((now, from));
+        }
+        let input = Input::Transport {
+            now,
+            event: TransportEvent::Data { from, bytes },
+        };
+        if let Err(e) = self.machine.handle_input(input) {
+            tracing::debug!("input refused: {e}");
+        }
+        self.batch_open = true;
+    }
+
+    /// Drains the machine once after the datagrams of a batch
+    /// ([`Pump::batch_transport_data`]); nothing when no batch is open.
+    pub fn end_batch(&mut self, io: &mut impl Io) {
+        if !self.batch_open {
+            return;
+        }
+        self.batch_open = false;
+        if let Some(tap) = &mut self.tap
+            && let Some((now, from)) = self.held.take()
+        {
+            tap.input(&Input::Transport {
+                now,
+                event: TransportEvent::Data {
+                    from,
+                    bytes: &self.held_bytes,
+                },
+            });
+        }
+        self.drain(io);
+    }
+
     /// The transport of `attempt` could not be opened, failed, or was closed by the server.
     pub fn transport_closed(&mut self, io: &mut impl Io, attempt: u64, error: TransportError) {
         if self.attempt != Some(attempt) {
@@ -358,6 +432,25 @@ impl<D: Driven> Pump<D> {
             }
             None => io.close_transport(),
         }
+    }
+}
+
+/// Receive buffer asked for on a UDP transport socket: room for a burst from the server (a
+/// whole TCP window of the tunnel arriving while the loop is busy) instead of dropping it. The
+/// kernel counts about twice the payload, and caps the request at `net.core.rmem_max`.
+pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+/// Send buffer asked for on a UDP transport socket (capped at `net.core.wmem_max`).
+pub const UDP_SEND_BUFFER: usize = 1 << 20;
+
+/// Sizes a UDP transport socket's kernel buffers ([`UDP_RECEIVE_BUFFER`],
+/// [`UDP_SEND_BUFFER`]); a refusal leaves the system's defaults.
+pub fn size_udp_buffers(socket: &impl std::os::fd::AsFd) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if let Err(e) = setsockopt(socket, sockopt::RcvBuf, &UDP_RECEIVE_BUFFER) {
+        tracing::debug!("cannot size the transport's receive buffer: {e}");
+    }
+    if let Err(e) = setsockopt(socket, sockopt::SndBuf, &UDP_SEND_BUFFER) {
+        tracing::debug!("cannot size the transport's send buffer: {e}");
     }
 }
 

@@ -12,7 +12,8 @@
 //!   server's resolved address, the front ends in listener order, the `--dns` servers, whether
 //!   proxy authentication was on and whether `--auth-user-pass` was given (never a password),
 //!   and the profile's directory for files it names;
-//! - `journal`: every input with its `now`, in the order the machine handled them
+//! - `journal`: every input with its `now`, in the order the machine handled them, the
+//!   datagrams of a batch handled before one drain marked as held
 //!   ([`erebus_sansio::journal`] format);
 //! - `transport.pcap`: the outer packets both ways, with synthesised IP/UDP or IP/TCP headers
 //!   so Wireshark's OpenVPN and ISAKMP dissectors can read them. Each outbound record is one
@@ -24,7 +25,7 @@
 //!
 //! [`crate::replay::replay_dir`] rebuilds the client from `seed`, `config` and `settings` with
 //! [`crate::session::build_client`] (the function the command itself uses), feeds the journal
-//! to it with a full drain after each input, as a driver does, and compares every transmit, in
+//! to it with a full drain after each input but a held one, as a driver does, and compares every transmit, in
 //! order and byte for byte, with the outbound packets of `transport.pcap`. Sessions that used
 //! `--auth-user-pass` or `--proxy-auth` need those credentials again
 //! ([`crate::replay::ReplayOptions`]): the recording does not keep them. The
@@ -51,6 +52,11 @@ pub trait Tap {
     fn transport_opened(&mut self, kind: TransportKind, remote: SocketAddr, local: SocketAddr);
     /// An input, just before the machine handles it.
     fn input(&mut self, input: &Input<'_>);
+    /// An input of a batch the machine handles before its next drain: another input follows
+    /// before any output is taken. By default recorded as [`Tap::input`].
+    fn held_input(&mut self, input: &Input<'_>) {
+        self.input(input);
+    }
     /// Bytes the machine sent on the transport, at `now`.
     fn transmit(&mut self, now: Instant, bytes: &[u8]);
 }
@@ -201,18 +207,11 @@ impl Tap for Recorder {
     }
 
     fn input(&mut self, input: &Input<'_>) {
-        self.journal_buf.clear();
-        journal::encode(input, &mut self.journal_buf);
-        if let Err(e) = self.journal.write_all(&self.journal_buf) {
-            tracing::warn!("recording: journal write failed: {e}");
-        }
-        if let Input::Transport {
-            now,
-            event: TransportEvent::Data { bytes, .. },
-        } = *input
-        {
-            self.capture(now, false, bytes);
-        }
+        self.record_input(input, false);
+    }
+
+    fn held_input(&mut self, input: &Input<'_>) {
+        self.record_input(input, true);
     }
 
     fn transmit(&mut self, now: Instant, bytes: &[u8]) {
@@ -223,6 +222,29 @@ impl Tap for Recorder {
             self.early.push((now, bytes.to_vec()));
         } else {
             tracing::warn!("recording: a transmit before any transport opened is left out");
+        }
+    }
+}
+
+impl Recorder {
+    /// Writes `input` to the journal (held: no drain follows it) and, for transport data, to
+    /// the pcap.
+    fn record_input(&mut self, input: &Input<'_>, held: bool) {
+        self.journal_buf.clear();
+        if held {
+            journal::encode_held(input, &mut self.journal_buf);
+        } else {
+            journal::encode(input, &mut self.journal_buf);
+        }
+        if let Err(e) = self.journal.write_all(&self.journal_buf) {
+            tracing::warn!("recording: journal write failed: {e}");
+        }
+        if let Input::Transport {
+            now,
+            event: TransportEvent::Data { bytes, .. },
+        } = *input
+        {
+            self.capture(now, false, bytes);
         }
     }
 }

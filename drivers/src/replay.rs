@@ -4,7 +4,8 @@
 //! client exactly as the `erebus` command built it ([`crate::session::build_client`], from the
 //! recorded seed, profile and settings), and runs it the way a driver does, without a socket
 //! or a clock: one drain before the first input, then each journal input in order, each
-//! followed by a drain until [`Output::Timeout`]. Every [`Output::Transmit`] is compared, in
+//! followed by a drain until [`Output::Timeout`] (but a held one: the datagrams of a batch
+//! are drained once, after the last). Every [`Output::Transmit`] is compared, in
 //! order and byte for byte, with the outbound packets of `transport.pcap`, and every inbound
 //! packet of the pcap with the journal's `Transport Data` inputs. The first difference is an
 //! error that says where and shows both packets.
@@ -291,8 +292,8 @@ pub fn replay_dir_with(dir: &Path, options: ReplayOptions) -> Result<ReplayRepor
     // A driver drains once before its first input: the client's first packets come from it.
     run.drain(&mut client)?;
     let mut journal_complete = true;
-    let reader = JournalReader::new(&journal).map_err(ReplayError::Journal)?;
-    for input in reader {
+    let mut reader = JournalReader::new(&journal).map_err(ReplayError::Journal)?;
+    while let Some(input) = reader.next() {
         let input = match input {
             Ok(input) => input,
             Err(JournalError::Truncated { .. }) => {
@@ -327,7 +328,10 @@ pub fn replay_dir_with(dir: &Path, options: ReplayOptions) -> Result<ReplayRepor
         // A refused input changes nothing; the driver only logged it.
         let _ = client.handle_input(input);
         run.report.inputs += 1;
-        run.drain(&mut client)?;
+        // The datagrams of a batch were handled before one drain, after the last of them.
+        if !reader.held() {
+            run.drain(&mut client)?;
+        }
     }
     if journal_complete && run.report.received < inbound.len() {
         return Err(ReplayError::Inbound {

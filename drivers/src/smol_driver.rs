@@ -50,13 +50,15 @@ use smol::{Async, Task, Timer};
 
 use crate::clock::Clock;
 use crate::connector::{Credentials, DEFAULT_CONNECT_TIMEOUT, Handshake, SessionWatch};
-use crate::pump::{Io, Pump, literal, resolve, transport_error, unspecified_for};
+use crate::pump::{Io, Pump, literal, resolve, size_udp_buffers, transport_error, unspecified_for};
 use crate::record::Tap;
 
 /// Bytes read from a local connection at a time.
 const LOCAL_READ_CHUNK: usize = 64 * 1024;
 /// Largest outer packet or stream chunk read from the transport.
 const TRANSPORT_READ_CHUNK: usize = 65_536;
+/// Datagrams (or stream chunks) from the transport handed to the machine before one drain.
+const TRANSPORT_BATCH: usize = 64;
 
 /// Stops a running [`SmolDriver`] gracefully, from any thread or task.
 #[derive(Clone)]
@@ -385,7 +387,20 @@ impl<D: Driven> SmolDriver<D> {
                 None => self.rx.recv().await.ok(),
             };
             if let Some(message) = message {
+                let mut batched = matches!(message, Message::TransportData(..));
                 self.handle_message(message);
+                // Take the datagrams already queued behind it, so that one drain (and one
+                // acknowledgment) answers them all.
+                let mut taken = 1;
+                while batched && taken < TRANSPORT_BATCH {
+                    let Ok(next) = self.rx.try_recv() else {
+                        break;
+                    };
+                    batched = matches!(next, Message::TransportData(..));
+                    self.handle_message(next);
+                    taken += 1;
+                }
+                self.pump.end_batch(&mut self.io);
             }
             self.pump.check_deadline(&mut self.io);
         }
@@ -406,7 +421,7 @@ impl<D: Driven> SmolDriver<D> {
                 pump.transport_connected(io, attempt, remote, local);
             }
             Message::TransportData(attempt, from, bytes) => {
-                pump.transport_data(io, attempt, from, &bytes);
+                pump.batch_transport_data(attempt, from, &bytes);
                 io.pool.give(bytes);
             }
             Message::TransportClosed(attempt, error) => {
@@ -614,6 +629,7 @@ async fn run_udp(pool: BufferPool, attempt: u64, host: String, port: u16, tx: Se
         }
     };
     let opened = UdpSocket::bind(unspecified_for(remote))
+        .inspect(size_udp_buffers)
         .and_then(|socket| socket.connect(remote).map(|()| socket))
         .and_then(|socket| Ok((socket.local_addr()?, Async::new(socket)?)));
     let (local, socket) = match opened {

@@ -23,7 +23,7 @@ use erebus_sansio::io::{ConnId, Event, ListenerId, TransportError};
 use erebus_sansio::tunnel::{Failure, TransportKind, TransportSpec};
 
 use crate::clock::Clock;
-use crate::pump::{Io, Pump, resolve, transport_error, unspecified_for};
+use crate::pump::{Io, Pump, resolve, size_udp_buffers, transport_error, unspecified_for};
 use crate::record::Tap;
 
 /// How often a blocked socket thread looks whether it should stop.
@@ -32,6 +32,8 @@ const STOP_CHECK: Duration = Duration::from_millis(100);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// Datagrams (or stream chunks) from the transport handed to the machine before one drain.
+const TRANSPORT_BATCH: usize = 64;
 
 enum Message {
     Stop,
@@ -178,7 +180,20 @@ impl<D: Driven> ThreadDriver<D> {
                 },
             };
             if let Some(message) = message {
+                let mut batched = matches!(message, Message::TransportData(..));
                 self.handle(message);
+                // Take the datagrams already queued behind it, so that one drain (and one
+                // acknowledgment) answers them all.
+                let mut taken = 1;
+                while batched && taken < TRANSPORT_BATCH {
+                    let Ok(next) = self.rx.try_recv() else {
+                        break;
+                    };
+                    batched = matches!(next, Message::TransportData(..));
+                    self.handle(next);
+                    taken += 1;
+                }
+                self.pump.end_batch(&mut self.io);
             }
             self.pump.check_deadline(&mut self.io);
         };
@@ -205,7 +220,7 @@ impl<D: Driven> ThreadDriver<D> {
                 pump.transport_connected(io, attempt, remote, local);
             }
             Message::TransportData(attempt, from, bytes) => {
-                pump.transport_data(io, attempt, from, &bytes);
+                pump.batch_transport_data(attempt, from, &bytes);
             }
             Message::TransportClosed(attempt, error) => {
                 if io.transport.as_ref().is_some_and(|t| t.attempt == attempt) {
@@ -376,6 +391,7 @@ fn accept_loop(id: ListenerId, listener: &TcpListener, tx: &Sender<Message>, sto
 fn run_udp(attempt: u64, host: &str, port: u16, tx: &Sender<Message>, stop: &AtomicBool) {
     let opened = resolve(host, port).and_then(|remote| {
         let socket = UdpSocket::bind(unspecified_for(remote))
+            .inspect(size_udp_buffers)
             .and_then(|s| s.connect(remote).map(|()| s))
             .and_then(|s| s.set_read_timeout(Some(STOP_CHECK)).map(|()| s))
             .map_err(|e| transport_error(&e))?;

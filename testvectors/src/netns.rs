@@ -2185,6 +2185,24 @@ impl OpenVpnServer {
         &self.server_ns
     }
 
+    /// Packets the server namespace's veth end ([`SERVER_VETH`]) has received so far: every
+    /// datagram or segment the client namespace sent towards the server (and the odd ARP).
+    ///
+    /// # Errors
+    ///
+    /// When the counter cannot be read.
+    pub fn server_veth_rx_packets(&self) -> Result<u64, HarnessError> {
+        let path = format!("/sys/class/net/{SERVER_VETH}/statistics/rx_packets");
+        let mut command = self.ip();
+        command.args(["netns", "exec", &self.server_ns, "cat", &path]);
+        let text = run_checked(&mut command)?;
+        text.trim().parse().map_err(|_| HarnessError::Command {
+            command: format!("cat {path}"),
+            status: "unparsable counter".to_owned(),
+            output: text.clone(),
+        })
+    }
+
     /// Where the OpenVPN server listens (`10.99.0.1:1194`), reachable from the client
     /// namespace only.
     pub fn server_addr(&self) -> SocketAddrV4 {

@@ -273,6 +273,12 @@ impl std::error::Error for InputError {}
 /// 2. wait until the transport or a local socket is ready, or the deadline passes;
 /// 3. read one thing, stamp it with the clock, pass it to
 ///    [`handle_input`](Self::handle_input), and go back to 1.
+///
+/// A driver may also pass several inputs before it drains (in practice, every datagram the
+/// transport has ready at once, so that the machine answers a batch with one acknowledgment):
+/// a machine must take any number of inputs between drains, keeping what it owes for the next
+/// drain (it may answer a batch with less than it would answer each input alone, never with
+/// less than the batch needs). Inputs still come in time order.
 pub trait Driven {
     /// The transport the machine wants open now, or `None` for none (between attempts, or once
     /// down). When the [`TransportSpec::attempt`] changes, the driver closes the socket it has
@@ -288,7 +294,7 @@ pub trait Driven {
     /// Refuses inputs that name unknown connections; a refused input changes nothing.
     fn handle_input(&mut self, input: Input<'_>) -> Result<(), InputError>;
 
-    /// The next output, written into `buf` where it carries bytes. Call until it returns
-    /// [`Output::Timeout`] before the next [`handle_input`](Self::handle_input).
+    /// The next output, written into `buf` where it carries bytes. Once called, call until it
+    /// returns [`Output::Timeout`] before the next [`handle_input`](Self::handle_input).
     fn poll_output<'b>(&mut self, buf: &'b mut [u8]) -> Output<'b>;
 }

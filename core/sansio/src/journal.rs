@@ -26,6 +26,11 @@
 //! | 8 | `Local conn WriteBlocked` |
 //! | 9 | `Local conn Writable` |
 //! | 10 | `Local conn Reset` |
+//! | 11 | `Transport Data(from address, bytes)`, held: handled together with the next input |
+//!
+//! A driver drains the machine after every input, except after a held one: a batch of
+//! datagrams read at once is recorded as held inputs and a last ordinary one, and the machine
+//! is drained once, after the batch ([`JournalReader::held`]).
 
 use core::fmt;
 
@@ -39,6 +44,17 @@ pub const MAGIC: &[u8; 16] = b"EREBUS-JOURNAL\x00\x02";
 
 /// Appends `input` to a journal being written.
 pub fn encode(input: &Input<'_>, out: &mut Vec<u8>) {
+    encode_with(input, false, out);
+}
+
+/// Appends `input` to a journal being written, as handled together with the next input,
+/// without a drain between. Only transport data can be held; other inputs are written as by
+/// [`encode`].
+pub fn encode_held(input: &Input<'_>, out: &mut Vec<u8>) {
+    encode_with(input, true, out);
+}
+
+fn encode_with(input: &Input<'_>, held: bool, out: &mut Vec<u8>) {
     let (tag, rest): (u8, Option<(ConnId, Option<Field<'_>>)>) = match *input {
         Input::Timeout { .. } => (0, None),
         Input::Close { .. } => (1, None),
@@ -51,7 +67,7 @@ pub fn encode(input: &Input<'_>, out: &mut Vec<u8>) {
                     put_addr(remote, out);
                 }
                 TransportEvent::Data { from, bytes } => {
-                    out.push(3);
+                    out.push(if held { 11 } else { 3 });
                     out.extend_from_slice(&now);
                     put_addr(from, out);
                     put_bytes(bytes, out);
@@ -161,6 +177,7 @@ pub struct JournalReader<'a> {
     bytes: &'a [u8],
     offset: usize,
     failed: bool,
+    held: bool,
 }
 
 impl<'a> JournalReader<'a> {
@@ -177,6 +194,7 @@ impl<'a> JournalReader<'a> {
             bytes,
             offset: MAGIC.len(),
             failed: false,
+            held: false,
         })
     }
 
@@ -230,9 +248,16 @@ impl<'a> JournalReader<'a> {
         self.take(len, record)
     }
 
+    /// Whether the input last read was held: the machine handled the next input before it was
+    /// drained.
+    pub const fn held(&self) -> bool {
+        self.held
+    }
+
     fn record(&mut self) -> Result<Input<'a>, JournalError> {
         let record = self.offset;
         let tag = self.take(1, record)?.first().copied().unwrap_or_default();
+        self.held = tag == 11;
         let now = Instant::from_micros(self.u64(record)?);
         let input = match tag {
             0 => Input::Timeout { now },
@@ -243,7 +268,7 @@ impl<'a> JournalReader<'a> {
                     remote: self.addr(record)?,
                 },
             },
-            3 => {
+            3 | 11 => {
                 let from = self.addr(record)?;
                 Input::Transport {
                     now,
@@ -387,6 +412,34 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(read, inputs);
+    }
+
+    #[test]
+    fn held_inputs_read_back_as_held() {
+        let inputs = sample();
+        let mut bytes = MAGIC.to_vec();
+        let mut expected_held = Vec::new();
+        for input in &inputs {
+            let data = matches!(
+                input,
+                Input::Transport {
+                    event: TransportEvent::Data { .. },
+                    ..
+                }
+            );
+            encode_held(input, &mut bytes);
+            expected_held.push(data);
+        }
+        let mut reader = JournalReader::new(&bytes).unwrap();
+        let mut read = Vec::new();
+        let mut held = Vec::new();
+        while let Some(input) = reader.next() {
+            read.push(input.unwrap());
+            held.push(reader.held());
+        }
+        assert_eq!(read, inputs);
+        assert_eq!(held, expected_held);
+        assert!(held.contains(&true));
     }
 
     #[test]

@@ -431,51 +431,112 @@ fn receives_data_and_acks_immediately_without_delay() {
 }
 
 #[test]
-fn delayed_ack_waits_40ms_or_every_second_segment() {
+fn delayed_ack_waits_40ms_or_for_a_stretch_of_full_segments() {
     let mut s = established_with(
         TcpConfig {
             delayed_ack: Some(Duration::from_millis(40)),
+            ack_every: 4,
             ..config()
         },
         syn_from_peer(),
     );
+    let ack = |upto: usize| TcpRepr {
+        ack_number: Some(REMOTE_SEQ + 1 + upto),
+        window_len: (BUF - upto) as u16,
+        ..recv_templ()
+    };
     send(&mut s, 0, &data_from_peer(0, b"abc"));
     expect_nothing(&mut s, 0);
     assert_eq!(s.poll_at(), Some(at(40)));
     expect_nothing(&mut s, 39);
-    expect(
-        &mut s,
-        40,
-        &[TcpRepr {
-            ack_number: Some(REMOTE_SEQ + 4),
-            window_len: (BUF - 3) as u16,
-            ..recv_templ()
-        }],
-    );
-    // Two segments in a row: the second is acknowledged at once.
-    send(&mut s, 100, &data_from_peer(3, b"def"));
-    expect_nothing(&mut s, 100);
-    send(&mut s, 101, &data_from_peer(6, b"ghi"));
-    expect(
-        &mut s,
-        101,
-        &[TcpRepr {
-            ack_number: Some(REMOTE_SEQ + 10),
-            window_len: (BUF - 9) as u16,
-            ..recv_templ()
-        }],
-    );
+    expect(&mut s, 40, &[ack(3)]);
+    // Full segments, one drain after each: the fourth is acknowledged at once, with the
+    // three before it.
+    for i in 0..3 {
+        send(&mut s, 100, &data_from_peer(3 + i * MSS, &BULK[..MSS]));
+        expect_nothing(&mut s, 100);
+    }
+    assert_eq!(s.poll_at(), Some(at(140)));
+    send(&mut s, 101, &data_from_peer(3 + 3 * MSS, &BULK[..MSS]));
+    expect(&mut s, 101, &[ack(3 + 4 * MSS)]);
+    assert_eq!(s.poll_at(), None);
     // Out-of-order data is acknowledged at once.
-    send(&mut s, 200, &data_from_peer(20, b"xyz"));
-    expect(
-        &mut s,
-        200,
-        &[TcpRepr {
-            ack_number: Some(REMOTE_SEQ + 10),
-            window_len: (BUF - 9) as u16,
-            ..recv_templ()
-        }],
+    send(&mut s, 200, &data_from_peer(20 * MSS, b"xyz"));
+    expect(&mut s, 200, &[ack(3 + 4 * MSS)]);
+}
+
+#[test]
+fn a_batch_of_segments_between_drains_gets_one_stretch_ack() {
+    let mut s = established_with(
+        TcpConfig {
+            delayed_ack: Some(Duration::from_millis(40)),
+            ack_every: 4,
+            ..config()
+        },
+        syn_from_peer(),
     );
+    let ack = |upto: usize| TcpRepr {
+        ack_number: Some(REMOTE_SEQ + 1 + upto),
+        window_len: (BUF - upto) as u16,
+        ..recv_templ()
+    };
+    // Six full segments read from the transport in one go: the fourth makes the ACK due,
+    // and it leaves after the batch, covering all six.
+    for i in 0..6 {
+        send(&mut s, 0, &data_from_peer(i * MSS, &BULK[..MSS]));
+    }
+    expect(&mut s, 0, &[ack(6 * MSS)]);
+    // A batch that ends in a pushed segment is acknowledged when it is drained, full-sized
+    // or not: its sender has nothing more queued and may be waiting.
+    send(&mut s, 10, &data_from_peer(6 * MSS, &BULK[..MSS]));
+    send(
+        &mut s,
+        10,
+        &TcpRepr {
+            control: TcpControl::Psh,
+            ..data_from_peer(7 * MSS, &BULK[..MSS])
+        },
+    );
+    expect(&mut s, 10, &[ack(8 * MSS)]);
+    // Without PSH, a short stretch waits for the delayed-ACK timer.
+    send(&mut s, 20, &data_from_peer(8 * MSS, &BULK[..MSS]));
+    expect_nothing(&mut s, 20);
+    expect(&mut s, 60, &[ack(9 * MSS)]);
+}
+
+#[test]
+fn quick_acks_resume_once_a_hole_is_filled() {
+    let mut s = established_with(
+        TcpConfig {
+            delayed_ack: Some(Duration::from_millis(40)),
+            quick_acks: 2,
+            ack_every: 4,
+            ..config()
+        },
+        syn_from_peer(),
+    );
+    let ack = |upto: usize| TcpRepr {
+        ack_number: Some(REMOTE_SEQ + 1 + upto),
+        window_len: (BUF - upto) as u16,
+        ..recv_templ()
+    };
+    // Spend the quick ACKs.
+    send(&mut s, 0, &data_from_peer(0, &BULK[..MSS]));
+    send(&mut s, 0, &data_from_peer(MSS, &BULK[..MSS]));
+    expect(&mut s, 0, &[ack(2 * MSS)]);
+    // A segment is lost; the one after it is acknowledged at once (a duplicate ACK).
+    send(&mut s, 1, &data_from_peer(3 * MSS, &BULK[..MSS]));
+    expect(&mut s, 1, &[ack(2 * MSS)]);
+    // Its retransmission fills the hole: acknowledged at once.
+    send(&mut s, 2, &data_from_peer(2 * MSS, &BULK[..MSS]));
+    expect(&mut s, 2, &[ack(4 * MSS)]);
+    // The sender comes back with a small window: its next segments are acknowledged at once
+    // too, instead of waiting for a stretch.
+    send(&mut s, 3, &data_from_peer(4 * MSS, &BULK[..MSS]));
+    expect(&mut s, 3, &[ack(5 * MSS)]);
+    // Then stretch ACKs again.
+    send(&mut s, 4, &data_from_peer(5 * MSS, &BULK[..MSS]));
+    expect_nothing(&mut s, 4);
 }
 
 #[test]
