@@ -2413,35 +2413,6 @@ impl OpenVpnServer {
         run.process.as_ref().map(TrackedProcess::pid)
     }
 
-    /// How many packets the server namespace's end of the veth pair ([`SERVER_VETH`]) has
-    /// received: every datagram (UDP) or segment (TCP) a client sent to the server, plus the
-    /// odd ARP packet. A benchmark reads it before and after a transfer.
-    pub fn server_veth_rx_packets(&self) -> Result<u64, HarnessError> {
-        let json = run_checked(self.ip().args([
-            "-n",
-            &self.server_ns,
-            "-j",
-            "-s",
-            "link",
-            "show",
-            "dev",
-            SERVER_VETH,
-        ]))?;
-        let links: serde_json::Value =
-            serde_json::from_str(&json).map_err(|error| HarnessError::Command {
-                command: format!("ip -n {} -j -s link show dev {SERVER_VETH}", self.server_ns),
-                status: "output is not JSON".into(),
-                output: format!("{error}: {json}"),
-            })?;
-        links[0]["stats64"]["rx"]["packets"]
-            .as_u64()
-            .ok_or_else(|| HarnessError::Command {
-                command: format!("ip -n {} -j -s link show dev {SERVER_VETH}", self.server_ns),
-                status: "no stats64.rx.packets in the output".into(),
-                output: json.clone(),
-            })
-    }
-
     /// A command for the client namespace, not yet started: `ip netns exec <ns>` then, for
     /// [`RunAs::Nobody`], `setpriv --reuid=nobody --regid=nogroup --clear-groups --`. Proxy
     /// variables of the host are removed; stdio is left to the caller.
