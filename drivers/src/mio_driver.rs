@@ -352,6 +352,9 @@ pub struct MioDriver<D> {
     events: Events,
     stop: StopHandle,
     listeners: Vec<TcpListener>,
+    /// Listeners that reported readiness and have not yet said `WouldBlock`: only these are
+    /// asked to accept (an `accept` on an idle listener is a wasted system call every turn).
+    listener_ready: Vec<bool>,
     next_conn: u64,
     read_buf: Vec<u8>,
     resolved_rx: mpsc::Receiver<Resolved>,
@@ -403,6 +406,7 @@ impl<D: Driven> MioDriver<D> {
                 requested: Arc::new(AtomicBool::new(false)),
                 waker,
             },
+            listener_ready: vec![true; mio_listeners.len()],
             listeners: mio_listeners,
             next_conn: 0,
             read_buf: vec![0; TRANSPORT_READ_CHUNK.max(LOCAL_READ_CHUNK)],
@@ -469,6 +473,7 @@ impl<D: Driven> MioDriver<D> {
             self.io.close_finished();
             self.io.register_interests();
             let busy = self.io.transport_maybe_readable
+                || self.listener_ready.contains(&true)
                 || self
                     .io
                     .conns
@@ -496,7 +501,14 @@ impl<D: Driven> MioDriver<D> {
                 })
                 .collect();
             for (token, readable, writable) in ready {
-                self.io.mark_ready(token, readable, writable);
+                match token.0.checked_sub(FIRST_LISTENER) {
+                    Some(index) if token.0 < FIRST_CONN => {
+                        if let Some(ready) = self.listener_ready.get_mut(index) {
+                            *ready |= readable;
+                        }
+                    }
+                    _ => self.io.mark_ready(token, readable, writable),
+                }
             }
             self.take_resolved();
             self.deliver_notices();
@@ -560,6 +572,9 @@ impl<D: Driven> MioDriver<D> {
 
     fn accept_all(&mut self) {
         for index in 0..self.listeners.len() {
+            if !self.listener_ready.get(index).copied().unwrap_or(false) {
+                continue;
+            }
             for _ in 0..READS_PER_TURN {
                 let accepted = match self.listeners.get(index) {
                     Some(listener) => listener.accept(),
@@ -567,9 +582,21 @@ impl<D: Driven> MioDriver<D> {
                 };
                 let (stream, peer) = match accepted {
                     Ok(pair) => pair,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        if let Some(ready) = self.listener_ready.get_mut(index) {
+                            *ready = false;
+                        }
+                        break;
+                    }
+                    // A client that gave up before we accepted it.
+                    Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
                     Err(e) => {
+                        // Out of descriptors and the like. Spinning would not help; the next
+                        // connection to arrive wakes the listener and the backlog is retried.
                         tracing::warn!("accept failed: {e}");
+                        if let Some(ready) = self.listener_ready.get_mut(index) {
+                            *ready = false;
+                        }
                         break;
                     }
                 };
