@@ -2160,6 +2160,12 @@ impl TcpSocket {
                 self.time_wait_at = None;
                 self.syn_pending = false;
                 self.ack_now = false;
+                // Nothing queued can be sent any more: free the send buffer. Unread received
+                // bytes stay readable.
+                self.tx = RingBuffer::new(self.tx.capacity());
+                if self.rx.is_empty() {
+                    self.rx.release_if_empty();
+                }
             }
             State::TimeWait => self.events.insert(Events::CLOSED),
             _ => {}
