@@ -158,6 +158,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    raise_open_files_limit();
     match run(&args) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Config(error)) => {
@@ -177,6 +178,15 @@ fn main() -> ExitCode {
             eprintln!("erebus: {error:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: each proxied connection holds a
+/// descriptor, and the usual soft limit of 1024 would refuse the thousandth.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!("open files limit: {limit}"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
     }
 }
 
@@ -496,7 +506,24 @@ fn bind(addr: SocketAddr, what: &str, authenticated: bool) -> anyhow::Result<Tcp
              anyone who can reach it can use the tunnel"
         );
     }
-    TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} for the {what}"))
+    listen(addr).with_context(|| format!("cannot listen on {addr} for the {what}"))
+}
+
+/// Connections a proxy listener queues before it accepts them. std's 128 overflows when a
+/// client opens hundreds of connections at once; each overflow costs that client a SYN
+/// retransmission (a second or more).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listening TCP socket on `addr` with a [`LISTEN_BACKLOG`] queue (the kernel caps it at
+/// `net.core.somaxconn`).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As std does: a restarted proxy can listen again while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// One line about a tunnel configuration: address, routes, DNS.

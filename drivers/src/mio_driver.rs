@@ -74,6 +74,9 @@ const LOCAL_READ_CHUNK: usize = 64 * 1024;
 /// How long a closed connection may take to receive what was written to it before it is
 /// dropped anyway.
 const CLOSE_LINGER: Duration = Duration::from_secs(10);
+/// Capacity a local connection's write backlog may keep once written out; a larger one,
+/// left by a burst, is freed so that a thousand idle connections hold little.
+const PENDING_KEEP: usize = 16 * 1024;
 /// Largest outer packet or stream chunk the driver reads from the transport.
 const TRANSPORT_READ_CHUNK: usize = 65_536;
 
@@ -1081,6 +1084,9 @@ fn flush_local(conn: &mut LocalConn) {
     let written = write_some(&mut conn.stream, &conn.pending);
     conn.pending.drain(..written);
     if conn.pending.is_empty() {
+        if conn.pending.capacity() > PENDING_KEEP {
+            conn.pending = Vec::new();
+        }
         conn.flushed = true;
         if conn.shutdown_after_flush {
             let _ = conn.stream.shutdown(std::net::Shutdown::Write);

@@ -48,8 +48,50 @@ use crate::clock::Clock;
 use crate::connector::SessionWatch;
 use crate::record::Tap;
 
-/// Bytes waiting behind a local socket beyond which the machine is told to hold off.
-pub const LOCAL_WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Bytes waiting behind a local socket beyond which the machine is told to hold off. Small,
+/// because the tunnel connection's receive buffer is what absorbs a slow reader (and its
+/// window is what slows the sender down): bytes here are only a second copy of them.
+pub const LOCAL_WRITE_HIGH_WATER: usize = 64 * 1024;
+
+/// The read buffer of one local connection in a runtime that reads each connection on its own
+/// (a task or a thread). It starts at a page and doubles, up to its maximum, each time a read
+/// fills it: a thousand connections that only send requests hold a page each, while an upload
+/// soon reads in large chunks.
+pub(crate) struct LocalReadBuffer {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl LocalReadBuffer {
+    /// The size a connection's buffer starts at.
+    const INITIAL: usize = 4 * 1024;
+
+    /// A buffer growing up to `max` bytes.
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            buf: vec![0; Self::INITIAL.min(max)],
+            max,
+        }
+    }
+
+    /// Where the next read goes.
+    pub(crate) fn space(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    /// The first `len` bytes of the last read.
+    pub(crate) fn filled(&self, len: usize) -> &[u8] {
+        self.buf.get(..len).unwrap_or_default()
+    }
+
+    /// Notes that a read returned `len` bytes: one that filled the buffer grows it.
+    pub(crate) fn after_read(&mut self, len: usize) {
+        if len == self.buf.len() && self.buf.len() < self.max {
+            let size = (self.buf.len() * 2).min(self.max);
+            self.buf.resize(size, 0);
+        }
+    }
+}
 
 /// The sockets of one runtime, as the pump drives them.
 pub trait Io {

@@ -50,7 +50,9 @@ use smol::{Async, Task, Timer};
 
 use crate::clock::Clock;
 use crate::connector::{Credentials, DEFAULT_CONNECT_TIMEOUT, Handshake, SessionWatch};
-use crate::pump::{Io, Pump, literal, resolve, size_udp_buffers, transport_error, unspecified_for};
+use crate::pump::{
+    Io, LocalReadBuffer, Pump, literal, resolve, size_udp_buffers, transport_error, unspecified_for,
+};
 use crate::record::Tap;
 
 /// Bytes read from a local connection at a time.
@@ -764,7 +766,7 @@ async fn read_local<S: LocalSocket>(
 ) where
     for<'a> &'a Async<S>: AsyncRead + Unpin,
 {
-    let mut buf = vec![0u8; LOCAL_READ_CHUNK];
+    let mut buf = LocalReadBuffer::new(LOCAL_READ_CHUNK);
     let mut stream = &*stream;
     loop {
         while paused.load(Ordering::SeqCst) {
@@ -772,9 +774,13 @@ async fn read_local<S: LocalSocket>(
                 return;
             }
         }
-        let message = match stream.read(&mut buf).await {
+        let message = match stream.read(buf.space()).await {
             Ok(0) => Message::LocalEof(id),
-            Ok(n) => Message::LocalData(id, pool.copy_of(buf.get(..n).unwrap_or_default())),
+            Ok(n) => {
+                let data = pool.copy_of(buf.filled(n));
+                buf.after_read(n);
+                Message::LocalData(id, data)
+            }
             Err(_) => Message::LocalReset(id),
         };
         let done = !matches!(message, Message::LocalData(..));

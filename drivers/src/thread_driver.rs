@@ -23,7 +23,9 @@ use erebus_sansio::io::{ConnId, Event, ListenerId, TransportError};
 use erebus_sansio::tunnel::{Failure, TransportKind, TransportSpec};
 
 use crate::clock::Clock;
-use crate::pump::{Io, Pump, resolve, size_udp_buffers, transport_error, unspecified_for};
+use crate::pump::{
+    Io, LocalReadBuffer, Pump, resolve, size_udp_buffers, transport_error, unspecified_for,
+};
 use crate::record::Tap;
 
 /// How often a blocked socket thread looks whether it should stop.
@@ -496,7 +498,7 @@ fn read_local(
     paused: &(Mutex<bool>, Condvar),
     tx: &Sender<Message>,
 ) {
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut buf = LocalReadBuffer::new(READ_CHUNK);
     loop {
         {
             let (flag, changed) = paused;
@@ -507,9 +509,13 @@ fn read_local(
                     .unwrap_or_else(PoisonError::into_inner);
             }
         }
-        let message = match stream.read(&mut buf) {
+        let message = match stream.read(buf.space()) {
             Ok(0) => Message::LocalEof(id),
-            Ok(n) => Message::LocalData(id, buf.get(..n).unwrap_or_default().to_vec()),
+            Ok(n) => {
+                let data = buf.filled(n).to_vec();
+                buf.after_read(n);
+                Message::LocalData(id, data)
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => Message::LocalReset(id),
         };

@@ -30,6 +30,7 @@ The line "httpd: listening on ADDRESS:PORT" on stderr means that socket is bound
 the HTTPS one is announced last, as "httpd: listening on ADDRESS:PORT (https)".
 """
 import argparse
+import functools
 import hashlib
 import http.server
 import ssl
@@ -48,8 +49,10 @@ BASE_BLOCK = b"".join(
 BASE_INT = int.from_bytes(BASE_BLOCK, "big")
 
 
+@functools.lru_cache(maxsize=64)
 def pattern_chunk(index):
-    """Chunk number `index` (64 KiB) of the pattern stream."""
+    """Chunk number `index` (64 KiB) of the pattern stream. The first few MiB are kept, so that
+    many concurrent downloads do not each compute them again."""
     pad = hashlib.sha256(b"erebus-harness-chunk" + index.to_bytes(8, "big")).digest()
     pad_int = int.from_bytes(pad * (CHUNK_LEN // 32), "big")
     return (BASE_INT ^ pad_int).to_bytes(CHUNK_LEN, "big")
@@ -202,7 +205,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 64
+    request_queue_size = 1024
 
 
 class TlsServer(Server):

@@ -205,9 +205,13 @@ impl fmt::Debug for Events {
 /// Tunables of a TCP socket. The defaults suit proxied bulk traffic over a VPN tunnel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpConfig {
-    /// Receive buffer size in bytes; it bounds the window we advertise.
+    /// The largest receive buffer in bytes; it bounds the window we advertise. The window
+    /// starts at [`INITIAL_RECEIVE_WINDOW`](Self::INITIAL_RECEIVE_WINDOW) and grows towards
+    /// this while the application keeps up with the data (receive-buffer autotuning), and the
+    /// memory behind it grows only as far as unread data needs.
     pub rx_buffer_size: usize,
-    /// Send buffer size in bytes; it bounds the data in flight.
+    /// Send buffer size in bytes; it bounds the data in flight. Its memory grows only as far
+    /// as queued data needs.
     pub tx_buffer_size: usize,
     /// The largest segment payload we accept and send (MTU minus IP and TCP headers).
     pub mss: u16,
@@ -261,6 +265,11 @@ impl TcpConfig {
     /// The default buffer size: 2 MiB each way, enough to keep a 1.5 Gbit/s path with 10 ms of
     /// RTT full.
     pub const DEFAULT_BUFFER: usize = 2 << 20;
+
+    /// The receive window a connection starts with (at most the receive buffer size), like
+    /// Linux's default `tcp_rmem`: enough for a modest path, and a thousand idle-but-open
+    /// connections cannot be sent more than this each before their applications read.
+    pub const INITIAL_RECEIVE_WINDOW: usize = 64 << 10;
 
     /// The MSS for an IPv4 path of `mtu` bytes (IPv4 and TCP headers without options).
     pub fn mss_for_ipv4_mtu(mtu: u16) -> u16 {
@@ -331,6 +340,8 @@ const DUP_ACK_THRESHOLD: u32 = 3;
 /// Out-of-order blocks remembered for SACK reporting. More than fit in one option, so that
 /// several holes opened by one batch of input are all reported, over several ACKs.
 const SACK_HISTORY: usize = 8;
+/// The shortest receive-buffer autotuning measurement.
+const MIN_AUTOTUNE_INTERVAL: Duration = Duration::from_millis(1);
 
 /// A block of out-of-order data in the SACK history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -387,6 +398,10 @@ pub struct TcpSocket {
     rcv_wscale: u8,
     /// The right edge of the window we advertised last; it never moves left.
     rcv_adv: SeqNumber,
+    /// Bytes the application read since `rcv_space_since`, for receive-buffer autotuning.
+    rcv_space_read: usize,
+    /// When the current autotuning measurement began (the first read of it).
+    rcv_space_since: Option<Instant>,
     ooo: Assembler,
     /// Out-of-order blocks, the one holding the latest out-of-order segment first, then
     /// the others by when a segment last landed in them, most recent first (the order of
@@ -470,7 +485,7 @@ impl TcpSocket {
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
             cc: config.congestion.build(mss),
             tx: RingBuffer::new(config.tx_buffer_size),
-            rx: RingBuffer::new(config.rx_buffer_size),
+            rx: RingBuffer::new(config.rx_buffer_size.min(TcpConfig::INITIAL_RECEIVE_WINDOW)),
             config,
             rng,
             state: State::Closed,
@@ -497,6 +512,8 @@ impl TcpSocket {
             rcv_nxt: SeqNumber(0),
             rcv_wscale: 0,
             rcv_adv: SeqNumber(0),
+            rcv_space_read: 0,
+            rcv_space_since: None,
             ooo: Assembler::new(),
             sack_history: [None; SACK_HISTORY],
             remote_fin: None,
@@ -771,7 +788,7 @@ impl TcpSocket {
             };
         }
         let read = self.rx.dequeue(buf);
-        self.after_app_read();
+        self.after_app_read(read);
         Ok(read)
     }
 
@@ -788,7 +805,7 @@ impl TcpSocket {
         let chunk = self.rx.contiguous(0, usize::MAX);
         let taken = consume(chunk).min(chunk.len());
         self.rx.discard(taken);
-        self.after_app_read();
+        self.after_app_read(taken);
         Ok(taken)
     }
 
@@ -1381,8 +1398,19 @@ impl TcpSocket {
         self.keepalive_at = None;
     }
 
-    /// The application read data: open the window if it grew enough to matter.
-    fn after_app_read(&mut self) {
+    /// The application read `read` bytes: count them for autotuning, keep a drained buffer
+    /// compact, and open the window if it grew enough to matter.
+    fn after_app_read(&mut self, read: usize) {
+        self.rcv_space_read += read;
+        if self.rx.is_empty() && self.ooo.is_empty() {
+            // Nothing is written ahead: the next data lands at the start of the storage, so a
+            // buffer the application drains as fast as it fills stays within its first pages.
+            self.rx.rewind_if_empty();
+            if self.fin_received {
+                // No more data can come.
+                self.rx.release_if_empty();
+            }
+        }
         if !matches!(
             self.state,
             State::Established | State::FinWait1 | State::FinWait2
@@ -1397,6 +1425,81 @@ impl TcpSocket {
         if promised < self.rx.capacity() / 2 && free - promised >= self.sws_threshold() {
             self.ack_now = true;
         }
+    }
+
+    /// Receive-buffer autotuning (like Linux's dynamic right-sizing): once per RTT, when the
+    /// application read more than half the receive buffer's capacity in that RTT, the sender
+    /// is likely held back by our window, so the capacity (and with it the window we
+    /// advertise) doubles, up to the configured size. A slow reader keeps a small window, so
+    /// the peer cannot park megabytes in our memory.
+    fn autotune_receive_window(&mut self, now: Instant) {
+        let capacity = self.rx.capacity();
+        if capacity >= self.config.rx_buffer_size
+            || !matches!(
+                self.state,
+                State::Established | State::FinWait1 | State::FinWait2
+            )
+        {
+            return;
+        }
+        let Some(since) = self.rcv_space_since else {
+            if self.rcv_space_read > 0 {
+                self.rcv_space_since = Some(now);
+                self.rcv_space_read = 0;
+            }
+            return;
+        };
+        // Timestamps tick in milliseconds, so a short path measures an RTT of zero; a
+        // measurement that short would see only a packet or two.
+        let rtt = self
+            .rtt
+            .smoothed()
+            .unwrap_or_else(|| self.rtt.rto())
+            .max(MIN_AUTOTUNE_INTERVAL);
+        if now.saturating_duration_since(since) < rtt {
+            return;
+        }
+        if self.rcv_space_read > capacity / 2 {
+            // Twice what was read, as Linux sizes it, so a fast reader reaches its window in
+            // a few RTTs; at least double.
+            let wanted = capacity.max(self.rcv_space_read).saturating_mul(2);
+            self.rx
+                .raise_capacity(wanted.min(self.config.rx_buffer_size));
+        }
+        self.rcv_space_read = 0;
+        self.rcv_space_since = Some(now);
+    }
+
+    /// Frees the storage of buffers that hold nothing and will not be written ahead into:
+    /// the send buffer when everything was acknowledged, the receive buffer when no
+    /// out-of-order data waits in it. The capacities stay, so the buffers grow again when
+    /// data comes. Meant for connections that went idle after a burst.
+    pub fn release_idle_buffers(&mut self) -> usize {
+        let mut released = 0;
+        if self.tx.is_empty() {
+            let size = self.tx.allocated();
+            if self.tx.release_if_empty() {
+                released += size;
+            }
+        }
+        if self.rx.is_empty() && self.ooo.is_empty() {
+            let size = self.rx.allocated();
+            if self.rx.release_if_empty() {
+                released += size;
+            }
+        }
+        released
+    }
+
+    /// Bytes of buffer storage this socket holds now (send and receive).
+    pub fn buffer_memory(&self) -> usize {
+        self.tx.allocated() + self.rx.allocated()
+    }
+
+    /// The receive buffer's current capacity: what autotuning lets the peer send ahead of
+    /// the application.
+    pub const fn receive_buffer_capacity(&self) -> usize {
+        self.rx.capacity()
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1545,6 +1648,7 @@ impl TcpSocket {
     /// copy it straight into an outgoing packet.
     pub fn dispatch<R>(&mut self, now: Instant, emit: impl FnOnce(&TcpRepr<'_>) -> R) -> Option<R> {
         self.run_timers(now);
+        self.autotune_receive_window(now);
         if let Some(rst) = self.rst_pending.take() {
             self.stats.segments_sent += 1;
             return Some(emit(&rst));
@@ -2068,6 +2172,12 @@ impl TcpSocket {
                 self.time_wait_at = None;
                 self.syn_pending = false;
                 self.ack_now = false;
+                // Nothing queued can be sent any more: free the send buffer. Unread received
+                // bytes stay readable.
+                self.tx = RingBuffer::new(self.tx.capacity());
+                if self.rx.is_empty() {
+                    self.rx.release_if_empty();
+                }
             }
             State::TimeWait => self.events.insert(Events::CLOSED),
             _ => {}
@@ -2081,22 +2191,16 @@ impl TcpSocket {
             .insert(Events::CLOSED | Events::READABLE | Events::WRITABLE);
     }
 
-    /// Forgets the connection but keeps the configuration, the buffers' memory and the
-    /// generator.
+    /// Forgets the connection but keeps the configuration and the generator. The buffers'
+    /// memory is freed: a reused socket starts small again, like a new one.
     fn reset_connection(&mut self) {
         let config = self.config.clone();
         let rng = self.rng.clone();
         let events = self.events;
         let stats = self.stats;
-        let mut tx = core::mem::replace(&mut self.tx, RingBuffer::new(0));
-        let mut rx = core::mem::replace(&mut self.rx, RingBuffer::new(0));
-        tx.discard(tx.len());
-        rx.discard(rx.len());
         *self = Self::with_rng(config, rng);
         self.events = events;
         self.stats = stats;
-        self.tx = tx;
-        self.rx = rx;
     }
 }
 

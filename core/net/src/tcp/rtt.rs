@@ -35,6 +35,11 @@ impl RttEstimator {
         }
     }
 
+    /// The smoothed RTT, once there is a sample.
+    pub const fn smoothed(&self) -> Option<Duration> {
+        self.srtt
+    }
+
     /// Feeds one RTT measurement (RFC 6298 section 2).
     pub fn sample(&mut self, rtt: Duration) {
         self.latest = Some(rtt);

@@ -335,7 +335,11 @@ fn syn_options_are_offered_and_negotiated() {
     // The SYN-ACK's window is not scaled; later ones are shifted by 7.
     assert_eq!(s.snd_wnd, 1000);
     let ack = recv_all(&mut s, 30).remove(0).repr;
-    assert_eq!(ack.window_len, ((1 << 20) >> 5) as u16);
+    // The window starts at the initial one; autotuning grows it towards the 1 MiB buffer.
+    assert_eq!(
+        ack.window_len,
+        (TcpConfig::INITIAL_RECEIVE_WINDOW >> 5) as u16
+    );
     assert_eq!(
         ack.timestamp,
         Some(TcpTimestamp {
@@ -1685,4 +1689,114 @@ mod fuzz {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receive-buffer autotuning and buffer memory.
+
+static ZEROS: [u8; MSS] = [0; MSS];
+
+/// Delivers `segments` full segments from stream offset `*offset` on, at `ms`.
+fn deliver(s: &mut TcpSocket, ms: u64, offset: &mut usize, segments: usize) {
+    for _ in 0..segments {
+        let _ = s.process(at(ms), remote(), local(), &data_from_peer(*offset, &ZEROS));
+        *offset += MSS;
+    }
+}
+
+/// Rounds two seconds apart (longer than any RTT estimate here) in which the peer sends
+/// `per_round` segments and the application reads `read_per_round` bytes; returns the receive
+/// buffer's capacity after each round.
+fn autotune_rounds(rounds: usize, per_round: usize, read_per_round: usize) -> Vec<usize> {
+    let mut s = established_with(
+        TcpConfig {
+            rx_buffer_size: 1 << 20,
+            ..config()
+        },
+        syn_from_peer(),
+    );
+    assert_eq!(
+        s.receive_buffer_capacity(),
+        TcpConfig::INITIAL_RECEIVE_WINDOW
+    );
+    let mut offset = 0;
+    let mut buf = vec![0; 1 << 20];
+    let mut capacities = Vec::new();
+    for round in 0..rounds {
+        let ms = 1000 + 2000 * round as u64;
+        deliver(&mut s, ms, &mut offset, per_round);
+        let mut read = 0;
+        while read < read_per_round {
+            let n = s.recv(&mut buf[..read_per_round - read]).unwrap();
+            if n == 0 {
+                break;
+            }
+            read += n;
+        }
+        let _ = recv_all(&mut s, ms);
+        capacities.push(s.receive_buffer_capacity());
+    }
+    capacities
+}
+
+#[test]
+fn receive_window_grows_while_the_application_keeps_up() {
+    // 30 segments (43,800 bytes) a round, all read: more than half the window each time.
+    let capacities = autotune_rounds(8, 30, 30 * MSS);
+    assert_eq!(capacities[0], TcpConfig::INITIAL_RECEIVE_WINDOW);
+    assert!(capacities.windows(2).all(|w| w[1] >= w[0]));
+    assert!(
+        capacities[2] > TcpConfig::INITIAL_RECEIVE_WINDOW,
+        "no growth: {capacities:?}"
+    );
+    // It stops at the configured buffer size.
+    let fast = autotune_rounds(20, 40, 40 * MSS);
+    assert!(fast.iter().all(|&c| c <= 1 << 20));
+}
+
+#[test]
+fn receive_window_stays_small_for_a_slow_reader() {
+    // 10 segments a round, and only as much read: under half the window.
+    let capacities = autotune_rounds(8, 10, 10 * MSS);
+    assert!(
+        capacities
+            .iter()
+            .all(|&c| c == TcpConfig::INITIAL_RECEIVE_WINDOW),
+        "{capacities:?}"
+    );
+}
+
+#[test]
+fn buffers_grow_with_unread_data_and_are_freed_when_idle_or_reset() {
+    let mut s = established_with(
+        TcpConfig {
+            rx_buffer_size: 1 << 20,
+            tx_buffer_size: 1 << 20,
+            ..config()
+        },
+        syn_from_peer(),
+    );
+    // Nothing is allocated before data comes.
+    assert_eq!(s.buffer_memory(), 0);
+    let mut offset = 0;
+    deliver(&mut s, 10, &mut offset, 2);
+    assert_eq!(s.buffer_memory(), RingBuffer::MIN_STORAGE);
+    deliver(&mut s, 10, &mut offset, 20);
+    let grown = s.buffer_memory();
+    assert!((22 * MSS..=2 * 22 * MSS).contains(&grown), "{grown}");
+    // Read promptly, the buffer does not grow further.
+    let mut buf = vec![0; 1 << 16];
+    while s.recv(&mut buf).unwrap() > 0 {}
+    for _ in 0..20 {
+        deliver(&mut s, 20, &mut offset, 2);
+        while s.recv(&mut buf).unwrap() > 0 {}
+    }
+    assert_eq!(s.buffer_memory(), grown);
+    assert_eq!(s.release_idle_buffers(), grown);
+    assert_eq!(s.buffer_memory(), 0);
+    // A queued send grows the send buffer; an abort frees everything.
+    assert_eq!(s.send(&BULK).unwrap(), BULK.len());
+    assert!(s.buffer_memory() >= BULK.len());
+    s.abort();
+    assert_eq!(s.buffer_memory(), 0);
 }
