@@ -14,6 +14,7 @@
 pub mod assembler;
 pub mod dns;
 pub mod ring;
+mod schedule;
 pub mod stack;
 pub mod tcp;
 

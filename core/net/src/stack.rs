@@ -28,7 +28,6 @@
 //! - packets from or to broadcast, multicast or unspecified addresses are dropped.
 
 use core::fmt;
-use core::ops::Bound;
 use core::time::Duration;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -40,6 +39,7 @@ use erebus_wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use erebus_wire::tcp::{SeqNumber, TcpControl, TcpPacket, TcpRepr};
 use erebus_wire::udp::{self, UdpPacket, UdpRepr};
 
+use crate::schedule::Schedule;
 use crate::tcp::{self, Events, TcpConfig, TcpSocket};
 
 /// Names one socket of a [`Stack`]. Handles are never reused.
@@ -289,7 +289,8 @@ pub struct Stack {
     next_handle: u64,
     next_port: u16,
     replies: VecDeque<(SocketAddr, SocketAddr, TcpRepr<'static>)>,
-    cursor: Option<SocketHandle>,
+    /// Which sockets to dispatch, which may have events, and their timers.
+    schedule: Schedule,
     /// Bound UDP ports.
     udp_ports: BTreeSet<u16>,
     /// Whole IPv4 packets carrying UDP, ready to go. UDP here is control-plane traffic (DNS),
@@ -381,7 +382,7 @@ impl Stack {
             replies: VecDeque::new(),
             time_wait: BTreeMap::new(),
             now: Instant::ZERO,
-            cursor: None,
+            schedule: Schedule::default(),
             udp_ports: BTreeSet::new(),
             udp_out: VecDeque::new(),
             udp_in: VecDeque::new(),
@@ -450,6 +451,7 @@ impl Stack {
         socket.connect(now, local, remote)?;
         self.sockets.insert(handle, socket);
         self.file(handle);
+        self.schedule.touch(handle);
         Ok(handle)
     }
 
@@ -470,6 +472,7 @@ impl Stack {
         socket.listen(SocketAddr::V4(SocketAddrV4::new(ip, port)))?;
         self.sockets.insert(handle, socket);
         self.file(handle);
+        self.schedule.touch(handle);
         Ok(handle)
     }
 
@@ -481,7 +484,10 @@ impl Stack {
     /// The socket behind `handle`, for sending, receiving and closing. Poll egress after
     /// using it: what it queued goes out there.
     pub fn socket_mut(&mut self, handle: SocketHandle) -> Option<&mut TcpSocket> {
-        self.sockets.get_mut(&handle)
+        let socket = self.sockets.get_mut(&handle)?;
+        // Whatever the caller does may leave something to send or to report.
+        self.schedule.touch(handle);
+        Some(socket)
     }
 
     /// The handles of every socket, in order.
@@ -520,18 +526,21 @@ impl Stack {
                 self.queue_reply(local, remote, rst);
             }
         }
-        if self.cursor == Some(handle) {
-            self.cursor = None;
-        }
+        self.schedule.forget(handle);
         Some(socket)
     }
 
     /// The next socket with events, and the events (which are cleared).
     pub fn poll_event(&mut self) -> Option<(SocketHandle, Events)> {
-        self.sockets.iter_mut().find_map(|(&handle, socket)| {
-            let events = socket.take_events();
-            (!events.is_empty()).then_some((handle, events))
-        })
+        while let Some(handle) = self.schedule.next_eventful() {
+            if let Some(socket) = self.sockets.get_mut(&handle) {
+                let events = socket.take_events();
+                if !events.is_empty() {
+                    return Some((handle, events));
+                }
+            }
+        }
+        None
     }
 
     // -----------------------------------------------------------------------------------------
@@ -617,6 +626,7 @@ impl Stack {
         self.time_wait.remove(&key);
         self.sockets.insert(handle, socket);
         self.file(handle);
+        self.schedule.touch(handle);
         Ok(handle)
     }
 
@@ -938,7 +948,17 @@ impl Stack {
         {
             return Some(Instant::ZERO);
         }
-        self.sockets.values().filter_map(TcpSocket::poll_at).min()
+        // A socket that is not due has not changed since it filed its timer; a due one is
+        // asked.
+        let due = self
+            .schedule
+            .due()
+            .filter_map(|h| self.sockets.get(&h).and_then(TcpSocket::poll_at))
+            .min();
+        [due, self.schedule.earliest_timer()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1019,6 +1039,7 @@ impl Stack {
         let reply = match handle.and_then(|h| self.sockets.get_mut(&h).map(|s| (h, s))) {
             Some((handle, socket)) => {
                 let reply = socket.process(now, remote, local, &repr);
+                self.schedule.touch(handle);
                 // A socket found under its 4-tuple that is still connected to the same peer
                 // keeps that key, and filing it again would change nothing: skip it on the
                 // path every data segment takes. Anything else (a listener that took a SYN,
@@ -1097,12 +1118,11 @@ impl Stack {
         let (src_port, dst_port) = original.ports().ok_or(IngressError::Unsupported)?;
         let local = SocketAddr::V4(SocketAddrV4::new(original.src_addr, src_port));
         let remote = SocketAddr::V4(SocketAddrV4::new(original.dst_addr, dst_port));
-        if let Some(socket) = self
-            .by_tuple
-            .get(&(local, remote))
-            .and_then(|h| self.sockets.get_mut(h))
+        if let Some(&handle) = self.by_tuple.get(&(local, remote))
+            && let Some(socket) = self.sockets.get_mut(&handle)
         {
             socket.on_unreachable();
+            self.schedule.touch(handle);
         }
         Ok(())
     }
@@ -1151,9 +1171,10 @@ impl Stack {
     /// Fails a pending connection attempt to `remote` at once, for a caller that learned
     /// from elsewhere that it is unreachable (an ICMP error the tunnel consumed, say).
     pub fn fail_unreachable(&mut self, remote: SocketAddr) {
-        for socket in self.sockets.values_mut() {
+        for (&handle, socket) in &mut self.sockets {
             if socket.remote_endpoint() == Some(remote) {
                 socket.on_unreachable();
+                self.schedule.touch(handle);
             }
         }
     }
@@ -1200,45 +1221,40 @@ impl Stack {
             }
             self.stats.tx_too_big += 1;
         }
-        let count = self.sockets.len();
-        let mut candidate = self.next_after(self.cursor);
-        for _ in 0..count {
-            let handle = candidate?;
-            if let Some(socket) = self.sockets.get_mut(&handle)
-                && let (Some(local), Some(remote)) =
-                    (socket.local_endpoint(), socket.remote_endpoint())
-                && let Some(written) =
+        // Only due sockets are dispatched: those that received a segment, were used, or
+        // whose timer expired. Each that sends goes to the back of the queue, so busy sockets
+        // take turns.
+        self.schedule.expire(now);
+        while let Some(handle) = self.schedule.next_due() {
+            let Some(socket) = self.sockets.get_mut(&handle) else {
+                self.schedule.idle(handle, None);
+                continue;
+            };
+            let endpoints = (socket.local_endpoint(), socket.remote_endpoint());
+            let dispatched = match endpoints {
+                (Some(local), Some(remote)) => {
                     socket.dispatch(now, |repr| write_packet(buf, local, remote, repr))
-            {
-                self.cursor = Some(handle);
-                match written {
-                    Some(len) => {
-                        self.stats.tx_packets += 1;
-                        return Some(len);
-                    }
-                    None => {
-                        self.stats.tx_too_big += 1;
-                        continue;
-                    }
+                }
+                _ => None,
+            };
+            match dispatched {
+                Some(Some(len)) => {
+                    self.schedule.sent(handle);
+                    self.stats.tx_packets += 1;
+                    return Some(len);
+                }
+                // The segment did not fit and counts as lost; the socket goes on with the next.
+                Some(None) => {
+                    self.schedule.sent(handle);
+                    self.stats.tx_too_big += 1;
+                }
+                None => {
+                    let deadline = socket.poll_at();
+                    self.schedule.idle(handle, deadline);
                 }
             }
-            candidate = self.next_after(Some(handle));
         }
         None
-    }
-
-    /// The handle after `handle` in order, wrapping around; the first one for `None`.
-    fn next_after(&self, handle: Option<SocketHandle>) -> Option<SocketHandle> {
-        let after = match handle {
-            Some(h) => self
-                .sockets
-                .range((Bound::Excluded(h), Bound::Unbounded))
-                .next(),
-            None => None,
-        };
-        after
-            .or_else(|| self.sockets.iter().next())
-            .map(|(&h, _)| h)
     }
 
     // -----------------------------------------------------------------------------------------
