@@ -176,3 +176,99 @@ impl Schedule {
         self.timers = BinaryHeap::from(timers);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use core::time::Duration;
+
+    use super::*;
+
+    fn at(ms: u64) -> Instant {
+        Instant::ZERO + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn an_idle_socket_becomes_due_when_its_timer_expires_and_not_before() {
+        let mut schedule = Schedule::default();
+        let socket = SocketHandle::for_tests(1);
+        schedule.touch(socket);
+        assert_eq!(schedule.next_due(), Some(socket));
+        schedule.idle(socket, Some(at(200)));
+        assert_eq!(schedule.next_due(), None);
+        assert_eq!(schedule.earliest_timer(), Some(at(200)));
+        schedule.expire(at(199));
+        assert_eq!(schedule.next_due(), None);
+        schedule.expire(at(200));
+        assert_eq!(schedule.next_due(), Some(socket));
+    }
+
+    #[test]
+    fn a_touched_socket_files_its_timer_again_even_when_unchanged() {
+        let mut schedule = Schedule::default();
+        let socket = SocketHandle::for_tests(1);
+        schedule.touch(socket);
+        schedule.idle(socket, Some(at(200)));
+        // Touched and dispatched again, with the same deadline: the old heap entry may have
+        // been dropped meanwhile, so the timer must still fire.
+        schedule.touch(socket);
+        schedule.expire(at(300));
+        assert_eq!(schedule.next_due(), Some(socket));
+        schedule.idle(socket, Some(at(400)));
+        schedule.expire(at(400));
+        assert_eq!(schedule.next_due(), Some(socket));
+    }
+
+    #[test]
+    fn busy_sockets_take_turns_and_each_is_queued_once() {
+        let mut schedule = Schedule::default();
+        let (a, b) = (SocketHandle::for_tests(1), SocketHandle::for_tests(2));
+        for _ in 0..3 {
+            schedule.touch(a);
+            schedule.touch(b);
+        }
+        assert_eq!(schedule.due().count(), 2);
+        assert_eq!(schedule.next_due(), Some(a));
+        schedule.sent(a);
+        assert_eq!(schedule.next_due(), Some(b));
+        schedule.idle(b, None);
+        assert_eq!(schedule.next_due(), Some(a));
+        schedule.idle(a, None);
+        assert_eq!(schedule.next_due(), None);
+        let mut eventful = Vec::new();
+        while let Some(h) = schedule.next_eventful() {
+            eventful.push(h);
+        }
+        assert_eq!(eventful, [a, b]);
+    }
+
+    #[test]
+    fn a_forgotten_socket_is_skipped_everywhere() {
+        let mut schedule = Schedule::default();
+        let socket = SocketHandle::for_tests(1);
+        schedule.touch(socket);
+        schedule.forget(socket);
+        assert_eq!(schedule.next_due(), None);
+        assert_eq!(schedule.next_eventful(), None);
+        assert_eq!(schedule.due().count(), 0);
+    }
+
+    #[test]
+    fn moving_timers_do_not_grow_the_heap_without_bound() {
+        let mut schedule = Schedule::default();
+        let sockets: Vec<_> = (0..10).map(SocketHandle::for_tests).collect();
+        for step in 0..100_000u64 {
+            let socket = sockets[(step % 10) as usize];
+            schedule.touch(socket);
+            assert_eq!(schedule.next_due(), Some(socket));
+            // A retransmission timer that moves with every acknowledgment.
+            schedule.idle(socket, Some(at(step + 200)));
+        }
+        assert!(
+            schedule.timers.len() <= 2 * 10 + 64 + 1,
+            "{}",
+            schedule.timers.len()
+        );
+        schedule.expire(at(100_000 + 200));
+        assert_eq!(schedule.due().count(), 10);
+    }
+}

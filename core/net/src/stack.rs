@@ -46,6 +46,14 @@ use crate::tcp::{self, Events, TcpConfig, TcpSocket};
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SocketHandle(u64);
 
+impl SocketHandle {
+    /// A handle made up for a unit test.
+    #[cfg(test)]
+    pub(crate) const fn for_tests(n: u64) -> Self {
+        Self(n)
+    }
+}
+
 impl fmt::Debug for SocketHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}", self.0)
@@ -1498,6 +1506,45 @@ mod tests {
 
     fn addr(d: u8, port: u16) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(v4(d), port))
+    }
+
+    #[test]
+    fn every_idle_socket_still_retransmits_its_syn_when_its_timer_expires() {
+        let mut stack = Stack::new(&tunnel(2), TcpConfig::default(), &Seed::from_byte(1));
+        let mut buf = [0u8; 1500];
+        let handles: Vec<_> = (0..1000u16)
+            .map(|i| stack.connect(Instant::ZERO, addr(1, 1000 + i)).unwrap())
+            .collect();
+        let mut first_syns = 0;
+        while stack.poll_egress(Instant::ZERO, &mut buf).is_some() {
+            first_syns += 1;
+        }
+        assert_eq!(first_syns, 1000);
+        // Nothing is due until the retransmission timers, which all fall together.
+        let rto = stack.poll_timeout().unwrap();
+        assert!(rto > Instant::ZERO);
+        assert_eq!(
+            stack.poll_egress(rto - Duration::from_millis(1), &mut buf),
+            None
+        );
+        let mut again = BTreeSet::new();
+        while let Some(len) = stack.poll_egress(rto, &mut buf) {
+            let (_, repr) = parse(&buf[..len]);
+            assert_eq!(repr.control, TcpControl::Syn);
+            again.insert(repr.dst_port);
+        }
+        assert_eq!(again.len(), 1000, "every socket retransmitted once");
+        // A removed socket's timer is forgotten with it.
+        for handle in &handles[1..] {
+            stack.remove(*handle);
+        }
+        let next = stack.poll_timeout().unwrap();
+        let mut left = 0;
+        while stack.poll_egress(next, &mut buf).is_some() {
+            left += 1;
+        }
+        // The first socket's second retransmission, and nothing for the removed ones.
+        assert!(left <= 1, "{left}");
     }
 
     #[test]
