@@ -249,10 +249,6 @@ enum WriteCommand {
 /// The smol side of the sockets, behind the pump's [`Io`]: each socket has tasks that report
 /// to the driver's channel.
 struct SmolIo {
-    /// Runs every socket task of this driver, on the thread that runs the driver: a message
-    /// from a socket task then reaches the machine without waking another thread (smol's
-    /// global executor would run them on its own thread, a hop per datagram).
-    executor: Arc<smol::Executor<'static>>,
     /// Buffers that carry bytes between the socket tasks and the machine, reused so that no
     /// packet costs an allocation once the pool has warmed up.
     pool: BufferPool,
@@ -313,7 +309,6 @@ impl<D: Driven> SmolDriver<D> {
         Ok(Self {
             pump: Pump::new(machine, clock),
             io: SmolIo {
-                executor: Arc::new(smol::Executor::new()),
                 pool: BufferPool::default(),
                 tx,
                 transport: None,
@@ -364,18 +359,12 @@ impl<D: Driven> SmolDriver<D> {
     ///
     /// Fails only if the driver's own channel breaks; socket errors become inputs.
     pub async fn run(&mut self) -> io::Result<Failure> {
-        let executor = self.io.executor.clone();
-        executor.run(self.serve()).await
-    }
-
-    /// The driver's loop, run inside its executor.
-    async fn serve(&mut self) -> io::Result<Failure> {
         let _acceptors: Vec<Task<()>> = self
             .listeners
             .iter()
             .enumerate()
             .map(|(index, listener)| {
-                self.io.executor.spawn(accept_loop(
+                smol::spawn(accept_loop(
                     ListenerId(index as u32),
                     listener.clone(),
                     self.io.tx.clone(),
@@ -485,7 +474,7 @@ impl<D: Driven> SmolDriver<D> {
         let paused = Arc::new(AtomicBool::new(false));
         let (resume_tx, resume_rx) = unbounded();
         let (write_tx, write_rx) = unbounded();
-        let reader = self.io.executor.spawn(read_local(
+        let reader = smol::spawn(read_local(
             self.io.pool.clone(),
             id,
             stream.clone(),
@@ -493,7 +482,7 @@ impl<D: Driven> SmolDriver<D> {
             resume_rx,
             self.io.tx.clone(),
         ));
-        let writer = self.io.executor.spawn(write_local(
+        let writer = smol::spawn(write_local(
             self.io.pool.clone(),
             id,
             stream,
@@ -542,15 +531,14 @@ impl Io for SmolIo {
         let (writer, task) = match spec.kind {
             TransportKind::Udp => (
                 Writer::Opening,
-                self.executor.spawn(run_udp(pool, attempt, host, port, tx)),
+                smol::spawn(run_udp(pool, attempt, host, port, tx)),
             ),
             TransportKind::TcpLengthPrefixed => {
                 // Bytes written before the stream connects wait in the channel.
                 let (write_tx, write_rx) = unbounded();
                 (
                     Writer::Tcp(write_tx),
-                    self.executor
-                        .spawn(run_tcp(pool, attempt, host, port, write_rx, tx)),
+                    smol::spawn(run_tcp(pool, attempt, host, port, write_rx, tx)),
                 )
             }
         };
