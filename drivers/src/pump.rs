@@ -51,7 +51,7 @@ use crate::record::Tap;
 /// Bytes waiting behind a local socket beyond which the machine is told to hold off. Small,
 /// because the tunnel connection's receive buffer is what absorbs a slow reader (and its
 /// window is what slows the sender down): bytes here are only a second copy of them.
-pub const LOCAL_WRITE_HIGH_WATER: usize = 64 * 1024;
+pub const LOCAL_WRITE_HIGH_WATER: usize = 16 * 1024;
 
 /// The read buffer of one local connection in a runtime that reads each connection on its own
 /// (a task or a thread). It starts at a page and doubles, up to its maximum, each time a read

@@ -30,7 +30,10 @@ pub struct ProxyConfig {
     /// How long a connection that is being closed waits for the client to read what it was sent
     /// and close its side, before it is dropped. Restarted whenever the client reads.
     pub linger_timeout: Duration,
-    /// Bytes buffered in each direction before reading from the sending side pauses.
+    /// Bytes buffered in each direction before reading from the sending side pauses. Small by
+    /// default: behind it sit the tunnel connection's own buffers, whose windows are what slow
+    /// a sender down, so bytes here are only a second copy on the way (a thousand slow
+    /// readers would otherwise hold a thousand full buffers).
     pub buffer_size: usize,
     /// Largest HTTP request head accepted (431 beyond it).
     pub max_request_head: usize,
@@ -50,7 +53,7 @@ impl Default for ProxyConfig {
             response_timeout: Duration::from_secs(120),
             idle_timeout: None,
             linger_timeout: Duration::from_secs(5),
-            buffer_size: 64 * 1024,
+            buffer_size: 16 * 1024,
             max_request_head: 32 * 1024,
             max_request_line: 8 * 1024,
             max_response_head: 64 * 1024,
