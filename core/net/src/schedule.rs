@@ -58,12 +58,14 @@ impl Schedule {
             entry.eventful = true;
             self.eventful.push_back(handle);
         }
+        self.prune();
     }
 
     /// The socket is gone.
     pub(crate) fn forget(&mut self, handle: SocketHandle) {
         // Its handle may still sit in a queue or the heap; those are skipped as unknown.
         self.entries.remove(&handle);
+        self.prune();
     }
 
     /// Marks due every socket whose timer expired by `now`.
@@ -129,6 +131,7 @@ impl Schedule {
             self.timers.push(Reverse((at, handle)));
             self.compact();
         }
+        self.prune();
     }
 
     /// The next socket that may have events; it leaves the queue.
@@ -152,10 +155,25 @@ impl Schedule {
             .filter(|h| self.entries.get(h).is_some_and(|e| e.due))
     }
 
-    /// The earliest timer of the sockets that are not due. It may be earlier than needed (a
-    /// stale entry not yet skipped), never later.
+    /// The earliest timer of the sockets that are not due (the top of the heap is never
+    /// stale: every change prunes it).
     pub(crate) fn earliest_timer(&self) -> Option<Instant> {
         self.timers.peek().map(|&Reverse((at, _))| at)
+    }
+
+    /// Drops stale entries from the top of the heap, so that its top is a live timer: a
+    /// removed or rescheduled socket's old deadline must not wake the caller for nothing.
+    fn prune(&mut self) {
+        while let Some(&Reverse((at, handle))) = self.timers.peek() {
+            let live = self
+                .entries
+                .get(&handle)
+                .is_some_and(|e| !e.due && e.deadline == Some(at));
+            if live {
+                break;
+            }
+            self.timers.pop();
+        }
     }
 
     /// Rebuilds the heap from the entries when stale ones outnumber the live ones, so that a
@@ -239,6 +257,23 @@ mod tests {
             eventful.push(h);
         }
         assert_eq!(eventful, [a, b]);
+    }
+
+    #[test]
+    fn the_earliest_timer_is_never_a_stale_one() {
+        let mut schedule = Schedule::default();
+        let (a, b) = (SocketHandle::for_tests(1), SocketHandle::for_tests(2));
+        schedule.touch(a);
+        schedule.idle(a, Some(at(100)));
+        schedule.touch(b);
+        schedule.idle(b, Some(at(500)));
+        assert_eq!(schedule.earliest_timer(), Some(at(100)));
+        schedule.forget(a);
+        assert_eq!(schedule.earliest_timer(), Some(at(500)));
+        schedule.touch(b);
+        assert_eq!(schedule.earliest_timer(), None);
+        schedule.idle(b, Some(at(700)));
+        assert_eq!(schedule.earliest_timer(), Some(at(700)));
     }
 
     #[test]
