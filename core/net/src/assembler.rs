@@ -1,9 +1,10 @@
 //! A bounded set of byte ranges, for out-of-order reassembly and the SACK scoreboard.
 //!
 //! Offsets are relative to a moving origin (the next expected byte on the receive side, the
-//! oldest unacknowledged byte on the send side). The ranges live in a fixed array, so adding a
-//! segment never allocates; when the array is full a range that merges with none is refused,
-//! and the peer's retransmission brings the bytes again later.
+//! oldest unacknowledged byte on the send side). The ranges live in a vector that grows only
+//! when the number of holes reaches a new high (a connection that never loses a segment holds
+//! none), up to [`MAX_RANGES`]; then a range that merges with none is refused, and the peer's
+//! retransmission brings the bytes again later.
 
 use core::ops::Range;
 
@@ -18,8 +19,7 @@ pub struct TooManyRanges;
 /// Sorted, disjoint, non-adjacent half-open ranges `start..end` of offsets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assembler {
-    ranges: [(u32, u32); MAX_RANGES],
-    count: usize,
+    ranges: Vec<(u32, u32)>,
 }
 
 impl Default for Assembler {
@@ -31,37 +31,32 @@ impl Default for Assembler {
 impl Assembler {
     /// An empty set.
     pub const fn new() -> Self {
-        Self {
-            ranges: [(0, 0); MAX_RANGES],
-            count: 0,
-        }
+        Self { ranges: Vec::new() }
     }
 
     /// Whether no range is recorded.
     pub const fn is_empty(&self) -> bool {
-        self.count == 0
+        self.ranges.is_empty()
     }
 
     /// Forgets every range.
     pub fn clear(&mut self) {
-        self.count = 0;
+        self.ranges.clear();
     }
 
     /// The recorded ranges, lowest first.
     pub fn iter(&self) -> impl Iterator<Item = Range<u32>> + '_ {
-        self.ranges[..self.count].iter().map(|&(s, e)| s..e)
+        self.ranges.iter().map(|&(s, e)| s..e)
     }
 
     /// The number of disjoint ranges.
     pub const fn len(&self) -> usize {
-        self.count
+        self.ranges.len()
     }
 
     /// The end of the highest range, or 0.
     pub fn highest_end(&self) -> u32 {
-        self.count
-            .checked_sub(1)
-            .map_or(0, |last| self.ranges[last].1)
+        self.ranges.last().map_or(0, |&(_, end)| end)
     }
 
     /// Bytes covered in total.
@@ -115,21 +110,21 @@ impl Assembler {
         }
         // First range that ends at or after `start` (it may merge), and the first that starts
         // after `end` (it may not).
-        let first = self.ranges[..self.count]
+        let count = self.ranges.len();
+        let first = self
+            .ranges
             .iter()
             .position(|&(_, e)| e >= start)
-            .unwrap_or(self.count);
-        let past = self.ranges[first..self.count]
+            .unwrap_or(count);
+        let past = self.ranges[first..]
             .iter()
             .position(|&(s, _)| s > end)
-            .map_or(self.count, |p| first + p);
+            .map_or(count, |p| first + p);
         if first == past {
-            if self.count == MAX_RANGES {
+            if count == MAX_RANGES {
                 return Err(TooManyRanges);
             }
-            self.ranges.copy_within(first..self.count, first + 1);
-            self.ranges[first] = (start, end);
-            self.count += 1;
+            self.ranges.insert(first, (start, end));
             return Ok(());
         }
         let merged = (
@@ -137,15 +132,13 @@ impl Assembler {
             end.max(self.ranges[past - 1].1),
         );
         self.ranges[first] = merged;
-        let removed = past - first - 1;
-        self.ranges.copy_within(past..self.count, first + 1);
-        self.count -= removed;
+        self.ranges.drain(first + 1..past);
         Ok(())
     }
 
     /// How many bytes from offset 0 are covered without a gap.
     pub fn front_len(&self) -> u32 {
-        match self.ranges[..self.count].first() {
+        match self.ranges.first() {
             Some(&(0, end)) => end,
             _ => 0,
         }
@@ -157,16 +150,14 @@ impl Assembler {
         if amount == 0 {
             return;
         }
-        let mut kept = 0;
-        for i in 0..self.count {
-            let (s, e) = self.ranges[i];
-            if e <= amount {
-                continue;
+        self.ranges.retain_mut(|(s, e)| {
+            if *e <= amount {
+                return false;
             }
-            self.ranges[kept] = (s.saturating_sub(amount), e - amount);
-            kept += 1;
-        }
-        self.count = kept;
+            *s = s.saturating_sub(amount);
+            *e -= amount;
+            true
+        });
     }
 }
 
