@@ -194,6 +194,27 @@ impl RingBuffer {
         }
     }
 
+    /// Moves the stored bytes into storage of `size` bytes (at least
+    /// [`MIN_STORAGE`](Self::MIN_STORAGE) and what is stored) when the storage now is larger;
+    /// the capacity stays. Returns whether it shrank. Only for a buffer with nothing written
+    /// ahead by [`write_unallocated`](Self::write_unallocated): those bytes would be lost.
+    pub fn shrink_storage(&mut self, size: usize) -> bool {
+        let size = size
+            .max(Self::MIN_STORAGE)
+            .max(self.len)
+            .next_power_of_two()
+            .min(self.capacity.max(self.len));
+        if self.storage.len() <= size {
+            return false;
+        }
+        let mut storage = vec![0; size];
+        let copied = self.peek(0, &mut storage);
+        debug_assert_eq!(copied, self.len);
+        self.storage = storage;
+        self.read_at = 0;
+        true
+    }
+
     /// Frees the storage of an empty buffer; the capacity stays. Returns whether there was
     /// storage to free. Only for a buffer with nothing written ahead by
     /// [`write_unallocated`](Self::write_unallocated): those bytes would be lost.
@@ -260,6 +281,38 @@ mod tests {
         ring.rewind_if_empty();
         ring.enqueue(b"wxyz1234");
         assert_eq!(ring.contiguous(0, 8), b"wxyz1234");
+    }
+
+    #[test]
+    fn shrinking_keeps_the_bytes_in_order() {
+        let mut ring = RingBuffer::new(64 * 1024);
+        let data: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        assert_eq!(ring.enqueue(&data), data.len());
+        let mut first = vec![0; 30_000];
+        assert_eq!(ring.dequeue(&mut first), first.len());
+        assert_eq!(ring.allocated(), 64 * 1024);
+        // The stored bytes wrap around the end of the storage.
+        assert_eq!(ring.enqueue(&data[..30_000]), 30_000);
+        assert!(
+            !ring.shrink_storage(8 * 1024),
+            "40,000 bytes need the 64 KiB"
+        );
+        let mut second = vec![0; 30_000];
+        assert_eq!(ring.dequeue(&mut second), second.len());
+        assert!(ring.shrink_storage(8 * 1024));
+        assert_eq!(
+            ring.allocated(),
+            16 * 1024,
+            "a power of two that holds 10,000 bytes"
+        );
+        let mut third = vec![0; 10_000];
+        assert_eq!(ring.dequeue(&mut third), third.len());
+        assert_eq!(&second[..10_000], &data[30_000..]);
+        assert_eq!(&second[10_000..], &data[..20_000]);
+        assert_eq!(&third[..], &data[20_000..30_000]);
+        assert!(ring.shrink_storage(0));
+        assert_eq!(ring.allocated(), RingBuffer::MIN_STORAGE);
+        assert!(!ring.shrink_storage(0));
     }
 
     #[test]

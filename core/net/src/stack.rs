@@ -492,7 +492,9 @@ impl Stack {
     /// The socket behind `handle`, for sending, receiving and closing. Poll egress after
     /// using it: what it queued goes out there.
     pub fn socket_mut(&mut self, handle: SocketHandle) -> Option<&mut TcpSocket> {
+        let share = self.receive_share();
         let socket = self.sockets.get_mut(&handle)?;
+        socket.set_receive_share(share);
         // Whatever the caller does may leave something to send or to report.
         self.schedule.touch(handle);
         Some(socket)
@@ -501,6 +503,13 @@ impl Stack {
     /// The handles of every socket, in order.
     pub fn handles(&self) -> impl Iterator<Item = SocketHandle> + '_ {
         self.sockets.keys().copied()
+    }
+
+    /// Each socket's share of [`TcpConfig::receive_memory`]: it is set on a socket whenever
+    /// the socket is about to process a segment, be used or send, which are the moments its
+    /// window is computed.
+    fn receive_share(&self) -> usize {
+        self.tcp_config.receive_memory / self.sockets.len().max(1)
     }
 
     /// Removes a socket. One still open is aborted and its reset queued, so the peer learns.
@@ -1044,8 +1053,10 @@ impl Stack {
             ours.then(|| self.listeners.get(&repr.dst_port).copied())
                 .flatten()
         });
+        let share = self.receive_share();
         let reply = match handle.and_then(|h| self.sockets.get_mut(&h).map(|s| (h, s))) {
             Some((handle, socket)) => {
+                socket.set_receive_share(share);
                 let reply = socket.process(now, remote, local, &repr);
                 self.schedule.touch(handle);
                 // A socket found under its 4-tuple that is still connected to the same peer
@@ -1233,11 +1244,13 @@ impl Stack {
         // whose timer expired. Each that sends goes to the back of the queue, so busy sockets
         // take turns.
         self.schedule.expire(now);
+        let share = self.receive_share();
         while let Some(handle) = self.schedule.next_due() {
             let Some(socket) = self.sockets.get_mut(&handle) else {
                 self.schedule.idle(handle, None);
                 continue;
             };
+            socket.set_receive_share(share);
             let endpoints = (socket.local_endpoint(), socket.remote_endpoint());
             let dispatched = match endpoints {
                 (Some(local), Some(remote)) => {

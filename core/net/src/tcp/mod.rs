@@ -213,6 +213,12 @@ pub struct TcpConfig {
     /// Send buffer size in bytes; it bounds the data in flight. Its memory grows only as far
     /// as queued data needs.
     pub tx_buffer_size: usize,
+    /// The receive memory of all connections of a [`Stack`](crate::Stack) together (like
+    /// Linux's `tcp_mem`): each connection may hold its share of it, unread bytes plus the
+    /// window it advertises, and never less than [`MIN_RECEIVE_SHARE`](Self::MIN_RECEIVE_SHARE).
+    /// A thousand connections whose applications stop reading then hold this much, not a
+    /// thousand full windows, while a few busy ones still get their whole buffers.
+    pub receive_memory: usize,
     /// The largest segment payload we accept and send (MTU minus IP and TCP headers).
     pub mss: u16,
     /// Offer window scaling (RFC 7323); without it the window stops at 64 KiB.
@@ -271,6 +277,14 @@ impl TcpConfig {
     /// connections cannot be sent more than this each before their applications read.
     pub const INITIAL_RECEIVE_WINDOW: usize = 64 << 10;
 
+    /// The default [`receive_memory`](Self::receive_memory): 8 MiB, four full 2 MiB windows,
+    /// or 8 KiB each for a thousand connections.
+    pub const DEFAULT_RECEIVE_MEMORY: usize = 8 << 20;
+
+    /// The least receive share a connection gets however many there are: a window of a few
+    /// segments keeps data moving (and fast retransmit possible).
+    pub const MIN_RECEIVE_SHARE: usize = 8 << 10;
+
     /// The MSS for an IPv4 path of `mtu` bytes (IPv4 and TCP headers without options).
     pub fn mss_for_ipv4_mtu(mtu: u16) -> u16 {
         mtu.saturating_sub(40).max(88)
@@ -287,6 +301,7 @@ impl Default for TcpConfig {
         Self {
             rx_buffer_size: Self::DEFAULT_BUFFER,
             tx_buffer_size: Self::DEFAULT_BUFFER,
+            receive_memory: Self::DEFAULT_RECEIVE_MEMORY,
             mss: Self::mss_for_ipv4_mtu(1500),
             window_scaling: true,
             timestamps: true,
@@ -402,6 +417,9 @@ pub struct TcpSocket {
     rcv_space_read: usize,
     /// When the current autotuning measurement began (the first read of it).
     rcv_space_since: Option<Instant>,
+    /// This connection's share of [`TcpConfig::receive_memory`]: unread bytes plus the
+    /// window advertised stay within it (the window is never shrunk to get there).
+    receive_share: usize,
     ooo: Assembler,
     /// Out-of-order blocks, the one holding the latest out-of-order segment first, then
     /// the others by when a segment last landed in them, most recent first (the order of
@@ -514,6 +532,7 @@ impl TcpSocket {
             rcv_adv: SeqNumber(0),
             rcv_space_read: 0,
             rcv_space_since: None,
+            receive_share: usize::MAX,
             ooo: Assembler::new(),
             sack_history: [None; SACK_HISTORY],
             remote_fin: None,
@@ -1411,6 +1430,19 @@ impl TcpSocket {
                 self.rx.release_if_empty();
             }
         }
+        if self.ooo.is_empty() {
+            // Storage grown for a larger window than this connection's share now allows
+            // (it was promised before many other connections came) is given back once the
+            // application has read enough of it. The margin of two keeps a connection whose
+            // share covers its storage from shrinking and growing again.
+            let needed = self
+                .window_capacity()
+                .max(RingBuffer::MIN_STORAGE)
+                .next_power_of_two();
+            if self.rx.allocated() > 2 * needed {
+                self.rx.shrink_storage(needed);
+            }
+        }
         if !matches!(
             self.state,
             State::Established | State::FinWait1 | State::FinWait2
@@ -1418,11 +1450,12 @@ impl TcpSocket {
             return;
         }
         let promised = self.rcv_adv.bytes_since(self.rcv_nxt);
-        let free = self.rx.free();
         // Update only when the advertised window had shrunk below half the buffer and can
         // grow by a useful amount (RFC 1122 section 4.2.3.3); otherwise the next ACK carries
         // the larger window anyway.
-        if promised < self.rx.capacity() / 2 && free - promised >= self.sws_threshold() {
+        if promised < self.window_capacity() / 2
+            && self.window_room() >= promised + self.sws_threshold()
+        {
             self.ack_now = true;
         }
     }
@@ -1434,7 +1467,8 @@ impl TcpSocket {
     /// the peer cannot park megabytes in our memory.
     fn autotune_receive_window(&mut self, now: Instant) {
         let capacity = self.rx.capacity();
-        if capacity >= self.config.rx_buffer_size
+        let ceiling = self.config.rx_buffer_size.min(self.receive_share);
+        if capacity >= ceiling
             || !matches!(
                 self.state,
                 State::Established | State::FinWait1 | State::FinWait2
@@ -1463,8 +1497,7 @@ impl TcpSocket {
             // Twice what was read, as Linux sizes it, so a fast reader reaches its window in
             // a few RTTs; at least double.
             let wanted = capacity.max(self.rcv_space_read).saturating_mul(2);
-            self.rx
-                .raise_capacity(wanted.min(self.config.rx_buffer_size));
+            self.rx.raise_capacity(wanted.min(ceiling));
         }
         self.rcv_space_read = 0;
         self.rcv_space_since = Some(now);
@@ -1500,6 +1533,27 @@ impl TcpSocket {
     /// the application.
     pub const fn receive_buffer_capacity(&self) -> usize {
         self.rx.capacity()
+    }
+
+    /// Sets this connection's share of the receive memory (see
+    /// [`TcpConfig::receive_memory`]); the [`Stack`](crate::Stack) sets it as connections
+    /// come and go. A smaller share stops the window from moving forward until unread bytes
+    /// fall below it; the window already advertised is kept, since the peer may have sent
+    /// into it.
+    pub fn set_receive_share(&mut self, share: usize) {
+        self.receive_share = share.max(TcpConfig::MIN_RECEIVE_SHARE);
+    }
+
+    /// The receive buffer as far as this connection's share lets the window reach.
+    fn window_capacity(&self) -> usize {
+        self.rx.capacity().min(self.receive_share)
+    }
+
+    /// How far past `rcv_nxt` the window may reach now: the free buffer, within the share.
+    fn window_room(&self) -> usize {
+        self.rx
+            .free()
+            .min(self.receive_share.saturating_sub(self.rx.len()))
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1700,7 +1754,7 @@ impl TcpSocket {
                 tsecr: 0,
             });
         }
-        repr.window_len = u16::try_from(self.rx.free()).unwrap_or(u16::MAX);
+        repr.window_len = u16::try_from(self.window_room()).unwrap_or(u16::MAX);
         repr.max_seg_size = Some(self.config.mss);
         repr.window_scale = if synack {
             self.ws_enabled.then_some(self.rcv_wscale)
@@ -1834,10 +1888,10 @@ impl TcpSocket {
     /// The window field: what the buffer can take, moved forward only in useful steps
     /// (receiver-side silly window avoidance) and never shrunk.
     fn window_field(&self) -> u16 {
-        let free = self.rx.free();
-        let promised = self.rcv_adv.bytes_since(self.rcv_nxt).min(free);
-        let window = if free - promised >= self.sws_threshold() {
-            free
+        let promised = self.rcv_adv.bytes_since(self.rcv_nxt).min(self.rx.free());
+        let room = self.window_room();
+        let window = if room >= promised + self.sws_threshold() {
+            room
         } else {
             promised
         };
@@ -1845,7 +1899,7 @@ impl TcpSocket {
     }
 
     fn sws_threshold(&self) -> usize {
-        (self.rx.capacity() / 2)
+        (self.window_capacity() / 2)
             .min(usize::from(self.config.mss))
             .max(1)
     }

@@ -1800,3 +1800,49 @@ fn buffers_grow_with_unread_data_and_are_freed_when_idle_or_reset() {
     s.abort();
     assert_eq!(s.buffer_memory(), 0);
 }
+
+#[test]
+fn a_smaller_receive_share_closes_the_window_without_shrinking_it() {
+    const SHARE: usize = 16 << 10;
+    let mut s = established_with(
+        TcpConfig {
+            rx_buffer_size: 1 << 20,
+            delayed_ack: None,
+            ..config()
+        },
+        syn_from_peer(),
+    );
+    // The window promised so far (the initial 64 KiB) is kept when the share falls.
+    s.set_receive_share(SHARE);
+    let mut offset = 0;
+    // Without window scaling the field stops at 65,535.
+    let mut right_edge = TcpConfig::INITIAL_RECEIVE_WINDOW.min(usize::from(u16::MAX));
+    let mut buf = vec![0; 1 << 16];
+    let mut last_window = usize::MAX;
+    for round in 0..30 {
+        let ms = 10 + round;
+        deliver(&mut s, ms, &mut offset, 4);
+        // The application reads half of what it holds each round: data stays unread.
+        let unread = s.recv_queue();
+        let _ = s.recv(&mut buf[..unread / 2]).unwrap();
+        for ack in recv_all(&mut s, ms) {
+            let acked = ack.repr.ack_number.unwrap().bytes_since(REMOTE_SEQ + 1);
+            let window = usize::from(ack.repr.window_len);
+            assert!(
+                acked + window >= right_edge,
+                "round {round}: the right edge moved back from {right_edge} to {}",
+                acked + window
+            );
+            right_edge = acked + window;
+            last_window = window;
+        }
+    }
+    // Once the old promise is used up, unread bytes plus the window stay within the share,
+    // and the storage shrank to what the share needs.
+    assert!(
+        s.recv_queue() + last_window <= SHARE,
+        "{} unread + window {last_window}",
+        s.recv_queue()
+    );
+    assert!(s.buffer_memory() <= 2 * SHARE, "{}", s.buffer_memory());
+}
