@@ -53,7 +53,7 @@ impl Default for ProxyConfig {
             response_timeout: Duration::from_secs(120),
             idle_timeout: None,
             linger_timeout: Duration::from_secs(5),
-            buffer_size: 16 * 1024,
+            buffer_size: 8 * 1024,
             max_request_head: 32 * 1024,
             max_request_line: 8 * 1024,
             max_response_head: 64 * 1024,

@@ -354,6 +354,15 @@ impl ProxyConn {
         self.pipes.client_backlog()
     }
 
+    /// How many more upstream bytes the client side takes now: the room left in its queue
+    /// of [`ProxyConfig::buffer_size`]. A caller that reads the upstream's bytes from a
+    /// buffer of its own (a TCP socket's receive buffer) takes no more than this, so what the
+    /// client has not read yet waits in that one buffer, where the upstream's flow control
+    /// sees it, instead of being copied into a second one.
+    pub fn upstream_room(&self) -> usize {
+        self.pipes.client_room()
+    }
+
     /// Bytes queued for the upstream (including those held until it connects).
     pub fn upstream_backlog(&self) -> usize {
         self.pipes.upstream_backlog()

@@ -132,6 +132,14 @@ impl Pipes {
         self.to_client.len()
     }
 
+    /// Room left for the client before its queue holds a whole buffer.
+    pub(crate) fn client_room(&self) -> usize {
+        self.config
+            .buffer_size
+            .max(1)
+            .saturating_sub(self.to_client.len())
+    }
+
     /// Queues bytes for the client, unless its side is already being shut down.
     pub(crate) fn send_client(&mut self, bytes: &[u8]) {
         if !self.closed && !self.client_shutdown_wanted {

@@ -844,12 +844,18 @@ impl<T: Tunnel> Client<T> {
                     Ok(n) => conn.proxy.advance_upstream(now, n),
                 }
             }
-            // Upstream to client, unless the client side is full.
+            // Upstream to client, as much as the client side has room for: the rest stays
+            // in the socket's receive buffer, and its window tells the origin to wait.
             while !conn.upstream_paused {
+                let room = conn.proxy.upstream_room();
+                if room == 0 {
+                    break;
+                }
                 let proxy = &mut conn.proxy;
                 match socket.recv_with(|data| {
-                    proxy.on_upstream_data(now, data);
-                    data.len()
+                    let taken = data.get(..room).unwrap_or(data);
+                    proxy.on_upstream_data(now, taken);
+                    taken.len()
                 }) {
                     Ok(0) => break,
                     Ok(_) => {}
