@@ -36,6 +36,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use erebus_sansio::io::{
     ConnId, Event, Input, ListenerId, LocalAction, LocalEvent, Output, TransportError,
@@ -52,6 +53,57 @@ use crate::record::Tap;
 /// because the tunnel connection's receive buffer is what absorbs a slow reader (and its
 /// window is what slows the sender down): bytes here are only a second copy of them.
 pub const LOCAL_WRITE_HIGH_WATER: usize = 16 * 1024;
+
+/// Closed connections after which freed memory is given back even while others stay open.
+const RELEASE_AFTER_CLOSES: usize = 256;
+
+/// The least time between two releases: each walks the allocator's free lists.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When to give the memory of closed connections back to the system
+/// ([`erebus_allocator::release_free_memory`]): once every local connection has closed, or
+/// after [`RELEASE_AFTER_CLOSES`] closes, at most once per [`RELEASE_INTERVAL`]. Without it
+/// glibc keeps a burst's peak resident for as long as erebus runs.
+#[derive(Default)]
+struct MemoryRelease {
+    open: BTreeSet<ConnId>,
+    closed_since: usize,
+    last: Option<Instant>,
+    /// When the next release is to happen, if one is wanted.
+    due: Option<Instant>,
+}
+
+impl MemoryRelease {
+    fn opened(&mut self, conn: ConnId) {
+        self.open.insert(conn);
+    }
+
+    fn closed(&mut self, conn: ConnId, now: Instant) {
+        if !self.open.remove(&conn) {
+            return;
+        }
+        self.closed_since += 1;
+        if self.due.is_none() && (self.open.is_empty() || self.closed_since >= RELEASE_AFTER_CLOSES)
+        {
+            let earliest = self.last.map_or(now, |last| last + RELEASE_INTERVAL);
+            self.due = Some(earliest.max(now));
+        }
+    }
+
+    fn poll(&mut self, now: Instant) {
+        if self.due.is_some_and(|due| now >= due) {
+            let released = erebus_allocator::release_free_memory();
+            tracing::debug!(
+                closed = self.closed_since,
+                released,
+                "freed memory released"
+            );
+            self.due = None;
+            self.last = Some(now);
+            self.closed_since = 0;
+        }
+    }
+}
 
 /// The read buffer of one local connection in a runtime that reads each connection on its own
 /// (a task or a thread). It starts at a page and doubles, up to its maximum, each time a read
@@ -144,6 +196,8 @@ pub struct Pump<D> {
     /// another follows it before the drain (`now`, sender; the bytes in `held_bytes`).
     held: Option<(Instant, SocketAddr)>,
     held_bytes: Vec<u8>,
+    /// When to give the memory of closed connections back to the system.
+    release: MemoryRelease,
 }
 
 impl<D> Drop for Pump<D> {
@@ -172,6 +226,7 @@ impl<D: Driven> Pump<D> {
             batch_open: false,
             held: None,
             held_bytes: Vec::new(),
+            release: MemoryRelease::default(),
         }
     }
 
@@ -200,9 +255,13 @@ impl<D: Driven> Pump<D> {
         self.tap = Some(tap);
     }
 
-    /// The deadline of the last drain.
+    /// When [`check_deadline`](Self::check_deadline) has something to do: the machine's
+    /// deadline of the last drain, or a due release of freed memory.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.release.due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Why the machine stopped, once it did; taken once.
@@ -232,6 +291,7 @@ impl<D: Driven> Pump<D> {
     /// timer to have fired on time).
     pub fn check_deadline(&mut self, io: &mut impl Io) {
         let now = self.clock.now();
+        self.release.poll(now);
         if self.deadline.is_some_and(|deadline| now >= deadline) {
             self.feed(io, Input::Timeout { now });
         }
@@ -248,6 +308,7 @@ impl<D: Driven> Pump<D> {
 
     /// A listener accepted `conn` (a number the runtime chose, unique while it lives).
     pub fn accepted(&mut self, io: &mut impl Io, conn: ConnId, listener: ListenerId) {
+        self.release.opened(conn);
         self.local(io, conn, LocalEvent::Accepted { listener });
     }
 
@@ -264,6 +325,7 @@ impl<D: Driven> Pump<D> {
     /// A local connection failed; the runtime has dropped it.
     pub fn local_reset(&mut self, io: &mut impl Io, conn: ConnId) {
         self.blocked.remove(&conn);
+        self.release.closed(conn, self.clock.now());
         self.local(io, conn, LocalEvent::Reset);
     }
 
@@ -277,6 +339,7 @@ impl<D: Driven> Pump<D> {
     /// A local connection is gone without the machine's asking (closed by the runtime).
     pub fn forget_local(&mut self, conn: ConnId) {
         self.blocked.remove(&conn);
+        self.release.closed(conn, self.clock.now());
     }
 
     fn local(&mut self, io: &mut impl Io, conn: ConnId, event: LocalEvent<'_>) {
@@ -422,6 +485,7 @@ impl<D: Driven> Pump<D> {
                         LocalAction::Shutdown => io.shutdown_local(conn),
                         LocalAction::Close => {
                             self.blocked.remove(&conn);
+                            self.release.closed(conn, now);
                             io.close_local(conn);
                         }
                     },
