@@ -492,18 +492,10 @@ impl<D: Driven> MioDriver<D> {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let ready: Vec<(Token, bool, bool)> = self
-                .events
-                .iter()
-                .map(|e| {
-                    (
-                        e.token(),
-                        e.is_readable() || e.is_read_closed(),
-                        e.is_writable() || e.is_write_closed() || e.is_error(),
-                    )
-                })
-                .collect();
-            for (token, readable, writable) in ready {
+            for event in &self.events {
+                let token = event.token();
+                let readable = event.is_readable() || event.is_read_closed();
+                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
                 match token.0.checked_sub(FIRST_LISTENER) {
                     Some(index) if token.0 < FIRST_CONN => {
                         if let Some(ready) = self.listener_ready.get_mut(index) {
