@@ -4,13 +4,13 @@
 //! generator there opens 1,000 connections to erebus's HTTP proxy, all of them before any
 //! request is sent, then has each GET a body of the harness pattern stream and checks every
 //! body's length and SHA-256. erebus's peak RSS (`VmHWM`) must stay within [`PEAK_RSS_LIMIT`],
-//! and a few seconds after the load its RSS must be back within [`SETTLED_RSS_LIMIT`]:
-//! per-connection buffers grow only as far as unread data needs, and closed connections give
-//! their memory back. Runs under the mio and smol drivers.
+//! and a few seconds after the load its RSS must be back within [`SETTLED_RSS_FACTOR`] times
+//! what it was idle: per-connection buffers grow only as far as unread data needs, the
+//! connections share a bounded receive memory, and closed connections give their memory back
+//! to the system. Runs under the mio and smol drivers.
 //!
 //! The tests that run by default fetch 16 KiB per connection. The ignored ones fetch 1 MiB
-//! each (1 GiB in all); with a thousand connections the stack's per-packet work grows with the
-//! number of connections (every poll visits every socket), so they take minutes:
+//! each (1 GiB in all) and take a few minutes:
 //!
 //! ```text
 //! cargo test --release -p erebus --test load_e2e -- --nocapture
@@ -36,11 +36,13 @@ const SMALL_BODY: u64 = 16 << 10;
 const LARGE_BODY: u64 = 1 << 20;
 /// The most erebus's resident memory may reach during the load.
 const PEAK_RSS_LIMIT: u64 = 64 << 20;
-/// The most erebus may keep resident a few seconds after the load ended. Idle it holds about
-/// 7 MiB; after a thousand 16 KiB downloads 21-23 MiB under mio and 46-50 MiB under smol
-/// (glibc's malloc keeps part of what was freed), where it used to keep its peak of nearly
-/// 300 MiB.
-const SETTLED_RSS_LIMIT: u64 = 60 << 20;
+/// How far above its idle RSS erebus may stay a few seconds after the load ended. Idle it
+/// holds about 7 MiB, and after a thousand 1 MiB downloads about 9 under mio; before the
+/// freed memory was handed back it kept most of its peak.
+const SETTLED_RSS_FACTOR: u64 = 2;
+/// How long after the load the settled RSS is measured: the memory of closed connections is
+/// given back at most once a second.
+const SETTLE_TIME: Duration = Duration::from_secs(5);
 /// How long the load may take, with small and with large bodies.
 const SMALL_LOAD_TIMEOUT: Duration = Duration::from_secs(90);
 const LARGE_LOAD_TIMEOUT: Duration = Duration::from_secs(600);
@@ -222,11 +224,11 @@ fn thousand_downloads(runtime: &str, body_len: u64, load_timeout: Duration) {
     let elapsed = started.elapsed();
     let peak = status_bytes(pid, "VmHWM:");
     let report = out.stdout_text();
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(SETTLE_TIME);
     let settled = status_bytes(pid, "VmRSS:");
     println!(
         "{name}: binary {binary}: {CONNECTIONS} x {body_len} bytes in {elapsed:.1?}: idle RSS \
-         {:.1} MiB, peak {:.1} MiB, 5 s after the load {:.1} MiB",
+         {:.1} MiB, peak {:.1} MiB, {SETTLE_TIME:?} after the load {:.1} MiB",
         mib(idle),
         mib(peak),
         mib(settled)
@@ -249,10 +251,11 @@ fn thousand_downloads(runtime: &str, body_len: u64, load_timeout: Duration) {
             mib(PEAK_RSS_LIMIT)
         );
         assert!(
-            settled <= SETTLED_RSS_LIMIT,
-            "RSS {:.1} MiB after the load exceeds {:.0} MiB",
+            settled <= SETTLED_RSS_FACTOR * idle,
+            "RSS {:.1} MiB after the load is more than {SETTLED_RSS_FACTOR} times the {:.1} MiB \
+             it held idle",
             mib(settled),
-            mib(SETTLED_RSS_LIMIT)
+            mib(idle)
         );
     }
     assert!(erebus.stop(Duration::from_secs(10)).unwrap().success());
