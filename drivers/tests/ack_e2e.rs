@@ -154,15 +154,7 @@ fn measure(profile: ServerProfile, transport: Transport, client: Client) -> Figu
             download(&server, client, stock.pid())
         }
         Client::Erebus(runtime) => {
-            let config = server.client_profile_path();
-            let args = [
-                "--config",
-                config.to_str().unwrap(),
-                "--runtime",
-                runtime,
-                "--no-socks",
-            ];
-            let erebus = e2e::start_erebus(&server, &args);
+            let erebus = e2e::start_erebus_with_runtime(&server, runtime);
             let figures = download(&server, client, erebus.pid());
             assert!(erebus.stop(Duration::from_secs(10)).unwrap().success());
             figures

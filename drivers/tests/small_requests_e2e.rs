@@ -66,26 +66,13 @@ fn median(mut values: Vec<Duration>) -> Duration {
     values[values.len() / 2]
 }
 
-/// Starts erebus with `runtime` and waits until its tunnel is up.
-fn start_erebus<'s>(server: &'s OpenVpnServer, runtime: &str) -> netns::NsProcess<'s> {
-    let config = server.client_profile_path();
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--runtime",
-        runtime,
-        "--no-socks",
-    ];
-    e2e::start_erebus(server, &args)
-}
-
 fn small_responses_do_not_wait(runtime: &str) {
     let name = format!("small_responses_do_not_wait_for_a_delayed_ack_with_{runtime}");
     if !netns::should_run_interop(&name) {
         return;
     }
     let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
-    let erebus = start_erebus(&server, runtime);
+    let erebus = e2e::start_erebus_with_runtime(&server, runtime);
     let proxy = Some("http://127.0.0.1:8080");
     for fresh in [true, false] {
         let times = fetch_times(&server, RunAs::Nobody, proxy, 40, fresh);
@@ -129,7 +116,7 @@ fn five_hundred_small_requests_against_the_stock_client() {
         };
         let erebus = {
             let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
-            let _erebus = start_erebus(&server, "mio");
+            let _erebus = e2e::start_erebus_with_runtime(&server, "mio");
             total(fetch_times(
                 &server,
                 RunAs::Nobody,

@@ -63,3 +63,20 @@ pub(crate) fn start_erebus<'s>(server: &'s OpenVpnServer, args: &[&str]) -> NsPr
     assert_eq!(netns::uid_of(erebus.pid()), Some(NOBODY_UID));
     erebus
 }
+
+/// Starts erebus (see [`start_erebus`]) on `server`'s client profile under the `runtime`
+/// driver, with the HTTP proxy only.
+pub(crate) fn start_erebus_with_runtime<'s>(
+    server: &'s OpenVpnServer,
+    runtime: &str,
+) -> NsProcess<'s> {
+    let config = server.client_profile_path();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--runtime",
+        runtime,
+        "--no-socks",
+    ];
+    start_erebus(server, &args)
+}
