@@ -1,7 +1,9 @@
 //! What the end-to-end tests against a real server share: reading erebus's log and starting
-//! it as nobody in the client namespace.
+//! it as nobody in the client namespace; [`compare`] for the comparisons with the stock client.
 
 #![allow(dead_code)] // Each test binary uses a different part.
+
+pub(crate) mod compare;
 
 use std::path::Path;
 use std::time::Duration;
