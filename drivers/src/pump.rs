@@ -3,18 +3,18 @@
 //! transport in step with what the machine asks for.
 //!
 //! A runtime supplies an [`Io`]: the sockets, and nothing else. It tells the [`Pump`] what
-//! happened ([`Pump::accepted`], [`Pump::local_data`], [`Pump::transport_data`], ...) with the
-//! time from its [`Clock`], and the pump turns every [`Output`] into a call on the `Io`. The
+//! happened ([`Pump::accepted`], [`Pump::local_data`], [`Pump::batch_transport_data`], ...) with
+//! the time from its [`Clock`], and the pump turns every [`Output`] into a call on the `Io`. The
 //! mio and smol drivers are each a loop around a pump; another event loop is one more `Io`
 //! ([`crate::thread_driver`], on blocking sockets and threads, is the worked example).
 //!
 //! # Batches of datagrams
 //!
-//! A runtime that finds several datagrams (or stream chunks) readable at once hands each to
-//! [`Pump::batch_transport_data`], which applies it without draining, and then calls
-//! [`Pump::end_batch`], which drains once. The machine's answers then cover the whole batch:
-//! one acknowledgment for many segments instead of one per datagram, and one pass over the
-//! connections. Any other input ends an open batch first. The recording marks every datagram
+//! Bytes from the transport always come in batches (of one, at least): a runtime hands every
+//! datagram (or stream chunk) it found readable to [`Pump::batch_transport_data`], which
+//! applies it without draining, and then calls [`Pump::end_batch`], which drains once. The
+//! machine's answers then cover the whole batch: one acknowledgment for many segments instead
+//! of one per datagram, and one pass over the connections. Any other input ends an open batch first. The recording marks every datagram
 //! of a batch but the last as held, so that a replay drains where the driver did.
 //!
 //! # Local writes
@@ -371,29 +371,8 @@ impl<D: Driven> Pump<D> {
         );
     }
 
-    /// Bytes from the transport of `attempt`.
-    pub fn transport_data(
-        &mut self,
-        io: &mut impl Io,
-        attempt: u64,
-        from: SocketAddr,
-        bytes: &[u8],
-    ) {
-        if self.attempt != Some(attempt) {
-            return;
-        }
-        let now = self.clock.now();
-        self.feed(
-            io,
-            Input::Transport {
-                now,
-                event: TransportEvent::Data { from, bytes },
-            },
-        );
-    }
-
     /// Bytes from the transport of `attempt`, applied without draining: one datagram (or
-    /// stream chunk) of several the runtime read at once. Call [`Pump::end_batch`] after the
+    /// stream chunk) of those the runtime read at once. Call [`Pump::end_batch`] after the
     /// last; see the [module documentation](self#batches-of-datagrams).
     pub fn batch_transport_data(&mut self, attempt: u64, from: SocketAddr, bytes: &[u8]) {
         if self.attempt != Some(attempt) {

@@ -24,28 +24,11 @@ mod e2e;
 
 use std::time::{Duration, Instant};
 
-use erebus_testvectors::netns::{self, OpenVpnServer, RunAs, ServerProfile, Transport};
+use e2e::compare::{self, Client, clock_ticks, cpu_seconds, download_url, median};
+use erebus_testvectors::netns::{self, OpenVpnServer, ServerProfile, Transport};
 
 /// The size of each download.
 const BYTES: u64 = 32 << 20;
-/// Clock ticks per second of `/proc/PID/stat`'s CPU times (`USER_HZ`, 100 on Linux).
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// Which client downloads.
-#[derive(Clone, Copy, Debug)]
-enum Client {
-    Stock,
-    Erebus(&'static str),
-}
-
-impl Client {
-    fn name(self) -> String {
-        match self {
-            Self::Stock => "stock".to_owned(),
-            Self::Erebus(runtime) => format!("erebus {runtime}"),
-        }
-    }
-}
 
 /// What one download cost.
 #[derive(Clone, Copy, Debug)]
@@ -58,16 +41,6 @@ struct Figures {
     cpu_s_per_gb: f64,
     /// Datagrams the client's UDP socket dropped for a full receive buffer.
     receive_buffer_drops: u64,
-}
-
-/// A process's user + system CPU time in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The command name may hold spaces: the fields after it start past the last ')'.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // Fields 14 and 15 of the whole line (utime, stime) are 12 and 13 after the name.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
 /// Datagrams the client namespace's UDP sockets dropped for a full receive buffer so far
@@ -99,28 +72,21 @@ fn udp_receive_buffer_drops(server: &OpenVpnServer) -> u64 {
         .unwrap()
 }
 
-/// Downloads [`BYTES`] through `client` from `server` and checks them.
+/// Downloads [`BYTES`] through `client` (process `pid`) from `server` and checks them.
 fn download(server: &OpenVpnServer, client: Client, pid: u32) -> Figures {
     let curl = netns::find_program("curl").unwrap();
-    let url = format!("{}bytes/{BYTES}", server.http_url());
-    let mut argv = vec![curl.to_str().unwrap(), "-sS", "--fail"];
-    let run_as = match client {
-        Client::Stock => RunAs::Root,
-        Client::Erebus(_) => {
-            argv.extend_from_slice(&["-x", "http://127.0.0.1:8080"]);
-            RunAs::Nobody
-        }
-    };
-    argv.push(&url);
+    let url = download_url(server, BYTES);
+    let argv = client.curl_argv(curl.to_str().unwrap(), &[&url]);
+    let ticks_per_second = clock_ticks();
     let packets_before = server.server_veth_rx_packets().unwrap();
     let drops_before = udp_receive_buffer_drops(server);
-    let ticks_before = cpu_ticks(pid);
+    let cpu_before = cpu_seconds(pid, ticks_per_second).unwrap();
     let started = Instant::now();
     let out = server
-        .run_in_client(run_as, &argv, Duration::from_secs(180))
+        .run_in_client(client.run_as(), &argv, Duration::from_secs(180))
         .unwrap();
     let elapsed = started.elapsed();
-    let ticks = cpu_ticks(pid) - ticks_before;
+    let cpu = cpu_seconds(pid, ticks_per_second).unwrap() - cpu_before;
     let packets = server.server_veth_rx_packets().unwrap() - packets_before;
     let drops = udp_receive_buffer_drops(server) - drops_before;
     assert!(out.success(), "{}: {}", client.name(), out.stderr_text());
@@ -134,7 +100,7 @@ fn download(server: &OpenVpnServer, client: Client, pid: u32) -> Figures {
     Figures {
         datagrams_per_mb: packets as f64 / mb,
         mb_per_s: mb / elapsed.as_secs_f64(),
-        cpu_s_per_gb: ticks as f64 / TICKS_PER_SECOND / (mb / 1e3),
+        cpu_s_per_gb: cpu / (mb / 1e3),
         receive_buffer_drops: drops,
     }
 }
@@ -142,32 +108,11 @@ fn download(server: &OpenVpnServer, client: Client, pid: u32) -> Figures {
 /// Starts a server of `profile` over `transport`, connects `client` and downloads once.
 fn measure(profile: ServerProfile, transport: Transport, client: Client) -> Figures {
     let server = OpenVpnServer::start(profile, transport).unwrap();
-    let figures = match client {
-        Client::Stock => {
-            let stock = server.start_stock_client("stock.log").unwrap();
-            server.wait_for_client_tun(Duration::from_secs(20)).unwrap();
-            assert!(
-                server
-                    .ping_from_client(server.server_tunnel_addr(), 30, Duration::from_millis(500))
-                    .unwrap()
-            );
-            download(&server, client, stock.pid())
-        }
-        Client::Erebus(runtime) => {
-            let config = server.client_profile_path();
-            let args = [
-                "--config",
-                config.to_str().unwrap(),
-                "--runtime",
-                runtime,
-                "--no-socks",
-            ];
-            let erebus = e2e::start_erebus(&server, &args);
-            let figures = download(&server, client, erebus.pid());
-            assert!(erebus.stop(Duration::from_secs(10)).unwrap().success());
-            figures
-        }
-    };
+    let process = compare::start_client(&server, client);
+    let figures = download(&server, client, process.pid());
+    if let Client::Erebus(_) = client {
+        assert!(process.stop(Duration::from_secs(10)).unwrap().success());
+    }
     println!(
         "{} {} {}: {:.0} datagrams/MB, {:.1} MB/s, {:.2} CPU s/GB, {} datagrams dropped \
          for a full receive buffer",
@@ -207,11 +152,6 @@ fn erebus_sends_no_more_datagrams_per_mb_than_the_stock_client() {
             figures.datagrams_per_mb
         );
     }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 #[test]

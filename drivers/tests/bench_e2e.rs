@@ -31,12 +31,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
+use e2e::compare::{Client, clock_ticks, cpu_seconds, download_url};
 use erebus_testvectors::netns::{
     self, HTTP_MARKER, NsProcess, OpenVpnServer, RunAs, ServerOptions, ServerProfile, Transport,
 };
-
-/// erebus's HTTP proxy, as curl and the load generator reach it.
-const PROXY: &str = "http://127.0.0.1:8080";
 /// The load generator, copied into each server's instance directory (readable by nobody).
 const LOAD_PY: &str = include_str!("../../testvectors/bench/load.py");
 /// Bytes in a megabyte and a gigabyte, as the tables count them.
@@ -128,39 +126,8 @@ const CASES: [Case; 3] = [
     },
 ];
 
-/// The VPN client under test.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Client {
-    /// openvpn with a kernel TUN device, as root; curl goes straight through the tunnel.
-    Stock,
-    /// erebus as nobody with the given `--runtime`; curl goes through its HTTP proxy.
-    Erebus(&'static str),
-}
-
+/// The VPN clients under test, in the order they take turns.
 const CLIENTS: [Client; 3] = [Client::Stock, Client::Erebus("mio"), Client::Erebus("smol")];
-
-impl Client {
-    fn name(self) -> String {
-        match self {
-            Self::Stock => "openvpn (kernel tun)".into(),
-            Self::Erebus(runtime) => format!("erebus {runtime}"),
-        }
-    }
-
-    fn run_as(self) -> RunAs {
-        match self {
-            Self::Stock => RunAs::Root,
-            Self::Erebus(_) => RunAs::Nobody,
-        }
-    }
-
-    fn proxy(self) -> Option<&'static str> {
-        match self {
-            Self::Stock => None,
-            Self::Erebus(_) => Some(PROXY),
-        }
-    }
-}
 
 /// What one session of one client measured.
 #[derive(Clone, Default)]
@@ -186,34 +153,6 @@ struct LoadSample {
     settled_rss_mib: f64,
     /// The load generator's summary line.
     outcome: String,
-}
-
-/// CPU seconds (user + system) the process has used so far, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32, ticks_per_second: f64) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // The command name may contain spaces; the fields after it do not. utime and stime are
-    // fields 14 and 15, the 12th and 13th after the name.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("no ')' in stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields.get(i).context("short stat")?.parse::<f64>()?)
-    };
-    Ok((ticks(11)? + ticks(12)?) / ticks_per_second)
-}
-
-/// Clock ticks per second for `/proc/<pid>/stat` (`getconf CLK_TCK`; 100 if that fails).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// A `VmRSS`/`VmHWM`-style line of `/proc/<pid>/status`, in MiB.
@@ -254,14 +193,8 @@ fn curl(
         "-c",
         "\"$@\"; status=$?; times >&2; exit $status",
         "sh",
-        curl.to_str().unwrap(),
-        "-sS",
-        "--fail",
     ];
-    if let Some(proxy) = client.proxy() {
-        argv.extend_from_slice(&["-x", proxy]);
-    }
-    argv.extend_from_slice(args);
+    argv.extend(client.curl_argv(curl.to_str().unwrap(), args));
     let out = server.run_in_client(client.run_as(), &argv, timeout)?;
     let stderr = out.stderr_text();
     ensure!(out.success(), "curl failed: {}", stderr.trim());
@@ -378,7 +311,7 @@ fn measure_download(
     let server_pid = server
         .openvpn_pid()
         .context("the openvpn server is not running")?;
-    let url = format!("{}bytes/{}", server.http_url(), settings.download_bytes);
+    let url = download_url(server, settings.download_bytes);
     let (client_cpu, server_cpu) = (
         cpu_seconds(client_pid, ticks)?,
         cpu_seconds(server_pid, ticks)?,

@@ -20,37 +20,26 @@ mod e2e;
 
 use std::time::Duration;
 
-use erebus_testvectors::netns::{
-    self, HTTP_MARKER, OpenVpnServer, RunAs, ServerProfile, Transport,
-};
+use e2e::compare::{self, Client};
+use erebus_testvectors::netns::{self, HTTP_MARKER, OpenVpnServer, ServerProfile, Transport};
 
 /// The delayed-ACK interval these exchanges must not wait for.
 const DELAYED_ACK: Duration = Duration::from_millis(40);
 
-/// Runs one curl in the client namespace fetching the server's page `count` times, each on a
-/// fresh connection or all on one, through `proxy` if given; returns each request's time.
-fn fetch_times(
-    server: &OpenVpnServer,
-    run_as: RunAs,
-    proxy: Option<&str>,
-    count: usize,
-    fresh: bool,
-) -> Vec<Duration> {
+/// Runs one curl in the client namespace fetching the server's page `count` times through
+/// `client`, each on a fresh connection or all on one; returns each request's time.
+fn fetch_times(server: &OpenVpnServer, client: Client, count: usize, fresh: bool) -> Vec<Duration> {
     let curl = netns::find_program("curl").unwrap();
     let url = server.http_url();
-    let mut argv = vec![curl.to_str().unwrap(), "-sS", "--fail"];
-    if let Some(proxy) = proxy {
-        argv.extend_from_slice(&["-x", proxy]);
-    }
+    let mut args = Vec::new();
     if fresh {
-        argv.extend_from_slice(&["-H", "Connection: close"]);
+        args.extend_from_slice(&["-H", "Connection: close"]);
     }
-    argv.extend_from_slice(&["-w", "\n@%{time_total}\n"]);
-    for _ in 0..count {
-        argv.push(&url);
-    }
+    args.extend_from_slice(&["-w", "\n@%{time_total}\n"]);
+    args.extend(std::iter::repeat_n(url.as_str(), count));
+    let argv = client.curl_argv(curl.to_str().unwrap(), &args);
     let out = server
-        .run_in_client(run_as, &argv, Duration::from_secs(120))
+        .run_in_client(client.run_as(), &argv, Duration::from_secs(120))
         .unwrap();
     assert!(out.success(), "curl failed: {}", out.stderr_text());
     let text = out.stdout_text();
@@ -66,29 +55,16 @@ fn median(mut values: Vec<Duration>) -> Duration {
     values[values.len() / 2]
 }
 
-/// Starts erebus with `runtime` and waits until its tunnel is up.
-fn start_erebus<'s>(server: &'s OpenVpnServer, runtime: &str) -> netns::NsProcess<'s> {
-    let config = server.client_profile_path();
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--runtime",
-        runtime,
-        "--no-socks",
-    ];
-    e2e::start_erebus(server, &args)
-}
-
-fn small_responses_do_not_wait(runtime: &str) {
+fn small_responses_do_not_wait(runtime: &'static str) {
     let name = format!("small_responses_do_not_wait_for_a_delayed_ack_with_{runtime}");
     if !netns::should_run_interop(&name) {
         return;
     }
     let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
-    let erebus = start_erebus(&server, runtime);
-    let proxy = Some("http://127.0.0.1:8080");
+    let client = Client::Erebus(runtime);
+    let erebus = compare::start_client(&server, client);
     for fresh in [true, false] {
-        let times = fetch_times(&server, RunAs::Nobody, proxy, 40, fresh);
+        let times = fetch_times(&server, client, 40, fresh);
         let typical = median(times.clone());
         let slow = times.iter().filter(|t| **t >= DELAYED_ACK).count();
         eprintln!(
@@ -120,24 +96,14 @@ fn five_hundred_small_requests_against_the_stock_client() {
     const COUNT: usize = 500;
     let total = |times: Vec<Duration>| times.iter().sum::<Duration>();
     let mut rows = Vec::new();
+    let session = |client: Client| {
+        let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
+        let _client = compare::start_client(&server, client);
+        total(fetch_times(&server, client, COUNT, true))
+    };
     for round in 0..3 {
-        let stock = {
-            let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
-            let _client = server.start_stock_client("stock.log").unwrap();
-            server.wait_for_client_tun(Duration::from_secs(20)).unwrap();
-            total(fetch_times(&server, RunAs::Root, None, COUNT, true))
-        };
-        let erebus = {
-            let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
-            let _erebus = start_erebus(&server, "mio");
-            total(fetch_times(
-                &server,
-                RunAs::Nobody,
-                Some("http://127.0.0.1:8080"),
-                COUNT,
-                true,
-            ))
-        };
+        let stock = session(Client::Stock);
+        let erebus = session(Client::Erebus("mio"));
         println!("round {round}: stock {stock:?}, erebus {erebus:?}");
         rows.push((stock, erebus));
     }

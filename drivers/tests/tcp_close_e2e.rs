@@ -49,15 +49,7 @@ fn closes_cleanly(runtime: &str) {
         return;
     }
     let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
-    let config = server.client_profile_path();
-    let args = [
-        "--config",
-        config.to_str().unwrap(),
-        "--runtime",
-        runtime,
-        "--no-socks",
-    ];
-    let erebus = e2e::start_erebus(&server, &args);
+    let erebus = e2e::start_erebus_with_runtime(&server, runtime);
 
     // The server's tun device carries the inner packets as the origin sees them.
     let ip = netns::find_program("ip").unwrap();

@@ -11,69 +11,34 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // Test code that reports figures.
 
+mod e2e;
+
 use std::time::Duration;
 
-use erebus_testvectors::netns::{self, OpenVpnServer, RunAs, ServerProfile, Transport};
+use e2e::compare::{self, Client, download_url, median};
+use erebus_testvectors::netns::{self, OpenVpnServer, ServerProfile, Transport};
 
-const EREBUS: &str = env!("CARGO_BIN_EXE_erebus");
 const BYTES: u64 = 128 << 20;
 const ROUNDS: usize = 3;
 
-/// curl's measured download speed in bytes per second.
-fn download(server: &OpenVpnServer, run_as: RunAs, proxy: Option<&str>) -> f64 {
+/// curl's measured download speed through `client`, in bytes per second.
+fn download(server: &OpenVpnServer, client: Client) -> f64 {
     let curl = netns::find_program("curl").unwrap();
-    let url = format!("{}bytes/{BYTES}", server.http_url());
-    let mut argv = vec![
-        curl.to_str().unwrap(),
-        "-sS",
-        "--fail",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{speed_download}",
-    ];
-    if let Some(proxy) = proxy {
-        argv.extend_from_slice(&["-x", proxy]);
-    }
-    argv.push(&url);
+    let url = download_url(server, BYTES);
+    let args = ["-o", "/dev/null", "-w", "%{speed_download}", &url];
+    let argv = client.curl_argv(curl.to_str().unwrap(), &args);
     let out = server
-        .run_in_client(run_as, &argv, Duration::from_secs(120))
+        .run_in_client(client.run_as(), &argv, Duration::from_secs(120))
         .unwrap();
     assert!(out.success(), "{}", out.stderr_text());
     out.stdout_text().trim().parse().unwrap()
 }
 
-fn stock(profile: ServerProfile, transport: Transport) -> f64 {
+/// A fresh server of `profile` over `transport`, `client` on it, and one download's speed.
+fn speed(profile: ServerProfile, transport: Transport, client: Client) -> f64 {
     let server = OpenVpnServer::start(profile, transport).unwrap();
-    let _client = server.start_stock_client("stock.log").unwrap();
-    server.wait_for_client_tun(Duration::from_secs(20)).unwrap();
-    assert!(
-        server
-            .ping_from_client(server.server_tunnel_addr(), 30, Duration::from_millis(500))
-            .unwrap()
-    );
-    download(&server, RunAs::Root, None)
-}
-
-fn erebus(profile: ServerProfile, transport: Transport) -> f64 {
-    let server = OpenVpnServer::start(profile, transport).unwrap();
-    let config = server.client_profile_path();
-    let mut erebus = server
-        .spawn_in_client(
-            RunAs::Nobody,
-            &[EREBUS, "--config", config.to_str().unwrap()],
-            "erebus.log",
-        )
-        .unwrap();
-    erebus
-        .wait_until_listening(8080, Duration::from_secs(10))
-        .unwrap();
-    download(&server, RunAs::Nobody, Some("http://127.0.0.1:8080"))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let _client = compare::start_client(&server, client);
+    download(&server, client)
 }
 
 #[test]
@@ -95,8 +60,8 @@ fn erebus_against_the_stock_client() {
     for (profile, transport) in cases {
         let (mut stock_runs, mut erebus_runs) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            stock_runs.push(stock(profile, transport) / 1e6);
-            erebus_runs.push(erebus(profile, transport) / 1e6);
+            stock_runs.push(speed(profile, transport, Client::Stock) / 1e6);
+            erebus_runs.push(speed(profile, transport, Client::Erebus("mio")) / 1e6);
         }
         let (s, e) = (median(stock_runs.clone()), median(erebus_runs.clone()));
         let fmt = |v: &[f64]| {

@@ -15,11 +15,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::hint::black_box;
-#[allow(clippy::disallowed_types)]
-use std::time::{Duration, Instant};
+use std::cell::{RefCell, RefMut};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use erebus_alloc_counter::CountingAllocator;
 use support::{ClientPath, steady_state_allocates_nothing};
 
@@ -37,55 +35,73 @@ fn warm_path() -> ClientPath {
     path
 }
 
-// Timing only the client's calls needs the clock; the sans-IO rule is the library's, and the
-// benchmark is a program around it.
-#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+/// Finishes the previous uplink round (the peer acknowledges, the client takes its ACKs) and
+/// readies the next: everything but the client's own calls, run outside the measurement.
+fn next_upload(path: &RefCell<ClientPath>) -> RefMut<'_, ClientPath> {
+    let mut path = path.borrow_mut();
+    path.run_peer(false);
+    path.deliver_all_to_client();
+    path.tick();
+    // Let the peer acknowledge until the client takes local bytes again.
+    while path.upload_paused {
+        path.round(false, false);
+    }
+    path
+}
+
+/// A warm path and the datagram being delivered to its client.
+struct Downlink {
+    path: ClientPath,
+    datagram: Vec<u8>,
+}
+
+/// Returns the previous downlink datagram's buffer and takes the next datagram for the client:
+/// everything but the client's own calls, run outside the measurement.
+fn next_download(downlink: &RefCell<Downlink>) -> RefMut<'_, Downlink> {
+    let mut downlink = downlink.borrow_mut();
+    let Downlink { path, datagram } = &mut *downlink;
+    path.recycle(std::mem::take(datagram));
+    path.tick();
+    while path.to_client.is_empty() {
+        path.run_peer(true);
+    }
+    *datagram = path.to_client.pop_front().expect("a datagram is waiting");
+    downlink
+}
+
 fn bench_client_path(c: &mut Criterion) {
     steady_state_allocates_nothing();
     let mut group = c.benchmark_group("client_path");
     group.throughput(Throughput::Elements(1));
 
-    let mut path = warm_path();
+    // One packet per batch: each setup depends on what the previous packet did, and criterion
+    // times only the routine, the client's calls.
+    let path = RefCell::new(warm_path());
     group.bench_function("uplink/stream_chunk_to_datagram", |b| {
-        b.iter_custom(|iterations| {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iterations {
-                // Let the peer acknowledge until the client takes local bytes again.
-                path.tick();
-                while path.upload_paused {
-                    path.round(false, false);
-                }
-                let start = Instant::now();
+        b.iter_batched_ref(
+            || next_upload(&path),
+            |path| {
                 path.upload_chunk();
                 path.drain_client();
-                timed += start.elapsed();
-                path.run_peer(false);
-                path.deliver_all_to_client();
-            }
-            black_box(path.transmitted);
-            timed
-        });
+            },
+            BatchSize::PerIteration,
+        );
     });
 
-    let mut path = warm_path();
+    let downlink = RefCell::new(Downlink {
+        path: warm_path(),
+        datagram: Vec::new(),
+    });
     group.bench_function("downlink/datagram_to_stream", |b| {
-        b.iter_custom(|iterations| {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iterations {
-                path.tick();
-                while path.to_client.is_empty() {
-                    path.run_peer(true);
-                }
-                let datagram = path.to_client.pop_front().expect("a datagram is waiting");
-                let start = Instant::now();
-                path.deliver_to_client(&datagram);
+        b.iter_batched_ref(
+            || next_download(&downlink),
+            |downlink| {
+                let Downlink { path, datagram } = &mut **downlink;
+                path.deliver_to_client(datagram);
                 path.drain_client();
-                timed += start.elapsed();
-                path.recycle(datagram);
-            }
-            black_box(path.downloaded);
-            timed
-        });
+            },
+            BatchSize::PerIteration,
+        );
     });
     group.finish();
 }

@@ -431,20 +431,15 @@ fn fast_short_path_is_kept_full() {
 
 /// The goal: 16 MiB each way through loss, reordering, duplication and 20 ms of delay.
 #[test]
-#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 fn sixteen_mib_each_way_through_a_hostile_link() {
-    let wall = std::time::Instant::now();
     let outcome = run(
         8,
         [LinkParams::hostile(20); 2],
         [16 * MIB, 16 * MIB],
         &TcpConfig::default(),
     );
-    let elapsed = wall.elapsed();
-    let bytes = 32 * MIB;
     println!(
-        "{outcome:?}\nvirtual {:.2} MB/s (both directions), wall {:.2} MB/s ({elapsed:?})",
-        megabytes_per_second(bytes, outcome.final_time),
-        bytes as f64 / 1e6 / elapsed.as_secs_f64()
+        "{outcome:?}\nvirtual {:.2} MB/s (both directions)",
+        megabytes_per_second(32 * MIB, outcome.final_time)
     );
 }

@@ -1,7 +1,9 @@
 //! What the end-to-end tests against a real server share: reading erebus's log and starting
-//! it as nobody in the client namespace.
+//! it as nobody in the client namespace; [`compare`] for the comparisons with the stock client.
 
 #![allow(dead_code)] // Each test binary uses a different part.
+
+pub(crate) mod compare;
 
 use std::path::Path;
 use std::time::Duration;
@@ -62,4 +64,21 @@ pub(crate) fn start_erebus<'s>(server: &'s OpenVpnServer, args: &[&str]) -> NsPr
     );
     assert_eq!(netns::uid_of(erebus.pid()), Some(NOBODY_UID));
     erebus
+}
+
+/// Starts erebus (see [`start_erebus`]) on `server`'s client profile under the `runtime`
+/// driver, with the HTTP proxy only.
+pub(crate) fn start_erebus_with_runtime<'s>(
+    server: &'s OpenVpnServer,
+    runtime: &str,
+) -> NsProcess<'s> {
+    let config = server.client_profile_path();
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--runtime",
+        runtime,
+        "--no-socks",
+    ];
+    start_erebus(server, &args)
 }
