@@ -63,9 +63,17 @@ struct Settings {
     settle: Duration,
     /// `EREBUS_BENCH_CASES` [all]: comma-separated case names to run (e.g. `aes-udp`).
     cases: Option<Vec<String>>,
-    /// `EREBUS_BENCH_PERF` [unset]: a file to `perf record -g` erebus (mio) into during the
-    /// first AES-256-GCM UDP download.
+    /// `EREBUS_BENCH_PERF` [unset]: a file to `perf record -g` erebus into during the first
+    /// download of the case and runtime below.
     perf_output: Option<PathBuf>,
+    /// `EREBUS_BENCH_PERF_CASE` [aes-udp]: the case whose first erebus download is profiled.
+    perf_case: String,
+    /// `EREBUS_BENCH_PERF_RUNTIME` [mio]: the runtime whose first download is profiled.
+    perf_runtime: String,
+    /// `EREBUS_BENCH_BASELINE` [unset]: another erebus binary (an older build, say), run with
+    /// both runtimes as two more clients taking turns with the others, so that a change is
+    /// measured against its baseline in the same run.
+    baseline: Option<String>,
     /// `EREBUS_BENCH_OUT` [target/bench/erebus-vs-openvpn.md]: where the tables go.
     output: PathBuf,
 }
@@ -96,6 +104,10 @@ impl Settings {
                 .ok()
                 .map(|list| list.split(',').map(|c| c.trim().to_owned()).collect()),
             perf_output: std::env::var_os("EREBUS_BENCH_PERF").map(PathBuf::from),
+            perf_case: std::env::var("EREBUS_BENCH_PERF_CASE").unwrap_or_else(|_| "aes-udp".into()),
+            perf_runtime: std::env::var("EREBUS_BENCH_PERF_RUNTIME")
+                .unwrap_or_else(|_| "mio".into()),
+            baseline: std::env::var("EREBUS_BENCH_BASELINE").ok(),
             output: std::env::var_os("EREBUS_BENCH_OUT")
                 .map_or_else(|| target.join("erebus-vs-openvpn.md"), PathBuf::from),
         }
@@ -135,29 +147,39 @@ enum Client {
     Stock,
     /// erebus as nobody with the given `--runtime`; curl goes through its HTTP proxy.
     Erebus(&'static str),
+    /// The `EREBUS_BENCH_BASELINE` binary, the same way.
+    Baseline(&'static str),
 }
 
-const CLIENTS: [Client; 3] = [Client::Stock, Client::Erebus("mio"), Client::Erebus("smol")];
+/// The clients in the order they take turns: the stock client first (the ratios' reference).
+fn clients(settings: &Settings) -> Vec<Client> {
+    let mut clients = vec![Client::Stock, Client::Erebus("mio"), Client::Erebus("smol")];
+    if settings.baseline.is_some() {
+        clients.extend([Client::Baseline("mio"), Client::Baseline("smol")]);
+    }
+    clients
+}
 
 impl Client {
     fn name(self) -> String {
         match self {
             Self::Stock => "openvpn (kernel tun)".into(),
             Self::Erebus(runtime) => format!("erebus {runtime}"),
+            Self::Baseline(runtime) => format!("baseline {runtime}"),
         }
     }
 
     fn run_as(self) -> RunAs {
         match self {
             Self::Stock => RunAs::Root,
-            Self::Erebus(_) => RunAs::Nobody,
+            Self::Erebus(_) | Self::Baseline(_) => RunAs::Nobody,
         }
     }
 
     fn proxy(self) -> Option<&'static str> {
         match self {
             Self::Stock => None,
-            Self::Erebus(_) => Some(PROXY),
+            Self::Erebus(_) | Self::Baseline(_) => Some(PROXY),
         }
     }
 }
@@ -500,10 +522,14 @@ fn session(
     let started = Instant::now();
     let mut process = match client {
         Client::Stock => server.start_stock_client("stock.log")?,
-        Client::Erebus(runtime) => {
+        Client::Erebus(runtime) | Client::Baseline(runtime) => {
             let config = server.client_profile_path();
+            let binary = match client {
+                Client::Baseline(_) => settings.baseline.as_deref().unwrap_or(e2e::EREBUS),
+                _ => e2e::EREBUS,
+            };
             let argv = [
-                e2e::EREBUS,
+                binary,
                 "--config",
                 config.to_str().unwrap(),
                 "--runtime",
@@ -515,7 +541,9 @@ fn session(
     };
     match client {
         Client::Stock => sample.init_completed_s = Some(wait_for_init(&mut process, started)?),
-        Client::Erebus(_) => process.wait_until_listening(8080, Duration::from_secs(10))?,
+        Client::Erebus(_) | Client::Baseline(_) => {
+            process.wait_until_listening(8080, Duration::from_secs(10))?;
+        }
     }
     sample.first_byte_s = first_byte(&server, client, started, Duration::from_secs(30))?;
     check_cipher(&server, case.cipher)?;
@@ -579,15 +607,17 @@ struct CaseResults {
 
 /// Runs every round of `case`, the clients taking turns.
 fn run_case(case: Case, settings: &Settings) -> CaseResults {
-    let mut per_client: Vec<_> = CLIENTS
-        .iter()
-        .map(|c| (*c, Vec::new(), Vec::new()))
+    let mut per_client: Vec<_> = clients(settings)
+        .into_iter()
+        .map(|c| (c, Vec::new(), Vec::new()))
         .collect();
     for round in 0..settings.rounds {
         for (client, samples, errors) in &mut per_client {
             let with_load = round + 1 == settings.rounds;
             let perf = settings.perf_output.as_deref().filter(|_| {
-                round == 0 && case.name == "aes-udp" && *client == Client::Erebus("mio")
+                round == 0
+                    && case.name == settings.perf_case
+                    && matches!(client, Client::Erebus(runtime) if *runtime == settings.perf_runtime)
             });
             eprintln!("bench: {} round {} {}", case.name, round + 1, client.name());
             match guarded_session(case, *client, settings, with_load, perf) {
