@@ -106,6 +106,8 @@ enum Transport {
         stream: TcpStream,
         connected: bool,
         out: StreamOut,
+        /// The interests the stream is registered with now.
+        interest: Interest,
     },
 }
 
@@ -353,6 +355,8 @@ impl Connector {
 
 struct LocalConn {
     stream: LocalStream,
+    /// The interests the socket is registered with now.
+    interest: Interest,
     /// Bytes the socket did not take yet.
     pending: Vec<u8>,
     paused: bool,
@@ -526,18 +530,11 @@ impl<D: Driven> MioDriver<D> {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let ready: Vec<(Token, bool, bool)> = self
-                .events
-                .iter()
-                .map(|e| {
-                    (
-                        e.token(),
-                        e.is_readable() || e.is_read_closed(),
-                        e.is_writable() || e.is_write_closed() || e.is_error(),
-                    )
-                })
-                .collect();
-            for (token, readable, writable) in ready {
+            // Straight from the event list: a copy of it would be an allocation per turn.
+            for event in &self.events {
+                let token = event.token();
+                let readable = event.is_readable() || event.is_read_closed();
+                let writable = event.is_writable() || event.is_write_closed() || event.is_error();
                 match token.0.checked_sub(FIRST_LISTENER) {
                     Some(index) if token.0 < FIRST_CONN => {
                         if let Some(ready) = self.listener_ready.get_mut(index) {
@@ -673,6 +670,7 @@ impl<D: Driven> MioDriver<D> {
             id,
             LocalConn {
                 stream,
+                interest: Interest::READABLE,
                 pending: Vec::new(),
                 paused: false,
                 read_closed: false,
@@ -715,6 +713,8 @@ impl<D: Driven> MioDriver<D> {
                     break;
                 }
                 Ok(n) => {
+                    // Read again even after a short read: what arrives while this chunk is
+                    // decrypted joins the batch, and the batch is what one drain answers.
                     let data = &self.read_buf[..n];
                     self.pump.batch_transport_data(attempt, remote, data);
                 }
@@ -897,15 +897,21 @@ impl MioIo {
         }
     }
 
+    /// Asks for writability where bytes wait, and only there. A socket is registered again
+    /// only when that changes: readiness is edge-triggered, so an unchanged registration
+    /// still reports every new edge, and one system call per socket per turn is saved.
     fn register_interests(&mut self) {
         for (id, conn) in &mut self.conns {
-            let token = Token(FIRST_CONN + id.0 as usize);
             let interest = if conn.pending.is_empty() {
                 Interest::READABLE
             } else {
                 Interest::READABLE | Interest::WRITABLE
             };
-            let _ = self.registry.reregister(&mut conn.stream, token, interest);
+            if interest != conn.interest {
+                let token = Token(FIRST_CONN + id.0 as usize);
+                let _ = self.registry.reregister(&mut conn.stream, token, interest);
+                conn.interest = interest;
+            }
         }
         if let Some(TransportSocket {
             socket:
@@ -913,6 +919,7 @@ impl MioIo {
                     stream,
                     connected,
                     out,
+                    interest: registered,
                 },
             ..
         }) = &mut self.transport
@@ -922,7 +929,10 @@ impl MioIo {
             } else {
                 Interest::READABLE
             };
-            let _ = self.registry.reregister(stream, TRANSPORT, interest);
+            if interest != *registered {
+                let _ = self.registry.reregister(stream, TRANSPORT, interest);
+                *registered = interest;
+            }
         }
     }
 
@@ -1098,6 +1108,7 @@ fn open_transport(
                 stream,
                 connected: false,
                 out: StreamOut::default(),
+                interest: Interest::READABLE | Interest::WRITABLE,
             })
         }
     }
@@ -1196,6 +1207,7 @@ mod tests {
                     stream: TcpStream::from_std(stream),
                     connected: true,
                     out: StreamOut::default(),
+                    interest: Interest::READABLE,
                 },
             }),
             transport_maybe_readable: false,
