@@ -70,10 +70,10 @@ struct Settings {
     perf_case: String,
     /// `EREBUS_BENCH_PERF_RUNTIME` [mio]: the runtime whose first download is profiled.
     perf_runtime: String,
-    /// `EREBUS_BENCH_BASELINE` [unset]: another erebus binary (an older build, say), run with
-    /// both runtimes as two more clients taking turns with the others, so that a change is
-    /// measured against its baseline in the same run.
-    baseline: Option<String>,
+    /// `EREBUS_BENCH_BASELINE` [unset]: other erebus binaries (older builds, say), comma-separated,
+    /// each run with both runtimes as two more clients taking turns with the others, so that a
+    /// change is measured against its baseline in the same run.
+    baselines: Vec<String>,
     /// `EREBUS_BENCH_OUT` [target/bench/erebus-vs-openvpn.md]: where the tables go.
     output: PathBuf,
 }
@@ -107,7 +107,15 @@ impl Settings {
             perf_case: std::env::var("EREBUS_BENCH_PERF_CASE").unwrap_or_else(|_| "aes-udp".into()),
             perf_runtime: std::env::var("EREBUS_BENCH_PERF_RUNTIME")
                 .unwrap_or_else(|_| "mio".into()),
-            baseline: std::env::var("EREBUS_BENCH_BASELINE").ok(),
+            baselines: std::env::var("EREBUS_BENCH_BASELINE")
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|path| !path.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
             output: std::env::var_os("EREBUS_BENCH_OUT")
                 .map_or_else(|| target.join("erebus-vs-openvpn.md"), PathBuf::from),
         }
@@ -147,15 +155,18 @@ enum Client {
     Stock,
     /// erebus as nobody with the given `--runtime`; curl goes through its HTTP proxy.
     Erebus(&'static str),
-    /// The `EREBUS_BENCH_BASELINE` binary, the same way.
-    Baseline(&'static str),
+    /// The `EREBUS_BENCH_BASELINE` binary of this index (from 0), the same way.
+    Baseline(usize, &'static str),
 }
 
 /// The clients in the order they take turns: the stock client first (the ratios' reference).
 fn clients(settings: &Settings) -> Vec<Client> {
     let mut clients = vec![Client::Stock, Client::Erebus("mio"), Client::Erebus("smol")];
-    if settings.baseline.is_some() {
-        clients.extend([Client::Baseline("mio"), Client::Baseline("smol")]);
+    for index in 0..settings.baselines.len() {
+        clients.extend([
+            Client::Baseline(index, "mio"),
+            Client::Baseline(index, "smol"),
+        ]);
     }
     clients
 }
@@ -165,21 +176,21 @@ impl Client {
         match self {
             Self::Stock => "openvpn (kernel tun)".into(),
             Self::Erebus(runtime) => format!("erebus {runtime}"),
-            Self::Baseline(runtime) => format!("baseline {runtime}"),
+            Self::Baseline(index, runtime) => format!("baseline {} {runtime}", index + 1),
         }
     }
 
     fn run_as(self) -> RunAs {
         match self {
             Self::Stock => RunAs::Root,
-            Self::Erebus(_) | Self::Baseline(_) => RunAs::Nobody,
+            Self::Erebus(_) | Self::Baseline(..) => RunAs::Nobody,
         }
     }
 
     fn proxy(self) -> Option<&'static str> {
         match self {
             Self::Stock => None,
-            Self::Erebus(_) | Self::Baseline(_) => Some(PROXY),
+            Self::Erebus(_) | Self::Baseline(..) => Some(PROXY),
         }
     }
 }
@@ -522,10 +533,13 @@ fn session(
     let started = Instant::now();
     let mut process = match client {
         Client::Stock => server.start_stock_client("stock.log")?,
-        Client::Erebus(runtime) | Client::Baseline(runtime) => {
+        Client::Erebus(runtime) | Client::Baseline(_, runtime) => {
             let config = server.client_profile_path();
             let binary = match client {
-                Client::Baseline(_) => settings.baseline.as_deref().unwrap_or(e2e::EREBUS),
+                Client::Baseline(index, _) => settings
+                    .baselines
+                    .get(index)
+                    .map_or(e2e::EREBUS, String::as_str),
                 _ => e2e::EREBUS,
             };
             let argv = [
@@ -541,7 +555,7 @@ fn session(
     };
     match client {
         Client::Stock => sample.init_completed_s = Some(wait_for_init(&mut process, started)?),
-        Client::Erebus(_) | Client::Baseline(_) => {
+        Client::Erebus(_) | Client::Baseline(..) => {
             process.wait_until_listening(8080, Duration::from_secs(10))?;
         }
     }
@@ -621,7 +635,16 @@ fn run_case(case: Case, settings: &Settings) -> CaseResults {
             });
             eprintln!("bench: {} round {} {}", case.name, round + 1, client.name());
             match guarded_session(case, *client, settings, with_load, perf) {
-                Ok(sample) => samples.push(sample),
+                Ok(sample) => {
+                    eprintln!(
+                        "bench: {} {}: {:.1} MB/s, client CPU {:.2} s/GB",
+                        case.name,
+                        client.name(),
+                        sample.mb_per_s,
+                        sample.client_cpu_s_per_gb
+                    );
+                    samples.push(sample);
+                }
                 Err(error) => {
                     eprintln!("bench: {} {}: {error:#}", case.name, client.name());
                     errors.push(format!("{error:#}"));
@@ -739,7 +762,7 @@ fn preamble(settings: &Settings) -> String {
             )
         })
         .unwrap_or_default();
-    format!(
+    let mut text = format!(
         "Date: {} · machine: {} CPUs, {cpu} · {}\n\n\
          Download {} MiB; {} rounds per case and client (medians); {} sequential small \
          requests; {} concurrent {} KiB downloads for erebus's peak RSS, RSS read again {} s \
@@ -756,7 +779,11 @@ fn preamble(settings: &Settings) -> String {
         settings.load_connections,
         settings.load_bytes >> 10,
         settings.settle.as_secs(),
-    )
+    );
+    for (index, path) in settings.baselines.iter().enumerate() {
+        let _ = write!(text, "\nBaseline {}: `{path}`.\n", index + 1);
+    }
+    text
 }
 
 /// The whole report: preamble, throughput table, start-up and memory table, errors.

@@ -17,8 +17,8 @@
 #   EREBUS_BENCH_PERF         file to `perf record -g` erebus into during the first download
 #                             of EREBUS_BENCH_PERF_CASE [aes-udp] with
 #                             EREBUS_BENCH_PERF_RUNTIME [mio] [off]
-#   EREBUS_BENCH_BASELINE     another erebus binary (readable by nobody), run with both
-#                             runtimes as two more clients in the same run [off]
+#   EREBUS_BENCH_BASELINE     other erebus binaries, comma-separated (runnable by nobody),
+#                             each run with both runtimes as two more clients [off]
 #   EREBUS_BENCH_OUT          where the tables go [target/bench/erebus-vs-openvpn.md]
 # Example, a quick run: EREBUS_BENCH_BYTES=33554432 EREBUS_BENCH_ROUNDS=1 \
 #   EREBUS_BENCH_SETTLE_SECS=5 testvectors/bench/run.sh
