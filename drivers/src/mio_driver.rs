@@ -79,6 +79,9 @@ const CLOSE_LINGER: Duration = Duration::from_secs(10);
 const PENDING_KEEP: usize = 16 * 1024;
 /// Largest outer packet or stream chunk the driver reads from the transport.
 const TRANSPORT_READ_CHUNK: usize = 65_536;
+/// Capacity the TCP transport's write backlog may keep once written out (a burst that grew it
+/// larger is freed).
+const TRANSPORT_PENDING_KEEP: usize = 256 * 1024;
 
 /// A handle that stops a running [`MioDriver`] from another thread (a signal handler thread,
 /// for instance): the machine is asked to close gracefully.
@@ -102,8 +105,41 @@ enum Transport {
     Tcp {
         stream: TcpStream,
         connected: bool,
-        pending: Vec<u8>,
+        out: StreamOut,
+        /// The interests the stream is registered with now.
+        interest: Interest,
     },
+}
+
+/// The bytes bound for a stream transport that it has not taken yet: the packets of the
+/// current drain, written together at its end ([`Io::flush_transport`]), and whatever the
+/// socket refused, written once it is writable.
+#[derive(Default)]
+struct StreamOut {
+    pending: Vec<u8>,
+}
+
+impl StreamOut {
+    /// Keeps `bytes` behind those already kept.
+    fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Writes as much as `stream` takes now, in as few writes as it allows.
+    fn flush(&mut self, stream: &mut impl Write) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let written = write_some(stream, &self.pending);
+        self.pending.drain(..written);
+        if self.pending.is_empty() && self.pending.capacity() > TRANSPORT_PENDING_KEEP {
+            self.pending = Vec::new();
+        }
+    }
 }
 
 /// The transport socket of one attempt.
@@ -319,6 +355,8 @@ impl Connector {
 
 struct LocalConn {
     stream: LocalStream,
+    /// The interests the socket is registered with now.
+    interest: Interest,
     /// Bytes the socket did not take yet.
     pending: Vec<u8>,
     paused: bool,
@@ -492,6 +530,7 @@ impl<D: Driven> MioDriver<D> {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            // Straight from the event list: a copy of it would be an allocation per turn.
             for event in &self.events {
                 let token = event.token();
                 let readable = event.is_readable() || event.is_read_closed();
@@ -631,6 +670,7 @@ impl<D: Driven> MioDriver<D> {
             id,
             LocalConn {
                 stream,
+                interest: Interest::READABLE,
                 pending: Vec::new(),
                 paused: false,
                 read_closed: false,
@@ -673,6 +713,8 @@ impl<D: Driven> MioDriver<D> {
                     break;
                 }
                 Ok(n) => {
+                    // Read again even after a short read: what arrives while this chunk is
+                    // decrypted joins the batch, and the batch is what one drain answers.
                     let data = &self.read_buf[..n];
                     self.pump.batch_transport_data(attempt, remote, data);
                 }
@@ -776,14 +818,14 @@ impl MioIo {
         let Transport::Tcp {
             stream,
             connected,
-            pending,
+            out,
+            ..
         } = &mut transport.socket
         else {
             return;
         };
         if *connected {
-            let written = write_some(stream, pending);
-            pending.drain(..written);
+            out.flush(stream);
             return;
         }
         let attempt = transport.attempt;
@@ -792,8 +834,7 @@ impl MioIo {
             Ok(None) => match (stream.peer_addr(), stream.local_addr()) {
                 (Ok(remote), Ok(local)) => {
                     *connected = true;
-                    let written = write_some(stream, pending);
-                    pending.drain(..written);
+                    out.flush(stream);
                     self.notices.push_back(Notice::Connected {
                         attempt,
                         remote,
@@ -856,32 +897,42 @@ impl MioIo {
         }
     }
 
+    /// Asks for writability where bytes wait, and only there. A socket is registered again
+    /// only when that changes: readiness is edge-triggered, so an unchanged registration
+    /// still reports every new edge, and one system call per socket per turn is saved.
     fn register_interests(&mut self) {
         for (id, conn) in &mut self.conns {
-            let token = Token(FIRST_CONN + id.0 as usize);
             let interest = if conn.pending.is_empty() {
                 Interest::READABLE
             } else {
                 Interest::READABLE | Interest::WRITABLE
             };
-            let _ = self.registry.reregister(&mut conn.stream, token, interest);
+            if interest != conn.interest {
+                let token = Token(FIRST_CONN + id.0 as usize);
+                let _ = self.registry.reregister(&mut conn.stream, token, interest);
+                conn.interest = interest;
+            }
         }
         if let Some(TransportSocket {
             socket:
                 Transport::Tcp {
                     stream,
                     connected,
-                    pending,
+                    out,
+                    interest: registered,
                 },
             ..
         }) = &mut self.transport
         {
-            let interest = if !*connected || !pending.is_empty() {
+            let interest = if !*connected || !out.is_empty() {
                 Interest::READABLE | Interest::WRITABLE
             } else {
                 Interest::READABLE
             };
-            let _ = self.registry.reregister(stream, TRANSPORT, interest);
+            if interest != *registered {
+                let _ = self.registry.reregister(stream, TRANSPORT, interest);
+                *registered = interest;
+            }
         }
     }
 
@@ -920,21 +971,25 @@ impl Io for MioIo {
                     tracing::debug!("datagram dropped: {e}");
                 }
             }
-            Some(Transport::Tcp {
-                stream,
-                connected,
-                pending,
-            }) => {
-                if !*connected || !pending.is_empty() {
-                    pending.extend_from_slice(bytes);
-                    return;
-                }
-                let written = write_some(stream, bytes);
-                if let Some(rest) = bytes.get(written..) {
-                    pending.extend_from_slice(rest);
-                }
-            }
+            // Written at the end of the drain, with the drain's other packets.
+            Some(Transport::Tcp { out, .. }) => out.push(bytes),
             None => tracing::debug!("transmit without a transport dropped"),
+        }
+    }
+
+    fn flush_transport(&mut self) {
+        if let Some(TransportSocket {
+            socket:
+                Transport::Tcp {
+                    stream,
+                    connected: true,
+                    out,
+                    ..
+                },
+            ..
+        }) = &mut self.transport
+        {
+            out.flush(stream);
         }
     }
 
@@ -1052,7 +1107,8 @@ fn open_transport(
             Ok(Transport::Tcp {
                 stream,
                 connected: false,
-                pending: Vec::new(),
+                out: StreamOut::default(),
+                interest: Interest::READABLE | Interest::WRITABLE,
             })
         }
     }
@@ -1083,5 +1139,121 @@ fn flush_local(conn: &mut LocalConn) {
         if conn.shutdown_after_flush {
             let _ = conn.stream.shutdown(std::net::Shutdown::Write);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that counts the writes it is asked for and takes at most `room` bytes.
+    struct Socket {
+        writes: usize,
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Socket {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
+            let n = buf.len().min(self.room);
+            if n == 0 {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            self.room -= n;
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_packets_of_one_drain_are_one_write() {
+        let mut out = StreamOut::default();
+        let mut socket = Socket {
+            writes: 0,
+            taken: Vec::new(),
+            room: usize::MAX,
+        };
+        for packet in [&b"\x00\x03one"[..], b"\x00\x03two", b"\x00\x05three"] {
+            out.push(packet);
+        }
+        assert_eq!(socket.writes, 0, "nothing is written before the drain ends");
+        out.flush(&mut socket);
+        assert_eq!(socket.writes, 1);
+        assert_eq!(socket.taken, b"\x00\x03one\x00\x03two\x00\x05three");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn the_tcp_transport_is_written_at_the_end_of_the_drain() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = listener.local_addr().unwrap();
+        let stream = std::net::TcpStream::connect(remote).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let poll = Poll::new().unwrap();
+        let (resolved_tx, _resolved_rx) = mpsc::channel();
+        let mut io = MioIo {
+            registry: poll.registry().try_clone().unwrap(),
+            waker: Arc::new(Waker::new(poll.registry(), WAKER).unwrap()),
+            transport: Some(TransportSocket {
+                attempt: 0,
+                remote,
+                socket: Transport::Tcp {
+                    stream: TcpStream::from_std(stream),
+                    connected: true,
+                    out: StreamOut::default(),
+                    interest: Interest::READABLE,
+                },
+            }),
+            transport_maybe_readable: false,
+            resolving: None,
+            resolved_tx,
+            notices: VecDeque::new(),
+            conns: BTreeMap::new(),
+        };
+        let kept = |io: &MioIo| match &io.transport {
+            Some(TransportSocket {
+                socket: Transport::Tcp { out, .. },
+                ..
+            }) => out.pending.clone(),
+            _ => panic!("the transport is gone"),
+        };
+        for packet in [&b"\x00\x03one"[..], b"\x00\x03two", b"\x00\x05three"] {
+            io.transmit(remote, packet);
+        }
+        assert_eq!(
+            kept(&io),
+            b"\x00\x03one\x00\x03two\x00\x05three",
+            "a drain's packets wait for its end"
+        );
+        io.flush_transport();
+        assert!(kept(&io).is_empty());
+        let mut received = [0u8; 17];
+        server.read_exact(&mut received).unwrap();
+        assert_eq!(&received, b"\x00\x03one\x00\x03two\x00\x05three");
+    }
+
+    #[test]
+    fn what_the_socket_refuses_waits_in_order() {
+        let mut out = StreamOut::default();
+        let mut socket = Socket {
+            writes: 0,
+            taken: Vec::new(),
+            room: 4,
+        };
+        out.push(b"\x00\x03one");
+        out.push(b"\x00\x03two");
+        out.flush(&mut socket);
+        assert_eq!(socket.taken, b"\x00\x03on");
+        out.push(b"\x00\x01!");
+        socket.room = usize::MAX;
+        out.flush(&mut socket);
+        assert_eq!(socket.taken, b"\x00\x03one\x00\x03two\x00\x01!");
+        assert!(out.is_empty());
     }
 }

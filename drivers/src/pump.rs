@@ -17,6 +17,14 @@
 //! of one per datagram, and one pass over the connections. Any other input ends an open batch first. The recording marks every datagram
 //! of a batch but the last as held, so that a replay drains where the driver did.
 //!
+//! # Stream writes
+//!
+//! On a stream transport every [`Output::Transmit`] is one length-prefixed packet, and a drain
+//! often makes several (acknowledgments for many connections, a window's worth of an upload).
+//! The pump calls [`Io::flush_transport`] at the end of every drain, after the last
+//! [`Io::transmit`] of it: a runtime keeps the chunks of one drain and writes them there, as
+//! one write, instead of one write (and one TCP segment, with `TCP_NODELAY`) per packet.
+//!
 //! # Local writes
 //!
 //! A local connection is reported [`LocalEvent::WriteBlocked`] when more than
@@ -149,8 +157,14 @@ impl LocalReadBuffer {
 pub trait Io {
     /// Sends one datagram, or one chunk of the stream, on the current transport. A datagram
     /// the socket refuses is dropped (the protocols above retransmit what matters); stream
-    /// bytes the socket does not take now are kept and sent in order.
+    /// bytes are kept, in order, and may wait for [`Io::flush_transport`].
     fn transmit(&mut self, to: SocketAddr, bytes: &[u8]);
+
+    /// The drain that called [`Io::transmit`] is over: stream bytes kept since the last call
+    /// go out now, together (see the [module documentation](self#stream-writes)); what the
+    /// socket does not take stays kept, in order. A runtime that sends every chunk at once
+    /// (datagrams) has nothing to do.
+    fn flush_transport(&mut self) {}
 
     /// Closes the current transport socket, if any, and starts opening one for `spec`:
     /// resolve its host, connect. The outcome is reported to the pump with `spec.attempt`.
@@ -482,6 +496,8 @@ impl<D: Driven> Pump<D> {
                     Output::Timeout(deadline) => break deadline,
                 }
             };
+            // Before the transport may change: the bytes belong to the socket they were for.
+            io.flush_transport();
             self.sync_transport(io);
             // Writes refused during the drain are reported now, one input each, each drained.
             let Some(conn) = self.newly_blocked.pop() else {
@@ -614,6 +630,105 @@ mod tests {
         );
         assert_eq!(literal("vpn.example", 1194), None);
         assert_eq!(resolve("127.0.0.1", 1), Ok("127.0.0.1:1".parse().unwrap()));
+    }
+
+    /// A machine on a stream transport that answers every chunk it reads with three packets.
+    struct ThreeAnswers {
+        spec: TransportSpec,
+        queued: u8,
+    }
+
+    impl Driven for ThreeAnswers {
+        fn transport(&self) -> Option<&TransportSpec> {
+            Some(&self.spec)
+        }
+
+        fn handle_input(&mut self, input: Input<'_>) -> Result<(), erebus_sansio::io::InputError> {
+            if let Input::Transport {
+                event: TransportEvent::Data { .. },
+                ..
+            } = input
+            {
+                self.queued += 3;
+            }
+            Ok(())
+        }
+
+        fn poll_output<'b>(&mut self, buf: &'b mut [u8]) -> Output<'b> {
+            if self.queued == 0 {
+                return Output::Timeout(None);
+            }
+            self.queued -= 1;
+            let bytes = &mut buf[..3];
+            bytes.copy_from_slice(&[0, 1, self.queued]);
+            Output::Transmit {
+                to: "10.0.0.1:1194".parse().unwrap(),
+                bytes,
+            }
+        }
+    }
+
+    /// What the pump asked of the runtime, in order.
+    #[derive(Default)]
+    struct Calls(Vec<String>);
+
+    impl Io for Calls {
+        fn transmit(&mut self, _to: SocketAddr, bytes: &[u8]) {
+            self.0.push(format!("transmit {bytes:?}"));
+        }
+        fn flush_transport(&mut self) {
+            self.0.push("flush".into());
+        }
+        fn open_transport(&mut self, _spec: &TransportSpec) {
+            self.0.push("open".into());
+        }
+        fn close_transport(&mut self) {}
+        fn write_local(&mut self, _conn: ConnId, _bytes: &[u8]) -> usize {
+            0
+        }
+        fn pause_local(&mut self, _conn: ConnId, _paused: bool) {}
+        fn shutdown_local(&mut self, _conn: ConnId) {}
+        fn close_local(&mut self, _conn: ConnId) {}
+    }
+
+    #[test]
+    fn the_packets_of_one_drain_are_flushed_once_after_the_last() {
+        let remote: SocketAddr = "10.0.0.1:1194".parse().unwrap();
+        let machine = ThreeAnswers {
+            spec: TransportSpec::to_addr(remote, TransportKind::TcpLengthPrefixed),
+            queued: 0,
+        };
+        let mut pump = Pump::new(machine, Clock::start());
+        let mut io = Calls::default();
+        pump.start(&mut io);
+        assert_eq!(
+            io.0,
+            ["flush", "open"],
+            "flushed before the transport changes"
+        );
+        io.0.clear();
+        // A batch of two chunks is one drain: six packets, one flush.
+        pump.batch_transport_data(0, remote, b"a");
+        pump.batch_transport_data(0, remote, b"b");
+        pump.end_batch(&mut io);
+        let mut expected: Vec<String> = (0..6u8)
+            .rev()
+            .map(|n| format!("transmit {:?}", [0, 1, n]))
+            .collect();
+        expected.push("flush".into());
+        assert_eq!(io.0, expected);
+        io.0.clear();
+        pump.batch_transport_data(0, remote, b"c");
+        pump.end_batch(&mut io);
+        assert_eq!(
+            io.0,
+            [
+                "transmit [0, 1, 2]",
+                "transmit [0, 1, 1]",
+                "transmit [0, 1, 0]",
+                "flush"
+            ]
+        );
     }
 
     #[test]

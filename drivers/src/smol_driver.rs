@@ -61,6 +61,8 @@ const LOCAL_READ_CHUNK: usize = 64 * 1024;
 const TRANSPORT_READ_CHUNK: usize = 65_536;
 /// Datagrams (or stream chunks) from the transport handed to the machine before one drain.
 const TRANSPORT_BATCH: usize = 64;
+/// Bytes the TCP transport's writer gathers from its queue into one write, at most.
+const TRANSPORT_WRITE_GATHER: usize = 256 * 1024;
 
 /// Stops a running [`SmolDriver`] gracefully, from any thread or task.
 #[derive(Clone)]
@@ -221,7 +223,41 @@ enum Writer {
     /// Opening: nothing is sent before the transport connected.
     Opening,
     Udp(Arc<Async<UdpSocket>>),
-    Tcp(Sender<Vec<u8>>),
+    Tcp(TcpWriter),
+}
+
+/// The way to a TCP transport's writer task: the stream bytes of the current drain are kept
+/// here and handed over as one buffer at its end ([`Io::flush_transport`]), so the task writes
+/// a drain's packets with one system call, not one each.
+struct TcpWriter {
+    queue: Sender<Vec<u8>>,
+    staged: Vec<u8>,
+}
+
+impl TcpWriter {
+    fn new(queue: Sender<Vec<u8>>) -> Self {
+        Self {
+            queue,
+            staged: Vec::new(),
+        }
+    }
+
+    /// Keeps `bytes` for the end of the drain.
+    fn stage(&mut self, pool: &BufferPool, bytes: &[u8]) {
+        if self.staged.is_empty() {
+            // A buffer from the pool, as the writer gives them back.
+            self.staged = pool.copy_of(bytes);
+        } else {
+            self.staged.extend_from_slice(bytes);
+        }
+    }
+
+    /// Hands what was kept to the writer task.
+    fn flush(&mut self) {
+        if !self.staged.is_empty() {
+            let _ = self.queue.try_send(std::mem::take(&mut self.staged));
+        }
+    }
 }
 
 /// The transport of one attempt: how to send on it, and the task that opens and reads it.
@@ -507,19 +543,23 @@ impl<D: Driven> SmolDriver<D> {
 impl Io for SmolIo {
     fn transmit(&mut self, _to: SocketAddr, bytes: &[u8]) {
         // The socket is connected to the one server the machine talks to.
-        match self.transport.as_ref().map(|t| &t.writer) {
+        match self.transport.as_mut().map(|t| &mut t.writer) {
             Some(Writer::Udp(socket)) => {
                 // A full socket buffer drops the datagram; the protocols retransmit.
                 if let Err(e) = socket.get_ref().send(bytes) {
                     tracing::debug!("datagram dropped: {e}");
                 }
             }
-            Some(Writer::Tcp(tx)) => {
-                let _ = tx.try_send(self.pool.copy_of(bytes));
-            }
+            Some(Writer::Tcp(writer)) => writer.stage(&self.pool, bytes),
             Some(Writer::Opening) | None => {
                 tracing::debug!("transmit without a transport dropped");
             }
+        }
+    }
+
+    fn flush_transport(&mut self) {
+        if let Some(Writer::Tcp(writer)) = self.transport.as_mut().map(|t| &mut t.writer) {
+            writer.flush();
         }
     }
 
@@ -537,7 +577,7 @@ impl Io for SmolIo {
                 // Bytes written before the stream connects wait in the channel.
                 let (write_tx, write_rx) = unbounded();
                 (
-                    Writer::Tcp(write_tx),
+                    Writer::Tcp(TcpWriter::new(write_tx)),
                     smol::spawn(run_tcp(pool, attempt, host, port, write_rx, tx)),
                 )
             }
@@ -707,7 +747,15 @@ async fn run_tcp(
         let pool = pool.clone();
         async move {
             let mut stream = &*stream;
-            while let Ok(bytes) = writes.recv().await {
+            while let Ok(mut bytes) = writes.recv().await {
+                // What queued up while the last write waited goes out with this one.
+                while bytes.len() < TRANSPORT_WRITE_GATHER {
+                    let Ok(more) = writes.try_recv() else {
+                        break;
+                    };
+                    bytes.extend_from_slice(&more);
+                    pool.give(more);
+                }
                 let written = stream.write_all(&bytes).await;
                 pool.give(bytes);
                 if let Err(e) = written {
@@ -833,5 +881,27 @@ mod tests {
             pool.give(Vec::with_capacity(16));
         }
         assert_eq!(pool.0.lock().unwrap().len(), BufferPool::MAX_IDLE);
+    }
+
+    #[test]
+    fn the_packets_of_one_drain_reach_the_tcp_writer_as_one_buffer() {
+        let pool = BufferPool::default();
+        let (queue, writes) = unbounded();
+        let mut writer = TcpWriter::new(queue);
+        for packet in [&b"\x00\x03one"[..], b"\x00\x03two", b"\x00\x05three"] {
+            writer.stage(&pool, packet);
+        }
+        assert!(
+            writes.is_empty(),
+            "nothing goes to the writer before the drain ends"
+        );
+        writer.flush();
+        assert_eq!(
+            writes.try_recv().unwrap(),
+            b"\x00\x03one\x00\x03two\x00\x05three"
+        );
+        assert!(writes.is_empty(), "one buffer for the whole drain");
+        writer.flush();
+        assert!(writes.is_empty(), "a drain without packets sends nothing");
     }
 }

@@ -36,6 +36,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_CHUNK: usize = 64 * 1024;
 /// Datagrams (or stream chunks) from the transport handed to the machine before one drain.
 const TRANSPORT_BATCH: usize = 64;
+/// Bytes the TCP transport's writer gathers from its queue into one write, at most.
+const TRANSPORT_WRITE_GATHER: usize = 256 * 1024;
 
 enum Message {
     Stop,
@@ -100,6 +102,9 @@ struct Local {
 struct ThreadIo {
     tx: Sender<Message>,
     transport: Option<Transport>,
+    /// The stream bytes of the current drain, handed to the TCP transport's writer thread as
+    /// one buffer at its end ([`Io::flush_transport`]).
+    staged: Vec<u8>,
     conns: BTreeMap<ConnId, Local>,
 }
 
@@ -122,6 +127,7 @@ impl<D: Driven> ThreadDriver<D> {
             io: ThreadIo {
                 tx,
                 transport: None,
+                staged: Vec::new(),
                 conns: BTreeMap::new(),
             },
             rx,
@@ -297,12 +303,21 @@ impl Io for ThreadIo {
                     tracing::debug!("datagram dropped: {e}");
                 }
             }
-            Some(TransportWriter::Tcp(writes)) => {
-                let _ = writes.send(bytes.to_vec());
-            }
+            // Sent to the writer at the end of the drain, with the drain's other packets.
+            Some(TransportWriter::Tcp(_)) => self.staged.extend_from_slice(bytes),
             Some(TransportWriter::Opening) | None => {
                 tracing::debug!("transmit without a transport dropped");
             }
+        }
+    }
+
+    fn flush_transport(&mut self) {
+        if self.staged.is_empty() {
+            return;
+        }
+        let staged = std::mem::take(&mut self.staged);
+        if let Some(TransportWriter::Tcp(writes)) = self.transport.as_ref().map(|t| &t.writer) {
+            let _ = writes.send(staged);
         }
     }
 
@@ -332,6 +347,7 @@ impl Io for ThreadIo {
 
     fn close_transport(&mut self) {
         self.transport = None;
+        self.staged.clear();
     }
 
     fn write_local(&mut self, conn: ConnId, bytes: &[u8]) -> usize {
@@ -460,7 +476,14 @@ fn run_tcp(
     }
     let writing_stop = stop.clone();
     std::thread::spawn(move || {
-        while let Ok(bytes) = writes.recv() {
+        while let Ok(mut bytes) = writes.recv() {
+            // What queued up while the last write blocked goes out with this one.
+            for more in writes.try_iter() {
+                bytes.extend_from_slice(&more);
+                if bytes.len() >= TRANSPORT_WRITE_GATHER {
+                    break;
+                }
+            }
             if writing_stop.load(Ordering::SeqCst) || writer.write_all(&bytes).is_err() {
                 break;
             }
@@ -564,5 +587,40 @@ fn write_local(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_packets_of_one_drain_reach_the_tcp_writer_as_one_buffer() {
+        let (tx, _rx) = mpsc::channel();
+        let (queue, writes) = mpsc::channel();
+        let mut io = ThreadIo {
+            tx,
+            transport: Some(Transport {
+                attempt: 0,
+                writer: TransportWriter::Tcp(queue),
+                stop: Arc::default(),
+            }),
+            staged: Vec::new(),
+            conns: BTreeMap::new(),
+        };
+        let to: SocketAddr = "10.0.0.1:1194".parse().unwrap();
+        for packet in [&b"\x00\x03one"[..], b"\x00\x03two", b"\x00\x05three"] {
+            io.transmit(to, packet);
+        }
+        assert!(
+            writes.try_recv().is_err(),
+            "nothing goes to the writer before the drain ends"
+        );
+        io.flush_transport();
+        assert_eq!(
+            writes.try_recv().unwrap(),
+            b"\x00\x03one\x00\x03two\x00\x05three"
+        );
+        assert!(writes.try_recv().is_err(), "one buffer for the whole drain");
     }
 }

@@ -61,9 +61,17 @@ struct Settings {
     settle: Duration,
     /// `EREBUS_BENCH_CASES` [all]: comma-separated case names to run (e.g. `aes-udp`).
     cases: Option<Vec<String>>,
-    /// `EREBUS_BENCH_PERF` [unset]: a file to `perf record -g` erebus (mio) into during the
-    /// first AES-256-GCM UDP download.
+    /// `EREBUS_BENCH_PERF` [unset]: a file to `perf record -g` erebus into during the first
+    /// download of the case and runtime below.
     perf_output: Option<PathBuf>,
+    /// `EREBUS_BENCH_PERF_CASE` [aes-udp]: the case whose first erebus download is profiled.
+    perf_case: String,
+    /// `EREBUS_BENCH_PERF_RUNTIME` [mio]: the runtime whose first download is profiled.
+    perf_runtime: String,
+    /// `EREBUS_BENCH_BASELINE` [unset]: other erebus binaries (older builds, say), comma-separated,
+    /// each run with both runtimes as two more clients taking turns with the others, so that a
+    /// change is measured against its baseline in the same run.
+    baselines: Vec<String>,
     /// `EREBUS_BENCH_OUT` [target/bench/erebus-vs-openvpn.md]: where the tables go.
     output: PathBuf,
 }
@@ -94,6 +102,18 @@ impl Settings {
                 .ok()
                 .map(|list| list.split(',').map(|c| c.trim().to_owned()).collect()),
             perf_output: std::env::var_os("EREBUS_BENCH_PERF").map(PathBuf::from),
+            perf_case: std::env::var("EREBUS_BENCH_PERF_CASE").unwrap_or_else(|_| "aes-udp".into()),
+            perf_runtime: std::env::var("EREBUS_BENCH_PERF_RUNTIME")
+                .unwrap_or_else(|_| "mio".into()),
+            baselines: std::env::var("EREBUS_BENCH_BASELINE")
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|path| !path.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
             output: std::env::var_os("EREBUS_BENCH_OUT")
                 .map_or_else(|| target.join("erebus-vs-openvpn.md"), PathBuf::from),
         }
@@ -126,8 +146,17 @@ const CASES: [Case; 3] = [
     },
 ];
 
-/// The VPN clients under test, in the order they take turns.
-const CLIENTS: [Client; 3] = [Client::Stock, Client::Erebus("mio"), Client::Erebus("smol")];
+/// The clients in the order they take turns: the stock client first (the ratios' reference).
+fn clients(settings: &Settings) -> Vec<Client> {
+    let mut clients = vec![Client::Stock, Client::Erebus("mio"), Client::Erebus("smol")];
+    for index in 0..settings.baselines.len() {
+        clients.extend([
+            Client::Baseline(index, "mio"),
+            Client::Baseline(index, "smol"),
+        ]);
+    }
+    clients
+}
 
 /// What one session of one client measured.
 #[derive(Clone, Default)]
@@ -433,10 +462,17 @@ fn session(
     let started = Instant::now();
     let mut process = match client {
         Client::Stock => server.start_stock_client("stock.log")?,
-        Client::Erebus(runtime) => {
+        Client::Erebus(runtime) | Client::Baseline(_, runtime) => {
             let config = server.client_profile_path();
+            let binary = match client {
+                Client::Baseline(index, _) => settings
+                    .baselines
+                    .get(index)
+                    .map_or(e2e::EREBUS, String::as_str),
+                _ => e2e::EREBUS,
+            };
             let argv = [
-                e2e::EREBUS,
+                binary,
                 "--config",
                 config.to_str().unwrap(),
                 "--runtime",
@@ -448,7 +484,9 @@ fn session(
     };
     match client {
         Client::Stock => sample.init_completed_s = Some(wait_for_init(&mut process, started)?),
-        Client::Erebus(_) => process.wait_until_listening(8080, Duration::from_secs(10))?,
+        Client::Erebus(_) | Client::Baseline(..) => {
+            process.wait_until_listening(8080, Duration::from_secs(10))?;
+        }
     }
     sample.first_byte_s = first_byte(&server, client, started, Duration::from_secs(30))?;
     check_cipher(&server, case.cipher)?;
@@ -512,19 +550,30 @@ struct CaseResults {
 
 /// Runs every round of `case`, the clients taking turns.
 fn run_case(case: Case, settings: &Settings) -> CaseResults {
-    let mut per_client: Vec<_> = CLIENTS
-        .iter()
-        .map(|c| (*c, Vec::new(), Vec::new()))
+    let mut per_client: Vec<_> = clients(settings)
+        .into_iter()
+        .map(|c| (c, Vec::new(), Vec::new()))
         .collect();
     for round in 0..settings.rounds {
         for (client, samples, errors) in &mut per_client {
             let with_load = round + 1 == settings.rounds;
             let perf = settings.perf_output.as_deref().filter(|_| {
-                round == 0 && case.name == "aes-udp" && *client == Client::Erebus("mio")
+                round == 0
+                    && case.name == settings.perf_case
+                    && matches!(client, Client::Erebus(runtime) if *runtime == settings.perf_runtime)
             });
             eprintln!("bench: {} round {} {}", case.name, round + 1, client.name());
             match guarded_session(case, *client, settings, with_load, perf) {
-                Ok(sample) => samples.push(sample),
+                Ok(sample) => {
+                    eprintln!(
+                        "bench: {} {}: {:.1} MB/s, client CPU {:.2} s/GB",
+                        case.name,
+                        client.name(),
+                        sample.mb_per_s,
+                        sample.client_cpu_s_per_gb
+                    );
+                    samples.push(sample);
+                }
                 Err(error) => {
                     eprintln!("bench: {} {}: {error:#}", case.name, client.name());
                     errors.push(format!("{error:#}"));
@@ -642,7 +691,7 @@ fn preamble(settings: &Settings) -> String {
             )
         })
         .unwrap_or_default();
-    format!(
+    let mut text = format!(
         "Date: {} · machine: {} CPUs, {cpu} · {}\n\n\
          Download {} MiB; {} rounds per case and client (medians); {} sequential small \
          requests; {} concurrent {} KiB downloads for erebus's peak RSS, RSS read again {} s \
@@ -659,7 +708,11 @@ fn preamble(settings: &Settings) -> String {
         settings.load_connections,
         settings.load_bytes >> 10,
         settings.settle.as_secs(),
-    )
+    );
+    for (index, path) in settings.baselines.iter().enumerate() {
+        let _ = write!(text, "\nBaseline {}: `{path}`.\n", index + 1);
+    }
+    text
 }
 
 /// The whole report: preamble, throughput table, start-up and memory table, errors.

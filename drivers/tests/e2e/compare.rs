@@ -17,6 +17,9 @@ pub(crate) enum Client {
     Stock,
     /// erebus as nobody with the given `--runtime`; curl goes through its HTTP proxy.
     Erebus(&'static str),
+    /// Another erebus binary to compare with (the benchmark's `EREBUS_BENCH_BASELINE`, by
+    /// index from 0), the same way.
+    Baseline(usize, &'static str),
 }
 
 impl Client {
@@ -25,6 +28,7 @@ impl Client {
         match self {
             Self::Stock => "openvpn (kernel tun)".into(),
             Self::Erebus(runtime) => format!("erebus {runtime}"),
+            Self::Baseline(index, runtime) => format!("baseline {} {runtime}", index + 1),
         }
     }
 
@@ -33,7 +37,7 @@ impl Client {
     pub(crate) fn run_as(self) -> RunAs {
         match self {
             Self::Stock => RunAs::Root,
-            Self::Erebus(_) => RunAs::Nobody,
+            Self::Erebus(_) | Self::Baseline(..) => RunAs::Nobody,
         }
     }
 
@@ -41,7 +45,7 @@ impl Client {
     pub(crate) fn proxy(self) -> Option<&'static str> {
         match self {
             Self::Stock => None,
-            Self::Erebus(_) => Some(PROXY),
+            Self::Erebus(_) | Self::Baseline(..) => Some(PROXY),
         }
     }
 
@@ -74,6 +78,9 @@ pub(crate) fn start_client<'s>(server: &'s OpenVpnServer, client: Client) -> NsP
             stock
         }
         Client::Erebus(runtime) => super::start_erebus_with_runtime(server, runtime),
+        Client::Baseline(..) => {
+            panic!("a baseline binary is started by the benchmark that was given it")
+        }
     }
 }
 
