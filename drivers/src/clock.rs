@@ -17,10 +17,13 @@ pub struct Clock {
 impl Clock {
     /// Starts a clock whose epoch is now.
     pub fn start() -> Self {
-        let unix = SystemTime::now()
+        let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs();
+            .unwrap_or(Duration::ZERO);
+        // Rounded up: the wall clock adds whole elapsed seconds to this, so rounded down it
+        // would lag real time by up to a second, and a certificate made a moment ago would
+        // look not valid yet. Rounded up it runs at most a second ahead.
+        let unix = since_epoch.as_secs() + u64::from(since_epoch.subsec_nanos() > 0);
         Self {
             start: std::time::Instant::now(),
             unix_at_start: UnixTime::from_secs(unix),
@@ -67,6 +70,27 @@ mod tests {
         assert!(b >= a);
         assert!(a < Instant::from_secs(60));
         assert_eq!(clock.until(Instant::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn wall_time_never_lags_the_system_clock() {
+        let clock = Clock::start();
+        for _ in 0..30 {
+            let before = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let wall = clock.wall_clock().at(clock.now()).as_secs();
+            assert!(
+                wall >= before,
+                "wall clock {wall} behind the system's {before}"
+            );
+            assert!(
+                wall <= before + 2,
+                "wall clock {wall} far ahead of {before}"
+            );
+            std::thread::sleep(Duration::from_millis(37));
+        }
     }
 
     #[test]
