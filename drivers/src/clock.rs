@@ -20,13 +20,9 @@ impl Clock {
         let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
-        // Rounded up: the wall clock adds whole elapsed seconds to this, so rounded down it
-        // would lag real time by up to a second, and a certificate made a moment ago would
-        // look not valid yet. Rounded up it runs at most a second ahead.
-        let unix = since_epoch.as_secs() + u64::from(since_epoch.subsec_nanos() > 0);
         Self {
             start: std::time::Instant::now(),
-            unix_at_start: UnixTime::from_secs(unix),
+            unix_at_start: anchor(since_epoch),
         }
     }
 
@@ -45,6 +41,15 @@ impl Clock {
     pub fn until(&self, deadline: Instant) -> Duration {
         deadline.saturating_duration_since(self.now())
     }
+}
+
+/// The whole-second anchor for a wall clock started `since_epoch` after the Unix epoch.
+///
+/// Rounded up: the wall clock adds whole elapsed seconds to this, so rounded down it would lag
+/// real time by up to a second, and a certificate made a moment ago would look not valid yet.
+/// Rounded up it runs at most a second ahead.
+fn anchor(since_epoch: Duration) -> UnixTime {
+    UnixTime::from_secs(since_epoch.as_secs() + u64::from(since_epoch.subsec_nanos() > 0))
 }
 
 /// A fresh 32-byte seed from the operating system's random source.
@@ -74,22 +79,24 @@ mod tests {
 
     #[test]
     fn wall_time_never_lags_the_system_clock() {
-        let clock = Clock::start();
-        for _ in 0..30 {
-            let before = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
-            let wall = clock.wall_clock().at(clock.now()).as_secs();
-            assert!(
-                wall >= before,
-                "wall clock {wall} behind the system's {before}"
-            );
-            assert!(
-                wall <= before + 2,
-                "wall clock {wall} far ahead of {before}"
-            );
-            std::thread::sleep(Duration::from_millis(37));
+        // Every start fraction against every elapsed fraction, including the exact seconds
+        // where rounding could go either way.
+        let fractions = [0, 1, 250_000_000, 500_000_000, 999_999_999];
+        for start_nanos in fractions {
+            let since_epoch = Duration::new(1_796_667_616, start_nanos);
+            let wall = WallClock::new(Instant::ZERO, anchor(since_epoch));
+            for elapsed_secs in [0, 1, 59, 3_600] {
+                for elapsed_nanos in fractions {
+                    let elapsed = Duration::new(elapsed_secs, elapsed_nanos);
+                    let real = (since_epoch + elapsed).as_secs();
+                    let micros = u64::try_from(elapsed.as_micros()).unwrap();
+                    let shown = wall.at(Instant::from_micros(micros)).as_secs();
+                    assert!(
+                        shown >= real && shown <= real + 1,
+                        "started at {since_epoch:?}, {elapsed:?} later: shows {shown}, real {real}"
+                    );
+                }
+            }
         }
     }
 
