@@ -4,6 +4,12 @@
 //! Each input still goes to the machine one at a time, followed by a full drain, exactly as
 //! under the mio driver; only the waiting is async.
 //!
+//! The socket tasks run on the driver's own executor, inside [`SmolDriver::run`] and so on the
+//! thread that polls it: a message from a socket task reaches the machine without waking
+//! another thread. They make progress only while `run` is polled, and the loop gives them
+//! their turn whenever it would otherwise go round without waiting. When `run` returns,
+//! every socket task is dropped, and with it every socket.
+//!
 //! A program that uses erebus as a library opens streams through the tunnel with a
 //! [`Connector`] (see [`crate::connector`]): each is an [`Async`]`<`[`UnixStream`]`>`, which
 //! implements futures' `AsyncRead` and `AsyncWrite` (`smol::io`'s traits are the same).
@@ -44,9 +50,9 @@ use erebus_sansio::Driven;
 use erebus_sansio::io::{ConnId, Event, ListenerId, TransportError};
 use erebus_sansio::tunnel::{Failure, TransportKind, TransportSpec};
 use smol::channel::{Receiver, Sender, unbounded};
-use smol::future::FutureExt;
+use smol::future::{self, FutureExt};
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use smol::{Async, Task, Timer};
+use smol::{Async, Executor, Task, Timer};
 
 use crate::clock::Clock;
 use crate::connector::{Credentials, DEFAULT_CONNECT_TIMEOUT, Handshake, SessionWatch};
@@ -249,12 +255,20 @@ enum WriteCommand {
 /// The smol side of the sockets, behind the pump's [`Io`]: each socket has tasks that report
 /// to the driver's channel.
 struct SmolIo {
+    /// Runs every socket task of this driver, inside [`SmolDriver::run`]: on the thread that
+    /// runs the driver, so a message from a socket task reaches the machine without waking
+    /// another thread (smol's global executor would run them on its own threads, a hop per
+    /// datagram).
+    executor: Arc<Executor<'static>>,
     /// Buffers that carry bytes between the socket tasks and the machine, reused so that no
     /// packet costs an allocation once the pool has warmed up.
     pool: BufferPool,
     tx: Sender<Message>,
     transport: Option<TransportSlot>,
     conns: BTreeMap<ConnId, LocalConn>,
+    /// The writer tasks of connections the machine closed, finishing their writes and the
+    /// close; kept (not detached) so that the end of [`SmolDriver::run`] can drop them.
+    closing: Vec<Task<()>>,
 }
 
 /// Runs a [`Driven`] machine on smol.
@@ -309,10 +323,12 @@ impl<D: Driven> SmolDriver<D> {
         Ok(Self {
             pump: Pump::new(machine, clock),
             io: SmolIo {
+                executor: Arc::new(Executor::new()),
                 pool: BufferPool::default(),
                 tx,
                 transport: None,
                 conns: BTreeMap::new(),
+                closing: Vec::new(),
             },
             listeners,
             rx,
@@ -353,18 +369,27 @@ impl<D: Driven> SmolDriver<D> {
         self.pump.machine()
     }
 
-    /// Runs until the machine reports [`Event::Down`], and returns why.
+    /// Runs until the machine reports [`Event::Down`], and returns why. The socket tasks run
+    /// while this is polled; when it returns, they and their sockets are gone.
     ///
     /// # Errors
     ///
     /// Fails only if the driver's own channel breaks; socket errors become inputs.
     pub async fn run(&mut self) -> io::Result<Failure> {
+        let executor = self.io.executor.clone();
+        let outcome = executor.run(self.serve()).await;
+        self.io.drop_sockets();
+        outcome
+    }
+
+    /// The driver's loop, inside its executor.
+    async fn serve(&mut self) -> io::Result<Failure> {
         let _acceptors: Vec<Task<()>> = self
             .listeners
             .iter()
             .enumerate()
             .map(|(index, listener)| {
-                smol::spawn(accept_loop(
+                self.io.executor.spawn(accept_loop(
                     ListenerId(index as u32),
                     listener.clone(),
                     self.io.tx.clone(),
@@ -381,7 +406,13 @@ impl<D: Driven> SmolDriver<D> {
                 Some(deadline) => {
                     let wait = self.pump.clock().until(deadline);
                     let timer = async {
-                        Timer::after(wait).await;
+                        if wait.is_zero() {
+                            // Due already: the socket tasks share this thread, and get their
+                            // turn before the machine is fed, however often it is due at once.
+                            future::yield_now().await;
+                        } else {
+                            Timer::after(wait).await;
+                        }
                         None
                     };
                     async { self.rx.recv().await.ok() }.or(timer).await
@@ -474,7 +505,7 @@ impl<D: Driven> SmolDriver<D> {
         let paused = Arc::new(AtomicBool::new(false));
         let (resume_tx, resume_rx) = unbounded();
         let (write_tx, write_rx) = unbounded();
-        let reader = smol::spawn(read_local(
+        let reader = self.io.executor.spawn(read_local(
             self.io.pool.clone(),
             id,
             stream.clone(),
@@ -482,7 +513,7 @@ impl<D: Driven> SmolDriver<D> {
             resume_rx,
             self.io.tx.clone(),
         ));
-        let writer = smol::spawn(write_local(
+        let writer = self.io.executor.spawn(write_local(
             self.io.pool.clone(),
             id,
             stream,
@@ -531,14 +562,15 @@ impl Io for SmolIo {
         let (writer, task) = match spec.kind {
             TransportKind::Udp => (
                 Writer::Opening,
-                smol::spawn(run_udp(pool, attempt, host, port, tx)),
+                self.executor.spawn(run_udp(pool, attempt, host, port, tx)),
             ),
             TransportKind::TcpLengthPrefixed => {
                 // Bytes written before the stream connects wait in the channel.
                 let (write_tx, write_rx) = unbounded();
                 (
                     Writer::Tcp(write_tx),
-                    smol::spawn(run_tcp(pool, attempt, host, port, write_rx, tx)),
+                    self.executor
+                        .spawn(run_tcp(pool, attempt, host, port, write_rx, tx)),
                 )
             }
         };
@@ -584,8 +616,21 @@ impl Io for SmolIo {
         if let Some(state) = self.conns.remove(&conn) {
             let _ = state.writer.try_send(WriteCommand::Close);
             // The writer task finishes the close; the reader ends with it.
-            state._writer.detach();
+            self.closing.retain(|task| !task.is_finished());
+            self.closing.push(state._writer);
         }
+    }
+}
+
+impl SmolIo {
+    /// Drops every socket task, and runs the executor until each has dropped its future (a
+    /// dropped task is only cancelled; its future, which owns the socket, goes on the
+    /// executor's next turn, and there is none after [`SmolDriver::run`]).
+    fn drop_sockets(&mut self) {
+        self.transport = None;
+        self.conns.clear();
+        self.closing.clear();
+        while self.executor.try_tick() {}
     }
 }
 
