@@ -67,6 +67,9 @@ const LOCAL_READ_CHUNK: usize = 64 * 1024;
 const TRANSPORT_READ_CHUNK: usize = 65_536;
 /// Datagrams (or stream chunks) from the transport handed to the machine before one drain.
 const TRANSPORT_BATCH: usize = 64;
+/// How long a closed connection may take to receive what was written to it before it is
+/// dropped anyway (a client that stopped reading must not keep its socket and its task).
+const CLOSE_LINGER: Duration = Duration::from_secs(10);
 
 /// Stops a running [`SmolDriver`] gracefully, from any thread or task.
 #[derive(Clone)]
@@ -91,7 +94,8 @@ enum Message {
     LocalData(ConnId, Vec<u8>),
     LocalEof(ConnId),
     LocalReset(ConnId),
-    LocalFlushed(ConnId),
+    /// The writer task wrote this many bytes since its last report, and has nothing left.
+    LocalWritten(ConnId, usize),
 }
 
 /// A local connection's socket: accepted from a listener, or handed over by a [`Connector`].
@@ -238,7 +242,13 @@ struct TransportSlot {
 }
 
 struct LocalConn {
+    /// The writer task's queue. What it holds is bounded by the pump's high-water mark: once
+    /// `queued` passes [`crate::pump::LOCAL_WRITE_HIGH_WATER`] the machine is told the
+    /// connection is blocked and writes nothing more to it until every queued byte is written,
+    /// so the queue holds at most the mark plus what one drain wrote (which the connection's
+    /// buffers in the machine bound).
     writer: Sender<WriteCommand>,
+    /// Bytes handed to the writer task and not yet reported written.
     queued: usize,
     paused: Arc<AtomicBool>,
     resume: Sender<()>,
@@ -280,30 +290,53 @@ pub struct SmolDriver<D> {
     next_conn: u64,
 }
 
-/// Buffers handed between tasks and given back after use. Bounded, so a burst does not keep
-/// memory for ever.
+/// Buffers handed between tasks and given back after use. Bounded in number and in the
+/// capacity it keeps (a buffer grows to the largest copy it carried), so that a burst does not
+/// keep memory for ever.
 #[derive(Clone, Default)]
-struct BufferPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+struct BufferPool(Arc<std::sync::Mutex<IdleBuffers>>);
+
+#[derive(Default)]
+struct IdleBuffers {
+    buffers: Vec<Vec<u8>>,
+    /// The summed capacity of `buffers`.
+    bytes: usize,
+}
 
 impl BufferPool {
     /// At most this many idle buffers are kept.
     const MAX_IDLE: usize = 64;
+    /// At most this much capacity is kept over all idle buffers: a batch of datagrams and a
+    /// few stream chunks.
+    const MAX_IDLE_BYTES: usize = 1 << 20;
+    /// A buffer with more capacity than this is freed, not kept.
+    const MAX_KEPT: usize = 64 * 1024;
 
     /// A buffer holding a copy of `data`, reused from the pool when one is idle.
     fn copy_of(&self, data: &[u8]) -> Vec<u8> {
-        let reused = self.0.lock().ok().and_then(|mut idle| idle.pop());
+        let reused = self.0.lock().ok().and_then(|mut idle| {
+            let buf = idle.buffers.pop()?;
+            idle.bytes -= buf.capacity();
+            Some(buf)
+        });
         let mut buf = reused.unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(data);
         buf
     }
 
-    /// Returns a buffer for reuse.
+    /// Returns a buffer for reuse; it is freed when the pool is full or it is too large.
     fn give(&self, buf: Vec<u8>) {
+        let capacity = buf.capacity();
+        if capacity > Self::MAX_KEPT {
+            return;
+        }
         if let Ok(mut idle) = self.0.lock()
-            && idle.len() < Self::MAX_IDLE
+            && idle.buffers.len() < Self::MAX_IDLE
+            && idle.bytes + capacity <= Self::MAX_IDLE_BYTES
         {
-            idle.push(buf);
+            idle.bytes += capacity;
+            idle.buffers.push(buf);
         }
     }
 }
@@ -474,12 +507,15 @@ impl<D: Driven> SmolDriver<D> {
                     pump.local_reset(io, conn);
                 }
             }
-            Message::LocalFlushed(conn) => {
+            Message::LocalWritten(conn, written) => {
                 let Some(state) = io.conns.get_mut(&conn) else {
                     return;
                 };
-                state.queued = 0;
-                pump.local_flushed(io, conn);
+                // Writes queued after the writer found its queue empty are still to come.
+                state.queued = state.queued.saturating_sub(written);
+                if state.queued == 0 {
+                    pump.local_flushed(io, conn);
+                }
             }
         }
     }
@@ -615,9 +651,15 @@ impl Io for SmolIo {
     fn close_local(&mut self, conn: ConnId) {
         if let Some(state) = self.conns.remove(&conn) {
             let _ = state.writer.try_send(WriteCommand::Close);
-            // The writer task finishes the close; the reader ends with it.
+            // The writer task finishes the close, within the linger; the reader ended with
+            // the connection's entry (dropping a task cancels it).
+            let writer = state._writer;
+            let linger = async {
+                Timer::after(CLOSE_LINGER).await;
+            };
             self.closing.retain(|task| !task.is_finished());
-            self.closing.push(state._writer);
+            self.closing
+                .push(self.executor.spawn(async move { writer.or(linger).await }));
         }
     }
 }
@@ -833,16 +875,17 @@ async fn write_local<S: LocalSocket>(
     for<'a> &'a Async<S>: AsyncWrite + Unpin,
 {
     let mut stream_ref = &*stream;
+    // Bytes written since the last report: reported once the queue is empty, so the driver
+    // counts exactly what still waits, whatever was queued meanwhile.
+    let mut written = 0;
     while let Ok(command) = commands.recv().await {
         match command {
             WriteCommand::Data(bytes) => {
-                let written = stream_ref.write_all(&bytes).await;
+                let result = stream_ref.write_all(&bytes).await;
+                written += bytes.len();
                 pool.give(bytes);
-                if written.is_err() {
+                if result.is_err() {
                     let _ = tx.send(Message::LocalReset(id)).await;
-                    return;
-                }
-                if commands.is_empty() && tx.send(Message::LocalFlushed(id)).await.is_err() {
                     return;
                 }
             }
@@ -853,6 +896,15 @@ async fn write_local<S: LocalSocket>(
                 let _ = stream.get_ref().shutdown(Shutdown::Both);
                 return;
             }
+        }
+        if written > 0
+            && commands.is_empty()
+            && tx
+                .send(Message::LocalWritten(id, std::mem::take(&mut written)))
+                .await
+                .is_err()
+        {
+            return;
         }
     }
 }
@@ -877,6 +929,73 @@ mod tests {
         for _ in 0..BufferPool::MAX_IDLE * 2 {
             pool.give(Vec::with_capacity(16));
         }
-        assert_eq!(pool.0.lock().unwrap().len(), BufferPool::MAX_IDLE);
+        assert_eq!(pool.0.lock().unwrap().buffers.len(), BufferPool::MAX_IDLE);
+    }
+
+    /// The writer reports every byte it wrote, once its queue is empty, so the driver's count
+    /// of what waits is exact even with writes queued while it was writing.
+    #[test]
+    fn the_writer_reports_every_byte_it_wrote() {
+        smol::block_on(async {
+            let (ours, theirs) = Async::<UnixStream>::pair().unwrap();
+            let (tx, rx) = unbounded();
+            let (commands, queue) = unbounded();
+            for len in [100, 2_000, 300_000] {
+                commands.try_send(WriteCommand::Data(vec![1; len])).unwrap();
+            }
+            let writer = smol::spawn(write_local(
+                BufferPool::default(),
+                ConnId(1),
+                Arc::new(theirs),
+                queue,
+                tx,
+            ));
+            let mut got = vec![0; 302_100];
+            (&ours).read_exact(&mut got).await.unwrap();
+            commands.try_send(WriteCommand::Data(vec![2; 50])).unwrap();
+            let mut more = [0; 50];
+            (&ours).read_exact(&mut more).await.unwrap();
+            drop(commands);
+            writer.await;
+            let mut reported = 0;
+            while let Ok(message) = rx.try_recv() {
+                match message {
+                    Message::LocalWritten(ConnId(1), n) => reported += n,
+                    _ => panic!("unexpected message"),
+                }
+            }
+            assert_eq!(reported, 302_150);
+        });
+    }
+
+    #[test]
+    fn pool_keeps_bounded_capacity() {
+        let pool = BufferPool::default();
+        pool.give(Vec::with_capacity(BufferPool::MAX_KEPT + 1));
+        assert!(
+            pool.0.lock().unwrap().buffers.is_empty(),
+            "an oversized buffer is freed"
+        );
+        let chunk = BufferPool::MAX_KEPT;
+        for _ in 0..BufferPool::MAX_IDLE {
+            pool.give(Vec::with_capacity(chunk));
+        }
+        let kept = pool.0.lock().unwrap().buffers.len();
+        assert_eq!(kept, BufferPool::MAX_IDLE_BYTES / chunk);
+        let idle = pool.0.lock().unwrap();
+        let capacity: usize = idle.buffers.iter().map(Vec::capacity).sum();
+        assert_eq!(idle.bytes, capacity);
+        assert!(capacity <= BufferPool::MAX_IDLE_BYTES);
+    }
+
+    #[test]
+    fn pool_accounts_for_buffers_that_grew() {
+        let pool = BufferPool::default();
+        pool.give(Vec::with_capacity(16));
+        let grown = pool.copy_of(&[7; 4096]);
+        assert_eq!(pool.0.lock().unwrap().bytes, 0);
+        let capacity = grown.capacity();
+        pool.give(grown);
+        assert_eq!(pool.0.lock().unwrap().bytes, capacity);
     }
 }
