@@ -1,8 +1,10 @@
-//! The smol driver: one task owns the machine; small tasks read sockets and feed it through a
-//! channel.
+//! The smol driver: one task owns the machine and reads the UDP transport itself; small tasks
+//! read the other sockets and feed it through a channel.
 //!
 //! Each input still goes to the machine one at a time, followed by a full drain, exactly as
-//! under the mio driver; only the waiting is async.
+//! under the mio driver; only the waiting is async. Datagrams are read in batches straight
+//! into the machine, one drain per batch, as under mio: the hot path has no task, no channel
+//! and no copy.
 //!
 //! The socket tasks run on the driver's own executor, inside [`SmolDriver::run`] and so on the
 //! thread that polls it: a message from a socket task reaches the machine without waking
@@ -84,10 +86,12 @@ impl StopHandle {
 
 enum Message {
     Stop,
-    /// A UDP transport is open: its socket, the server's address and ours.
-    UdpOpened(u64, Arc<Async<UdpSocket>>, SocketAddr, SocketAddr),
+    /// A UDP transport is open: its socket, the server's address and ours. The driver reads
+    /// it from then on.
+    UdpOpened(u64, Async<UdpSocket>, SocketAddr, SocketAddr),
     /// A TCP transport connected to the server's address from ours.
     TcpConnected(u64, SocketAddr, SocketAddr),
+    /// Bytes read from a TCP transport.
     TransportData(u64, SocketAddr, Vec<u8>),
     TransportClosed(u64, TransportError),
     Accepted(ListenerId, LocalStream),
@@ -230,11 +234,24 @@ impl Connector {
 enum Writer {
     /// Opening: nothing is sent before the transport connected.
     Opening,
-    Udp(Arc<Async<UdpSocket>>),
+    /// An open UDP transport, connected to the server's address.
+    Udp(Async<UdpSocket>, SocketAddr),
     Tcp(Sender<Vec<u8>>),
 }
 
-/// The transport of one attempt: how to send on it, and the task that opens and reads it.
+/// What ended a wait of the driver's loop.
+enum Wake {
+    Message(Message),
+    /// The UDP transport has datagrams to read.
+    Transport,
+    /// The last read of the UDP transport stopped at a full batch: more datagrams may wait.
+    Backlog,
+    /// The machine's deadline came.
+    Timer,
+}
+
+/// The transport of one attempt: how to send on it, and the task that opens it (and reads a
+/// TCP transport).
 struct TransportSlot {
     attempt: u64,
     writer: Writer,
@@ -288,6 +305,10 @@ pub struct SmolDriver<D> {
     listeners: Vec<Arc<Async<TcpListener>>>,
     rx: Receiver<Message>,
     next_conn: u64,
+    /// Where datagrams from the UDP transport are read into.
+    read_buf: Vec<u8>,
+    /// The last read of the UDP transport stopped at a full batch.
+    udp_backlog: bool,
 }
 
 /// Buffers handed between tasks and given back after use. Bounded in number and in the
@@ -366,6 +387,8 @@ impl<D: Driven> SmolDriver<D> {
             listeners,
             rx,
             next_conn: 0,
+            read_buf: vec![0; TRANSPORT_READ_CHUNK],
+            udp_backlog: false,
         })
     }
 
@@ -435,41 +458,87 @@ impl<D: Driven> SmolDriver<D> {
             if let Some(failure) = self.pump.take_down() {
                 return Ok(failure);
             }
-            let message = match self.pump.deadline() {
-                Some(deadline) => {
-                    let wait = self.pump.clock().until(deadline);
-                    let timer = async {
-                        if wait.is_zero() {
-                            // Due already: the socket tasks share this thread, and get their
-                            // turn before the machine is fed, however often it is due at once.
-                            future::yield_now().await;
-                        } else {
-                            Timer::after(wait).await;
-                        }
-                        None
-                    };
-                    async { self.rx.recv().await.ok() }.or(timer).await
-                }
-                None => self.rx.recv().await.ok(),
+            let udp = match self.io.transport.as_ref().map(|t| &t.writer) {
+                Some(Writer::Udp(socket, _)) => Some(socket),
+                _ => None,
             };
-            if let Some(message) = message {
-                let mut batched = matches!(message, Message::TransportData(..));
-                self.handle_message(message);
-                // Take the datagrams already queued behind it, so that one drain (and one
-                // acknowledgment) answers them all.
-                let mut taken = 1;
-                while batched && taken < TRANSPORT_BATCH {
-                    let Ok(next) = self.rx.try_recv() else {
-                        break;
-                    };
-                    batched = matches!(next, Message::TransportData(..));
-                    self.handle_message(next);
-                    taken += 1;
+            let wait = self
+                .pump
+                .deadline()
+                .map(|deadline| self.pump.clock().until(deadline));
+            match wait_for(&self.rx, udp, wait, self.udp_backlog).await {
+                Wake::Message(message) => self.take_messages(message),
+                Wake::Transport => self.read_udp(),
+                Wake::Backlog => {
+                    // What the socket tasks sent during their turn first, so that a busy
+                    // transport cannot hold them off; then the datagrams that wait.
+                    for _ in 0..self.rx.len() {
+                        let Ok(message) = self.rx.try_recv() else {
+                            break;
+                        };
+                        self.handle_message(message);
+                    }
+                    self.read_udp();
                 }
-                self.pump.end_batch(&mut self.io);
+                Wake::Timer => {}
             }
             self.pump.check_deadline(&mut self.io);
         }
+    }
+
+    /// Handles `first` and, when it carries transport bytes, the transport bytes queued behind
+    /// it, so that one drain (and one acknowledgment) answers them all.
+    fn take_messages(&mut self, first: Message) {
+        let mut batched = matches!(first, Message::TransportData(..));
+        self.handle_message(first);
+        let mut taken = 1;
+        while batched && taken < TRANSPORT_BATCH {
+            let Ok(next) = self.rx.try_recv() else {
+                break;
+            };
+            batched = matches!(next, Message::TransportData(..));
+            self.handle_message(next);
+            taken += 1;
+        }
+        self.pump.end_batch(&mut self.io);
+    }
+
+    /// Reads up to [`TRANSPORT_BATCH`] datagrams from the UDP transport straight into the
+    /// machine, then drains it once.
+    fn read_udp(&mut self) {
+        let Self {
+            pump,
+            io,
+            read_buf,
+            udp_backlog,
+            ..
+        } = self;
+        *udp_backlog = false;
+        if let Some(TransportSlot {
+            attempt,
+            writer: Writer::Udp(socket, remote),
+            ..
+        }) = &io.transport
+        {
+            for taken in 1..=TRANSPORT_BATCH {
+                match socket.get_ref().recv(read_buf) {
+                    Ok(n) => {
+                        let datagram = read_buf.get(..n).unwrap_or_default();
+                        pump.batch_transport_data(*attempt, *remote, datagram);
+                        *udp_backlog = taken == TRANSPORT_BATCH;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // ICMP errors on a connected UDP socket are spoofable and transient:
+                        // server-poll-timeout or ping-restart decide, not them.
+                        tracing::debug!("transport read error: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        pump.end_batch(io);
     }
 
     fn handle_message(&mut self, message: Message) {
@@ -478,7 +547,9 @@ impl<D: Driven> SmolDriver<D> {
             Message::Stop => pump.stop(io),
             Message::UdpOpened(attempt, socket, remote, local) => {
                 match &mut io.transport {
-                    Some(slot) if slot.attempt == attempt => slot.writer = Writer::Udp(socket),
+                    Some(slot) if slot.attempt == attempt => {
+                        slot.writer = Writer::Udp(socket, remote);
+                    }
                     _ => return,
                 }
                 pump.transport_connected(io, attempt, remote, local);
@@ -575,7 +646,7 @@ impl Io for SmolIo {
     fn transmit(&mut self, _to: SocketAddr, bytes: &[u8]) {
         // The socket is connected to the one server the machine talks to.
         match self.transport.as_ref().map(|t| &t.writer) {
-            Some(Writer::Udp(socket)) => {
+            Some(Writer::Udp(socket, _)) => {
                 // A full socket buffer drops the datagram; the protocols retransmit.
                 if let Err(e) = socket.get_ref().send(bytes) {
                     tracing::debug!("datagram dropped: {e}");
@@ -598,7 +669,7 @@ impl Io for SmolIo {
         let (writer, task) = match spec.kind {
             TransportKind::Udp => (
                 Writer::Opening,
-                self.executor.spawn(run_udp(pool, attempt, host, port, tx)),
+                self.executor.spawn(open_udp(attempt, host, port, tx)),
             ),
             TransportKind::TcpLengthPrefixed => {
                 // Bytes written before the stream connects wait in the channel.
@@ -676,6 +747,45 @@ impl SmolIo {
     }
 }
 
+/// Waits for what comes first: a message from a socket task on `rx`, datagrams on the UDP
+/// transport `udp`, or the machine's deadline, `wait` from now; after a read that stopped at a
+/// full batch (`backlog`), only for the socket tasks' turn.
+///
+/// The socket tasks run on this thread while it waits, and it always waits a little: when
+/// datagrams or the deadline are already there, the socket tasks have their turn first,
+/// however busy the transport or however often the machine is due at once.
+async fn wait_for(
+    rx: &Receiver<Message>,
+    udp: Option<&Async<UdpSocket>>,
+    wait: Option<Duration>,
+    backlog: bool,
+) -> Wake {
+    if backlog {
+        future::yield_now().await;
+        return Wake::Backlog;
+    }
+    let message = async { rx.recv().await.map_or(Wake::Timer, Wake::Message) };
+    let readable = async {
+        let Some(socket) = udp else {
+            return future::pending().await;
+        };
+        // An error shows up again when the socket is read.
+        let _ = socket.readable().await;
+        Wake::Transport
+    };
+    let timer = async {
+        match wait {
+            None => future::pending().await,
+            Some(wait) if wait.is_zero() => future::yield_now().await,
+            Some(wait) => {
+                Timer::after(wait).await;
+            }
+        }
+        Wake::Timer
+    };
+    message.or(readable).or(timer).await
+}
+
 /// The server's address for a transport task: an address literal at once, a name through the
 /// system resolver on a blocking thread.
 async fn resolve_async(host: String, port: u16) -> Result<SocketAddr, TransportError> {
@@ -708,8 +818,8 @@ async fn accept_loop(
     }
 }
 
-/// Opens a UDP transport and reads it until the driver drops this task.
-async fn run_udp(pool: BufferPool, attempt: u64, host: String, port: u16, tx: Sender<Message>) {
+/// Opens a UDP transport and hands it to the driver, which reads it.
+async fn open_udp(attempt: u64, host: String, port: u16, tx: Sender<Message>) {
     let remote = match resolve_async(host, port).await {
         Ok(remote) => remote,
         Err(error) => {
@@ -721,36 +831,11 @@ async fn run_udp(pool: BufferPool, attempt: u64, host: String, port: u16, tx: Se
         .inspect(size_udp_buffers)
         .and_then(|socket| socket.connect(remote).map(|()| socket))
         .and_then(|socket| Ok((socket.local_addr()?, Async::new(socket)?)));
-    let (local, socket) = match opened {
-        Ok((local, socket)) => (local, Arc::new(socket)),
-        Err(e) => {
-            let error = transport_error(&e);
-            let _ = tx.send(Message::TransportClosed(attempt, error)).await;
-            return;
-        }
+    let message = match opened {
+        Ok((local, socket)) => Message::UdpOpened(attempt, socket, remote, local),
+        Err(e) => Message::TransportClosed(attempt, transport_error(&e)),
     };
-    let opened = Message::UdpOpened(attempt, socket.clone(), remote, local);
-    if tx.send(opened).await.is_err() {
-        return;
-    }
-    let mut buf = vec![0u8; TRANSPORT_READ_CHUNK];
-    loop {
-        match socket.recv(&mut buf).await {
-            Ok(n) => {
-                let data = pool.copy_of(buf.get(..n).unwrap_or_default());
-                if tx
-                    .send(Message::TransportData(attempt, remote, data))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            // ICMP errors on a connected UDP socket are spoofable and transient; keep reading
-            // and let server-poll-timeout or ping-restart decide.
-            Err(e) => tracing::debug!("transport read error: {e}"),
-        }
-    }
+    let _ = tx.send(message).await;
 }
 
 /// Connects a TCP transport, then writes what the driver sends and reads what the server
