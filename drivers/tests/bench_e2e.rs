@@ -63,9 +63,10 @@ struct Settings {
     settle: Duration,
     /// `EREBUS_BENCH_CASES` [all]: comma-separated case names to run (e.g. `aes-udp`).
     cases: Option<Vec<String>>,
-    /// `EREBUS_BENCH_PERF` [unset]: a file to `perf record -g` erebus (mio) into during the
-    /// first AES-256-GCM UDP download.
+    /// `EREBUS_BENCH_PERF` [unset]: a file to `perf record -g` erebus into during the first
+    /// AES-256-GCM UDP download of the driver `EREBUS_BENCH_PERF_RUNTIME` names [mio].
     perf_output: Option<PathBuf>,
+    perf_runtime: String,
     /// `EREBUS_BENCH_OUT` [target/bench/erebus-vs-openvpn.md]: where the tables go.
     output: PathBuf,
 }
@@ -96,6 +97,8 @@ impl Settings {
                 .ok()
                 .map(|list| list.split(',').map(|c| c.trim().to_owned()).collect()),
             perf_output: std::env::var_os("EREBUS_BENCH_PERF").map(PathBuf::from),
+            perf_runtime: std::env::var("EREBUS_BENCH_PERF_RUNTIME")
+                .unwrap_or_else(|_| "mio".to_owned()),
             output: std::env::var_os("EREBUS_BENCH_OUT")
                 .map_or_else(|| target.join("erebus-vs-openvpn.md"), PathBuf::from),
         }
@@ -587,7 +590,9 @@ fn run_case(case: Case, settings: &Settings) -> CaseResults {
         for (client, samples, errors) in &mut per_client {
             let with_load = round + 1 == settings.rounds;
             let perf = settings.perf_output.as_deref().filter(|_| {
-                round == 0 && case.name == "aes-udp" && *client == Client::Erebus("mio")
+                round == 0
+                    && case.name == "aes-udp"
+                    && matches!(client, Client::Erebus(runtime) if *runtime == settings.perf_runtime)
             });
             eprintln!("bench: {} round {} {}", case.name, round + 1, client.name());
             match guarded_session(case, *client, settings, with_load, perf) {

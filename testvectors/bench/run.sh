@@ -14,8 +14,9 @@
 #   EREBUS_BENCH_LOAD_TIMEOUT_SECS  time allowed for all of them [300]
 #   EREBUS_BENCH_SETTLE_SECS  pause before RSS is read again after the load [60]
 #   EREBUS_BENCH_CASES        comma-separated subset of aes-udp,chacha-udp,aes-tcp [all]
-#   EREBUS_BENCH_PERF         file to `perf record -g` erebus (mio) into during the first
+#   EREBUS_BENCH_PERF         file to `perf record -g` erebus into during the first
 #                             AES-256-GCM UDP download [off]
+#   EREBUS_BENCH_PERF_RUNTIME the driver profiled: mio, smol [mio]
 #   EREBUS_BENCH_OUT          where the tables go [target/bench/erebus-vs-openvpn.md]
 # Example, a quick run: EREBUS_BENCH_BYTES=33554432 EREBUS_BENCH_ROUNDS=1 \
 #   EREBUS_BENCH_LOAD_TIMEOUT_SECS  time allowed for all of them [300]
