@@ -327,8 +327,8 @@ struct IdleBuffers {
 impl BufferPool {
     /// At most this many idle buffers are kept.
     const MAX_IDLE: usize = 64;
-    /// At most this much capacity is kept over all idle buffers: a batch of datagrams and a
-    /// few stream chunks.
+    /// At most this much capacity is kept over all idle buffers: a few dozen local reads and
+    /// writes or TCP transport chunks.
     const MAX_IDLE_BYTES: usize = 1 << 20;
     /// A buffer with more capacity than this is freed, not kept.
     const MAX_KEPT: usize = 64 * 1024;
