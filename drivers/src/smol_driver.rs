@@ -1,8 +1,16 @@
-//! The smol driver: one task owns the machine; small tasks read sockets and feed it through a
-//! channel.
+//! The smol driver: one task owns the machine and reads the UDP transport itself; small tasks
+//! read the other sockets and feed it through a channel.
 //!
 //! Each input still goes to the machine one at a time, followed by a full drain, exactly as
-//! under the mio driver; only the waiting is async.
+//! under the mio driver; only the waiting is async. Datagrams are read in batches straight
+//! into the machine, one drain per batch, as under mio: the hot path has no task, no channel
+//! and no copy.
+//!
+//! The socket tasks run on the driver's own executor, inside [`SmolDriver::run`] and so on the
+//! thread that polls it: a message from a socket task reaches the machine without waking
+//! another thread. They make progress only while `run` is polled, and the loop gives them
+//! their turn whenever it would otherwise go round without waiting. When `run` returns,
+//! every socket task is dropped, and with it every socket.
 //!
 //! A program that uses erebus as a library opens streams through the tunnel with a
 //! [`Connector`] (see [`crate::connector`]): each is an [`Async`]`<`[`UnixStream`]`>`, which
@@ -44,9 +52,9 @@ use erebus_sansio::Driven;
 use erebus_sansio::io::{ConnId, Event, ListenerId, TransportError};
 use erebus_sansio::tunnel::{Failure, TransportKind, TransportSpec};
 use smol::channel::{Receiver, Sender, unbounded};
-use smol::future::FutureExt;
+use smol::future::{self, FutureExt};
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use smol::{Async, Task, Timer};
+use smol::{Async, Executor, Task, Timer};
 
 use crate::clock::Clock;
 use crate::connector::{Credentials, DEFAULT_CONNECT_TIMEOUT, Handshake, SessionWatch};
@@ -63,6 +71,9 @@ const TRANSPORT_READ_CHUNK: usize = 65_536;
 const TRANSPORT_BATCH: usize = 64;
 /// Bytes the TCP transport's writer gathers from its queue into one write, at most.
 const TRANSPORT_WRITE_GATHER: usize = 256 * 1024;
+/// How long a closed connection may take to receive what was written to it before it is
+/// dropped anyway (a client that stopped reading must not keep its socket and its task).
+const CLOSE_LINGER: Duration = Duration::from_secs(10);
 
 /// Stops a running [`SmolDriver`] gracefully, from any thread or task.
 #[derive(Clone)]
@@ -77,17 +88,20 @@ impl StopHandle {
 
 enum Message {
     Stop,
-    /// A UDP transport is open: its socket, the server's address and ours.
-    UdpOpened(u64, Arc<Async<UdpSocket>>, SocketAddr, SocketAddr),
+    /// A UDP transport is open: its socket, the server's address and ours. The driver reads
+    /// it from then on.
+    UdpOpened(u64, Async<UdpSocket>, SocketAddr, SocketAddr),
     /// A TCP transport connected to the server's address from ours.
     TcpConnected(u64, SocketAddr, SocketAddr),
+    /// Bytes read from a TCP transport.
     TransportData(u64, SocketAddr, Vec<u8>),
     TransportClosed(u64, TransportError),
     Accepted(ListenerId, LocalStream),
     LocalData(ConnId, Vec<u8>),
     LocalEof(ConnId),
     LocalReset(ConnId),
-    LocalFlushed(ConnId),
+    /// The writer task wrote this many bytes since its last report, and has nothing left.
+    LocalWritten(ConnId, usize),
 }
 
 /// A local connection's socket: accepted from a listener, or handed over by a [`Connector`].
@@ -222,7 +236,8 @@ impl Connector {
 enum Writer {
     /// Opening: nothing is sent before the transport connected.
     Opening,
-    Udp(Arc<Async<UdpSocket>>),
+    /// An open UDP transport, connected to the server's address.
+    Udp(Async<UdpSocket>, SocketAddr),
     Tcp(TcpWriter),
 }
 
@@ -260,7 +275,19 @@ impl TcpWriter {
     }
 }
 
-/// The transport of one attempt: how to send on it, and the task that opens and reads it.
+/// What ended a wait of the driver's loop.
+enum Wake {
+    Message(Message),
+    /// The UDP transport has datagrams to read.
+    Transport,
+    /// The last read of the UDP transport stopped at a full batch: more datagrams may wait.
+    Backlog,
+    /// The machine's deadline came.
+    Timer,
+}
+
+/// The transport of one attempt: how to send on it, and the task that opens it (and reads a
+/// TCP transport).
 struct TransportSlot {
     attempt: u64,
     writer: Writer,
@@ -268,7 +295,13 @@ struct TransportSlot {
 }
 
 struct LocalConn {
+    /// The writer task's queue. What it holds is bounded by the pump's high-water mark: once
+    /// `queued` passes [`crate::pump::LOCAL_WRITE_HIGH_WATER`] the machine is told the
+    /// connection is blocked and writes nothing more to it until every queued byte is written,
+    /// so the queue holds at most the mark plus what one drain wrote (which the connection's
+    /// buffers in the machine bound).
     writer: Sender<WriteCommand>,
+    /// Bytes handed to the writer task and not yet reported written.
     queued: usize,
     paused: Arc<AtomicBool>,
     resume: Sender<()>,
@@ -285,12 +318,20 @@ enum WriteCommand {
 /// The smol side of the sockets, behind the pump's [`Io`]: each socket has tasks that report
 /// to the driver's channel.
 struct SmolIo {
+    /// Runs every socket task of this driver, inside [`SmolDriver::run`]: on the thread that
+    /// runs the driver, so a message from a socket task reaches the machine without waking
+    /// another thread (smol's global executor would run them on its own threads, a hop per
+    /// datagram).
+    executor: Arc<Executor<'static>>,
     /// Buffers that carry bytes between the socket tasks and the machine, reused so that no
     /// packet costs an allocation once the pool has warmed up.
     pool: BufferPool,
     tx: Sender<Message>,
     transport: Option<TransportSlot>,
     conns: BTreeMap<ConnId, LocalConn>,
+    /// The writer tasks of connections the machine closed, finishing their writes and the
+    /// close; kept (not detached) so that the end of [`SmolDriver::run`] can drop them.
+    closing: Vec<Task<()>>,
 }
 
 /// Runs a [`Driven`] machine on smol.
@@ -300,32 +341,59 @@ pub struct SmolDriver<D> {
     listeners: Vec<Arc<Async<TcpListener>>>,
     rx: Receiver<Message>,
     next_conn: u64,
+    /// Where datagrams from the UDP transport are read into.
+    read_buf: Vec<u8>,
+    /// The last read of the UDP transport stopped at a full batch.
+    udp_backlog: bool,
 }
 
-/// Buffers handed between tasks and given back after use. Bounded, so a burst does not keep
-/// memory for ever.
+/// Buffers handed between tasks and given back after use. Bounded in number and in the
+/// capacity it keeps (a buffer grows to the largest copy it carried), so that a burst does not
+/// keep memory for ever.
 #[derive(Clone, Default)]
-struct BufferPool(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+struct BufferPool(Arc<std::sync::Mutex<IdleBuffers>>);
+
+#[derive(Default)]
+struct IdleBuffers {
+    buffers: Vec<Vec<u8>>,
+    /// The summed capacity of `buffers`.
+    bytes: usize,
+}
 
 impl BufferPool {
     /// At most this many idle buffers are kept.
     const MAX_IDLE: usize = 64;
+    /// At most this much capacity is kept over all idle buffers: a few dozen local reads and
+    /// writes or TCP transport chunks.
+    const MAX_IDLE_BYTES: usize = 1 << 20;
+    /// A buffer with more capacity than this is freed, not kept.
+    const MAX_KEPT: usize = 64 * 1024;
 
     /// A buffer holding a copy of `data`, reused from the pool when one is idle.
     fn copy_of(&self, data: &[u8]) -> Vec<u8> {
-        let reused = self.0.lock().ok().and_then(|mut idle| idle.pop());
+        let reused = self.0.lock().ok().and_then(|mut idle| {
+            let buf = idle.buffers.pop()?;
+            idle.bytes -= buf.capacity();
+            Some(buf)
+        });
         let mut buf = reused.unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(data);
         buf
     }
 
-    /// Returns a buffer for reuse.
+    /// Returns a buffer for reuse; it is freed when the pool is full or it is too large.
     fn give(&self, buf: Vec<u8>) {
+        let capacity = buf.capacity();
+        if capacity > Self::MAX_KEPT {
+            return;
+        }
         if let Ok(mut idle) = self.0.lock()
-            && idle.len() < Self::MAX_IDLE
+            && idle.buffers.len() < Self::MAX_IDLE
+            && idle.bytes + capacity <= Self::MAX_IDLE_BYTES
         {
-            idle.push(buf);
+            idle.bytes += capacity;
+            idle.buffers.push(buf);
         }
     }
 }
@@ -345,14 +413,18 @@ impl<D: Driven> SmolDriver<D> {
         Ok(Self {
             pump: Pump::new(machine, clock),
             io: SmolIo {
+                executor: Arc::new(Executor::new()),
                 pool: BufferPool::default(),
                 tx,
                 transport: None,
                 conns: BTreeMap::new(),
+                closing: Vec::new(),
             },
             listeners,
             rx,
             next_conn: 0,
+            read_buf: vec![0; TRANSPORT_READ_CHUNK],
+            udp_backlog: false,
         })
     }
 
@@ -389,18 +461,27 @@ impl<D: Driven> SmolDriver<D> {
         self.pump.machine()
     }
 
-    /// Runs until the machine reports [`Event::Down`], and returns why.
+    /// Runs until the machine reports [`Event::Down`], and returns why. The socket tasks run
+    /// while this is polled; when it returns, they and their sockets are gone.
     ///
     /// # Errors
     ///
     /// Fails only if the driver's own channel breaks; socket errors become inputs.
     pub async fn run(&mut self) -> io::Result<Failure> {
+        let executor = self.io.executor.clone();
+        let outcome = executor.run(self.serve()).await;
+        self.io.drop_sockets();
+        outcome
+    }
+
+    /// The driver's loop, inside its executor.
+    async fn serve(&mut self) -> io::Result<Failure> {
         let _acceptors: Vec<Task<()>> = self
             .listeners
             .iter()
             .enumerate()
             .map(|(index, listener)| {
-                smol::spawn(accept_loop(
+                self.io.executor.spawn(accept_loop(
                     ListenerId(index as u32),
                     listener.clone(),
                     self.io.tx.clone(),
@@ -413,35 +494,87 @@ impl<D: Driven> SmolDriver<D> {
             if let Some(failure) = self.pump.take_down() {
                 return Ok(failure);
             }
-            let message = match self.pump.deadline() {
-                Some(deadline) => {
-                    let wait = self.pump.clock().until(deadline);
-                    let timer = async {
-                        Timer::after(wait).await;
-                        None
-                    };
-                    async { self.rx.recv().await.ok() }.or(timer).await
-                }
-                None => self.rx.recv().await.ok(),
+            let udp = match self.io.transport.as_ref().map(|t| &t.writer) {
+                Some(Writer::Udp(socket, _)) => Some(socket),
+                _ => None,
             };
-            if let Some(message) = message {
-                let mut batched = matches!(message, Message::TransportData(..));
-                self.handle_message(message);
-                // Take the datagrams already queued behind it, so that one drain (and one
-                // acknowledgment) answers them all.
-                let mut taken = 1;
-                while batched && taken < TRANSPORT_BATCH {
-                    let Ok(next) = self.rx.try_recv() else {
-                        break;
-                    };
-                    batched = matches!(next, Message::TransportData(..));
-                    self.handle_message(next);
-                    taken += 1;
+            let wait = self
+                .pump
+                .deadline()
+                .map(|deadline| self.pump.clock().until(deadline));
+            match wait_for(&self.rx, udp, wait, self.udp_backlog).await {
+                Wake::Message(message) => self.take_messages(message),
+                Wake::Transport => self.read_udp(),
+                Wake::Backlog => {
+                    // What the socket tasks sent during their turn first, so that a busy
+                    // transport cannot hold them off; then the datagrams that wait.
+                    for _ in 0..self.rx.len() {
+                        let Ok(message) = self.rx.try_recv() else {
+                            break;
+                        };
+                        self.handle_message(message);
+                    }
+                    self.read_udp();
                 }
-                self.pump.end_batch(&mut self.io);
+                Wake::Timer => {}
             }
             self.pump.check_deadline(&mut self.io);
         }
+    }
+
+    /// Handles `first` and, when it carries transport bytes, the transport bytes queued behind
+    /// it, so that one drain (and one acknowledgment) answers them all.
+    fn take_messages(&mut self, first: Message) {
+        let mut batched = matches!(first, Message::TransportData(..));
+        self.handle_message(first);
+        let mut taken = 1;
+        while batched && taken < TRANSPORT_BATCH {
+            let Ok(next) = self.rx.try_recv() else {
+                break;
+            };
+            batched = matches!(next, Message::TransportData(..));
+            self.handle_message(next);
+            taken += 1;
+        }
+        self.pump.end_batch(&mut self.io);
+    }
+
+    /// Reads up to [`TRANSPORT_BATCH`] datagrams from the UDP transport straight into the
+    /// machine, then drains it once.
+    fn read_udp(&mut self) {
+        let Self {
+            pump,
+            io,
+            read_buf,
+            udp_backlog,
+            ..
+        } = self;
+        *udp_backlog = false;
+        if let Some(TransportSlot {
+            attempt,
+            writer: Writer::Udp(socket, remote),
+            ..
+        }) = &io.transport
+        {
+            for taken in 1..=TRANSPORT_BATCH {
+                match socket.get_ref().recv(read_buf) {
+                    Ok(n) => {
+                        let datagram = read_buf.get(..n).unwrap_or_default();
+                        pump.batch_transport_data(*attempt, *remote, datagram);
+                        *udp_backlog = taken == TRANSPORT_BATCH;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // ICMP errors on a connected UDP socket are spoofable and transient:
+                        // server-poll-timeout or ping-restart decide, not them.
+                        tracing::debug!("transport read error: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        pump.end_batch(io);
     }
 
     fn handle_message(&mut self, message: Message) {
@@ -450,7 +583,9 @@ impl<D: Driven> SmolDriver<D> {
             Message::Stop => pump.stop(io),
             Message::UdpOpened(attempt, socket, remote, local) => {
                 match &mut io.transport {
-                    Some(slot) if slot.attempt == attempt => slot.writer = Writer::Udp(socket),
+                    Some(slot) if slot.attempt == attempt => {
+                        slot.writer = Writer::Udp(socket, remote);
+                    }
                     _ => return,
                 }
                 pump.transport_connected(io, attempt, remote, local);
@@ -479,12 +614,15 @@ impl<D: Driven> SmolDriver<D> {
                     pump.local_reset(io, conn);
                 }
             }
-            Message::LocalFlushed(conn) => {
+            Message::LocalWritten(conn, written) => {
                 let Some(state) = io.conns.get_mut(&conn) else {
                     return;
                 };
-                state.queued = 0;
-                pump.local_flushed(io, conn);
+                // Writes queued after the writer found its queue empty are still to come.
+                state.queued = state.queued.saturating_sub(written);
+                if state.queued == 0 {
+                    pump.local_flushed(io, conn);
+                }
             }
         }
     }
@@ -510,7 +648,7 @@ impl<D: Driven> SmolDriver<D> {
         let paused = Arc::new(AtomicBool::new(false));
         let (resume_tx, resume_rx) = unbounded();
         let (write_tx, write_rx) = unbounded();
-        let reader = smol::spawn(read_local(
+        let reader = self.io.executor.spawn(read_local(
             self.io.pool.clone(),
             id,
             stream.clone(),
@@ -518,7 +656,7 @@ impl<D: Driven> SmolDriver<D> {
             resume_rx,
             self.io.tx.clone(),
         ));
-        let writer = smol::spawn(write_local(
+        let writer = self.io.executor.spawn(write_local(
             self.io.pool.clone(),
             id,
             stream,
@@ -544,7 +682,7 @@ impl Io for SmolIo {
     fn transmit(&mut self, _to: SocketAddr, bytes: &[u8]) {
         // The socket is connected to the one server the machine talks to.
         match self.transport.as_mut().map(|t| &mut t.writer) {
-            Some(Writer::Udp(socket)) => {
+            Some(Writer::Udp(socket, _)) => {
                 // A full socket buffer drops the datagram; the protocols retransmit.
                 if let Err(e) = socket.get_ref().send(bytes) {
                     tracing::debug!("datagram dropped: {e}");
@@ -571,14 +709,15 @@ impl Io for SmolIo {
         let (writer, task) = match spec.kind {
             TransportKind::Udp => (
                 Writer::Opening,
-                smol::spawn(run_udp(pool, attempt, host, port, tx)),
+                self.executor.spawn(open_udp(attempt, host, port, tx)),
             ),
             TransportKind::TcpLengthPrefixed => {
                 // Bytes written before the stream connects wait in the channel.
                 let (write_tx, write_rx) = unbounded();
                 (
                     Writer::Tcp(TcpWriter::new(write_tx)),
-                    smol::spawn(run_tcp(pool, attempt, host, port, write_rx, tx)),
+                    self.executor
+                        .spawn(run_tcp(pool, attempt, host, port, write_rx, tx)),
                 )
             }
         };
@@ -623,10 +762,68 @@ impl Io for SmolIo {
     fn close_local(&mut self, conn: ConnId) {
         if let Some(state) = self.conns.remove(&conn) {
             let _ = state.writer.try_send(WriteCommand::Close);
-            // The writer task finishes the close; the reader ends with it.
-            state._writer.detach();
+            // The writer task finishes the close, within the linger; the reader ended with
+            // the connection's entry (dropping a task cancels it).
+            let writer = state._writer;
+            let linger = async {
+                Timer::after(CLOSE_LINGER).await;
+            };
+            self.closing.retain(|task| !task.is_finished());
+            self.closing
+                .push(self.executor.spawn(async move { writer.or(linger).await }));
         }
     }
+}
+
+impl SmolIo {
+    /// Drops every socket task, and runs the executor until each has dropped its future (a
+    /// dropped task is only cancelled; its future, which owns the socket, goes on the
+    /// executor's next turn, and there is none after [`SmolDriver::run`]).
+    fn drop_sockets(&mut self) {
+        self.transport = None;
+        self.conns.clear();
+        self.closing.clear();
+        while self.executor.try_tick() {}
+    }
+}
+
+/// Waits for what comes first: a message from a socket task on `rx`, datagrams on the UDP
+/// transport `udp`, or the machine's deadline, `wait` from now; after a read that stopped at a
+/// full batch (`backlog`), only for the socket tasks' turn.
+///
+/// The socket tasks run on this thread while it waits, and it always waits a little: when
+/// datagrams or the deadline are already there, the socket tasks have their turn first,
+/// however busy the transport or however often the machine is due at once.
+async fn wait_for(
+    rx: &Receiver<Message>,
+    udp: Option<&Async<UdpSocket>>,
+    wait: Option<Duration>,
+    backlog: bool,
+) -> Wake {
+    if backlog {
+        future::yield_now().await;
+        return Wake::Backlog;
+    }
+    let message = async { rx.recv().await.map_or(Wake::Timer, Wake::Message) };
+    let readable = async {
+        let Some(socket) = udp else {
+            return future::pending().await;
+        };
+        // An error shows up again when the socket is read.
+        let _ = socket.readable().await;
+        Wake::Transport
+    };
+    let timer = async {
+        match wait {
+            None => future::pending().await,
+            Some(wait) if wait.is_zero() => future::yield_now().await,
+            Some(wait) => {
+                Timer::after(wait).await;
+            }
+        }
+        Wake::Timer
+    };
+    message.or(readable).or(timer).await
 }
 
 /// The server's address for a transport task: an address literal at once, a name through the
@@ -661,8 +858,8 @@ async fn accept_loop(
     }
 }
 
-/// Opens a UDP transport and reads it until the driver drops this task.
-async fn run_udp(pool: BufferPool, attempt: u64, host: String, port: u16, tx: Sender<Message>) {
+/// Opens a UDP transport and hands it to the driver, which reads it.
+async fn open_udp(attempt: u64, host: String, port: u16, tx: Sender<Message>) {
     let remote = match resolve_async(host, port).await {
         Ok(remote) => remote,
         Err(error) => {
@@ -674,36 +871,11 @@ async fn run_udp(pool: BufferPool, attempt: u64, host: String, port: u16, tx: Se
         .inspect(size_udp_buffers)
         .and_then(|socket| socket.connect(remote).map(|()| socket))
         .and_then(|socket| Ok((socket.local_addr()?, Async::new(socket)?)));
-    let (local, socket) = match opened {
-        Ok((local, socket)) => (local, Arc::new(socket)),
-        Err(e) => {
-            let error = transport_error(&e);
-            let _ = tx.send(Message::TransportClosed(attempt, error)).await;
-            return;
-        }
+    let message = match opened {
+        Ok((local, socket)) => Message::UdpOpened(attempt, socket, remote, local),
+        Err(e) => Message::TransportClosed(attempt, transport_error(&e)),
     };
-    let opened = Message::UdpOpened(attempt, socket.clone(), remote, local);
-    if tx.send(opened).await.is_err() {
-        return;
-    }
-    let mut buf = vec![0u8; TRANSPORT_READ_CHUNK];
-    loop {
-        match socket.recv(&mut buf).await {
-            Ok(n) => {
-                let data = pool.copy_of(buf.get(..n).unwrap_or_default());
-                if tx
-                    .send(Message::TransportData(attempt, remote, data))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            // ICMP errors on a connected UDP socket are spoofable and transient; keep reading
-            // and let server-poll-timeout or ping-restart decide.
-            Err(e) => tracing::debug!("transport read error: {e}"),
-        }
-    }
+    let _ = tx.send(message).await;
 }
 
 /// Connects a TCP transport, then writes what the driver sends and reads what the server
@@ -836,16 +1008,17 @@ async fn write_local<S: LocalSocket>(
     for<'a> &'a Async<S>: AsyncWrite + Unpin,
 {
     let mut stream_ref = &*stream;
+    // Bytes written since the last report: reported once the queue is empty, so the driver
+    // counts exactly what still waits, whatever was queued meanwhile.
+    let mut written = 0;
     while let Ok(command) = commands.recv().await {
         match command {
             WriteCommand::Data(bytes) => {
-                let written = stream_ref.write_all(&bytes).await;
+                let result = stream_ref.write_all(&bytes).await;
+                written += bytes.len();
                 pool.give(bytes);
-                if written.is_err() {
+                if result.is_err() {
                     let _ = tx.send(Message::LocalReset(id)).await;
-                    return;
-                }
-                if commands.is_empty() && tx.send(Message::LocalFlushed(id)).await.is_err() {
                     return;
                 }
             }
@@ -856,6 +1029,15 @@ async fn write_local<S: LocalSocket>(
                 let _ = stream.get_ref().shutdown(Shutdown::Both);
                 return;
             }
+        }
+        if written > 0
+            && commands.is_empty()
+            && tx
+                .send(Message::LocalWritten(id, std::mem::take(&mut written)))
+                .await
+                .is_err()
+        {
+            return;
         }
     }
 }
@@ -880,7 +1062,74 @@ mod tests {
         for _ in 0..BufferPool::MAX_IDLE * 2 {
             pool.give(Vec::with_capacity(16));
         }
-        assert_eq!(pool.0.lock().unwrap().len(), BufferPool::MAX_IDLE);
+        assert_eq!(pool.0.lock().unwrap().buffers.len(), BufferPool::MAX_IDLE);
+    }
+
+    /// The writer reports every byte it wrote, once its queue is empty, so the driver's count
+    /// of what waits is exact even with writes queued while it was writing.
+    #[test]
+    fn the_writer_reports_every_byte_it_wrote() {
+        smol::block_on(async {
+            let (ours, theirs) = Async::<UnixStream>::pair().unwrap();
+            let (tx, rx) = unbounded();
+            let (commands, queue) = unbounded();
+            for len in [100, 2_000, 300_000] {
+                commands.try_send(WriteCommand::Data(vec![1; len])).unwrap();
+            }
+            let writer = smol::spawn(write_local(
+                BufferPool::default(),
+                ConnId(1),
+                Arc::new(theirs),
+                queue,
+                tx,
+            ));
+            let mut got = vec![0; 302_100];
+            (&ours).read_exact(&mut got).await.unwrap();
+            commands.try_send(WriteCommand::Data(vec![2; 50])).unwrap();
+            let mut more = [0; 50];
+            (&ours).read_exact(&mut more).await.unwrap();
+            drop(commands);
+            writer.await;
+            let mut reported = 0;
+            while let Ok(message) = rx.try_recv() {
+                match message {
+                    Message::LocalWritten(ConnId(1), n) => reported += n,
+                    _ => panic!("unexpected message"),
+                }
+            }
+            assert_eq!(reported, 302_150);
+        });
+    }
+
+    #[test]
+    fn pool_keeps_bounded_capacity() {
+        let pool = BufferPool::default();
+        pool.give(Vec::with_capacity(BufferPool::MAX_KEPT + 1));
+        assert!(
+            pool.0.lock().unwrap().buffers.is_empty(),
+            "an oversized buffer is freed"
+        );
+        let chunk = BufferPool::MAX_KEPT;
+        for _ in 0..BufferPool::MAX_IDLE {
+            pool.give(Vec::with_capacity(chunk));
+        }
+        let kept = pool.0.lock().unwrap().buffers.len();
+        assert_eq!(kept, BufferPool::MAX_IDLE_BYTES / chunk);
+        let idle = pool.0.lock().unwrap();
+        let capacity: usize = idle.buffers.iter().map(Vec::capacity).sum();
+        assert_eq!(idle.bytes, capacity);
+        assert!(capacity <= BufferPool::MAX_IDLE_BYTES);
+    }
+
+    #[test]
+    fn pool_accounts_for_buffers_that_grew() {
+        let pool = BufferPool::default();
+        pool.give(Vec::with_capacity(16));
+        let grown = pool.copy_of(&[7; 4096]);
+        assert_eq!(pool.0.lock().unwrap().bytes, 0);
+        let capacity = grown.capacity();
+        pool.give(grown);
+        assert_eq!(pool.0.lock().unwrap().bytes, capacity);
     }
 
     #[test]

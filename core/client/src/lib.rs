@@ -948,6 +948,11 @@ impl<T: Tunnel> Client<T> {
         }
     }
 
+    /// Whether the stack's packets can leave now: a session is up and its transport connected.
+    fn can_egress(&self) -> bool {
+        self.tunnel_config.is_some() && self.link.remote().is_some()
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let proxies = self
             .conns
@@ -959,9 +964,16 @@ impl<T: Tunnel> Client<T> {
             .values()
             .map(|(.., deadline)| *deadline)
             .min();
+        // The stack's timers are served by its egress, which waits while no session is up:
+        // its deadline then (the resets still queued for a lost session's connections, say)
+        // would only wake the driver again and again, at once, for the whole outage.
+        let stack = self
+            .can_egress()
+            .then(|| self.stack.poll_timeout())
+            .flatten();
         [
             self.tunnel.poll_timeout().map(|(t, _)| t),
-            self.stack.poll_timeout(),
+            stack,
             // A DNS query whose answer is overdue is sent again (or to the next server).
             self.resolver.poll_timeout(),
             proxies,
@@ -1052,8 +1064,7 @@ impl<T: Tunnel> Driven for Client<T> {
                 }
                 continue;
             }
-            if self.tunnel_config.is_some()
-                && self.link.remote().is_some()
+            if self.can_egress()
                 && let Some(step) = self.egress(buf)
             {
                 break step;

@@ -486,6 +486,42 @@ fn a_lost_session_closes_the_connections_through_it() {
     );
 }
 
+/// While the tunnel is down nothing can leave, so the packets the stack still holds for the
+/// lost session (the resets of its aborted connections) must not make the client ask to be
+/// woken at once: a driver would go round its loop without pause for the whole outage, and one
+/// that runs its socket tasks on the same thread would starve them.
+#[test]
+fn an_outage_asks_for_no_immediate_wake_up() {
+    let mut world = World::new();
+    let listener = world.server.listen(80).unwrap();
+    world.local(
+        1,
+        LocalEvent::Accepted {
+            listener: ListenerId(0),
+        },
+    );
+    world.local(
+        1,
+        LocalEvent::Data(b"CONNECT 10.8.0.1:80 HTTP/1.1\r\nHost: 10.8.0.1:80\r\n\r\n"),
+    );
+    world.run_until(Instant::from_millis(50));
+    world.server_socket(listener).send(b"partial").unwrap();
+    world.run_until(Instant::from_millis(100));
+
+    lose_session(&mut world);
+    assert_eq!(world.closed, [ConnId(1)]);
+    for _ in 0..3 {
+        let deadline = world.drain();
+        assert!(
+            deadline.is_none_or(|deadline| deadline > world.now),
+            "woken at once ({deadline:?} at {:?}) while the tunnel is down",
+            world.now
+        );
+        world.now += Duration::from_millis(500);
+        world.input(Input::Timeout { now: world.now });
+    }
+}
+
 #[test]
 fn a_request_during_an_outage_waits_for_the_next_session() {
     let mut world = World::new();
