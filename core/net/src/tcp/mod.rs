@@ -277,6 +277,18 @@ impl TcpConfig {
     /// connections cannot be sent more than this each before their applications read.
     pub const INITIAL_RECEIVE_WINDOW: usize = 64 << 10;
 
+    /// The send buffer a connection starts with (at most the send buffer size). It grows to
+    /// twice the congestion window as that opens, as Linux sizes `sk_sndbuf`: enough that the
+    /// sender never starves between ACKs, and a slow path does not hold the application's
+    /// whole 2 MiB queued.
+    pub const INITIAL_SEND_BUFFER: usize = 64 << 10;
+
+    /// How long a connection's buffers stay allocated after it last sent or received: when
+    /// they are empty by then, their storage is freed (their capacities stay, so they grow
+    /// again when data comes). An idle keep-alive connection then costs its socket, not its
+    /// last burst's buffers.
+    pub const IDLE_BUFFER_RELEASE: Duration = Duration::from_secs(1);
+
     /// The default [`receive_memory`](Self::receive_memory): 8 MiB, four full 2 MiB windows,
     /// or 8 KiB each for a thousand connections.
     pub const DEFAULT_RECEIVE_MEMORY: usize = 8 << 20;
@@ -455,6 +467,10 @@ pub struct TcpSocket {
     time_wait_at: Option<Instant>,
     keepalive_at: Option<Instant>,
     keepalive_probe: bool,
+    /// When to free empty buffers, and when data last moved (the timer is rearmed lazily
+    /// from it rather than moved on every segment).
+    idle_release_at: Option<Instant>,
+    last_activity: Instant,
     unanswered_keepalives: u32,
 
     // Loss recovery.
@@ -502,7 +518,7 @@ impl TcpSocket {
         Self {
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
             cc: config.congestion.build(mss),
-            tx: RingBuffer::new(config.tx_buffer_size),
+            tx: RingBuffer::new(config.tx_buffer_size.min(TcpConfig::INITIAL_SEND_BUFFER)),
             rx: RingBuffer::new(config.rx_buffer_size.min(TcpConfig::INITIAL_RECEIVE_WINDOW)),
             config,
             rng,
@@ -557,6 +573,8 @@ impl TcpSocket {
             time_wait_at: None,
             keepalive_at: None,
             keepalive_probe: false,
+            idle_release_at: None,
+            last_activity: Instant::ZERO,
             unanswered_keepalives: 0,
             dupacks: 0,
             in_recovery: false,
@@ -915,6 +933,7 @@ impl TcpSocket {
             _ => {}
         }
         self.keepalive_seen(now);
+        self.note_activity(now);
 
         // Sequence number check (RFC 9293 section 3.10.7.4, first step).
         if !self.acceptable(seg) {
@@ -1198,6 +1217,7 @@ impl TcpSocket {
                 }
             } else {
                 self.cc.on_ack(now, data_acked, self.rtt.srtt());
+                self.autotune_send_buffer();
             }
             self.rto_at = (self.snd_una != self.snd_max).then(|| now + self.rtt.rto());
             if data_acked > 0 {
@@ -1415,12 +1435,19 @@ impl TcpSocket {
         self.rto_at = None;
         self.persist_at = None;
         self.keepalive_at = None;
+        // Nothing more can be sent or received: free what is empty now rather than a second
+        // from now.
+        self.idle_release_at = None;
+        self.release_idle_buffers();
     }
 
     /// The application read `read` bytes: count them for autotuning, keep a drained buffer
     /// compact, and open the window if it grew enough to matter.
     fn after_app_read(&mut self, read: usize) {
         self.rcv_space_read += read;
+        // The timer may have found the buffer still full; read now, it is free to go a
+        // second after the data came (at once if that was longer ago).
+        self.arm_idle_release();
         if self.rx.is_empty() && self.ooo.is_empty() {
             // Nothing is written ahead: the next data lands at the start of the storage, so a
             // buffer the application drains as fast as it fills stays within its first pages.
@@ -1503,6 +1530,34 @@ impl TcpSocket {
         self.rcv_space_since = Some(now);
     }
 
+    /// Lets the send buffer hold twice the congestion window, up to the configured size: the
+    /// application can queue the next window while this one is in flight.
+    fn autotune_send_buffer(&mut self) {
+        // A power of two, so that the storage grows by doubling (a few times per connection)
+        // rather than by a segment on every ACK of congestion avoidance.
+        let wanted = self.cc.window().saturating_mul(2).next_power_of_two();
+        if wanted > self.tx.capacity() {
+            self.tx
+                .raise_capacity(wanted.min(self.config.tx_buffer_size));
+        }
+    }
+
+    /// Notes that data moved now, and arms the idle-release timer if buffers are allocated.
+    fn note_activity(&mut self, now: Instant) {
+        self.last_activity = now;
+        self.arm_idle_release();
+    }
+
+    /// Arms the idle-release timer for a second after data last moved, unless it is armed.
+    fn arm_idle_release(&mut self) {
+        if self.idle_release_at.is_none()
+            && self.buffer_memory() > 0
+            && !matches!(self.state, State::TimeWait | State::Closed)
+        {
+            self.idle_release_at = Some(self.last_activity + TcpConfig::IDLE_BUFFER_RELEASE);
+        }
+    }
+
     /// Frees the storage of buffers that hold nothing and will not be written ahead into:
     /// the send buffer when everything was acknowledged, the receive buffer when no
     /// out-of-order data waits in it. The capacities stay, so the buffers grow again when
@@ -1522,6 +1577,12 @@ impl TcpSocket {
             }
         }
         released
+    }
+
+    /// Whether [`release_idle_buffers`](Self::release_idle_buffers) would free anything now.
+    fn has_releasable_buffers(&self) -> bool {
+        (self.tx.is_empty() && self.tx.allocated() > 0)
+            || (self.rx.is_empty() && self.ooo.is_empty() && self.rx.allocated() > 0)
     }
 
     /// Bytes of buffer storage this socket holds now (send and receive).
@@ -1579,6 +1640,8 @@ impl TcpSocket {
             self.persist_at,
             self.time_wait_at,
             self.keepalive_at,
+            self.idle_release_at
+                .filter(|_| self.has_releasable_buffers()),
         ]
         .into_iter()
         .flatten()
@@ -1607,6 +1670,16 @@ impl TcpSocket {
             }
             self.persist_fired = true;
             self.persist_backoff = self.persist_backoff.saturating_add(1);
+        }
+        if self.idle_release_at.is_some_and(|at| now >= at) {
+            let idle_until = self.last_activity + TcpConfig::IDLE_BUFFER_RELEASE;
+            if now >= idle_until {
+                // Buffers still holding data stay; the next activity arms the timer again.
+                self.idle_release_at = None;
+                self.release_idle_buffers();
+            } else {
+                self.idle_release_at = Some(idle_until);
+            }
         }
         if self.keepalive_at.is_some_and(|at| now >= at) {
             self.keepalive_at = None;
@@ -1792,6 +1865,7 @@ impl TcpSocket {
         segment: Segment,
         emit: impl FnOnce(&TcpRepr<'_>) -> R,
     ) -> R {
+        self.note_activity(now);
         let offset = segment.seq.bytes_since(self.snd_una);
         let mut repr = self.header(Some(now), segment.seq, TcpControl::None);
         let payload = self.tx.contiguous(offset, segment.len);
@@ -2224,6 +2298,7 @@ impl TcpSocket {
                 self.delayed_ack_at = None;
                 self.keepalive_at = None;
                 self.time_wait_at = None;
+                self.idle_release_at = None;
                 self.syn_pending = false;
                 self.ack_now = false;
                 // Nothing queued can be sent any more: free the send buffer. Unread received

@@ -402,7 +402,87 @@ fn sends_data_and_frees_buffer_on_ack() {
     send(&mut s, 10, &ack_from_peer(6));
     assert_eq!(s.send_queue(), 0);
     assert_eq!(s.take_events(), Events::WRITABLE);
-    assert_eq!(s.poll_at(), None, "nothing outstanding, no timer");
+    // Only the idle-release timer is left, set when data first moved and rearmed for a
+    // second after it last did; then the empty buffer's storage is freed.
+    assert_ne!(s.buffer_memory(), 0);
+    assert_eq!(s.poll_at(), Some(at(1000)));
+    expect_nothing(&mut s, 1000);
+    assert_eq!(s.poll_at(), Some(at(1010)));
+    expect_nothing(&mut s, 1009);
+    assert_ne!(s.buffer_memory(), 0);
+    expect_nothing(&mut s, 1010);
+    assert_eq!(s.buffer_memory(), 0);
+    assert_eq!(
+        s.poll_at(),
+        None,
+        "nothing outstanding or to free, no timer"
+    );
+    // The capacity stays: the next data is queued as before.
+    assert_eq!(s.send(b"ghi"), Ok(3));
+    assert_eq!(s.send_capacity(), BUF - 3);
+}
+
+#[test]
+fn the_send_buffer_grows_with_the_congestion_window() {
+    const LIMIT: usize = 1 << 20;
+    let mut s = established_with(
+        TcpConfig {
+            tx_buffer_size: LIMIT,
+            ..config()
+        },
+        syn_from_peer(),
+    );
+    let capacity = |s: &TcpSocket| s.send_capacity() + s.send_queue();
+    assert_eq!(capacity(&s), TcpConfig::INITIAL_SEND_BUFFER);
+    let chunk = [0x5a; MSS];
+    let mut sent = 0;
+    let mut last = capacity(&s);
+    for round in 1..=30 {
+        let ms = 10 * round;
+        while s.send(&chunk).unwrap() > 0 {}
+        sent += recv_all(&mut s, ms)
+            .iter()
+            .map(|o| o.payload.len())
+            .sum::<usize>();
+        send(&mut s, ms + 5, &ack_from_peer(sent));
+        // Twice the window, a power of two, never less than it started or more than the
+        // configured size, and never smaller than before.
+        let wanted = (2 * s.congestion_window()).next_power_of_two();
+        let now = capacity(&s);
+        assert_eq!(
+            now,
+            wanted
+                .clamp(TcpConfig::INITIAL_SEND_BUFFER, LIMIT)
+                .max(last),
+            "round {round}: cwnd {}",
+            s.congestion_window()
+        );
+        last = now;
+    }
+    assert!(last > TcpConfig::INITIAL_SEND_BUFFER, "it grew: {last}");
+}
+
+#[test]
+fn a_read_receive_buffer_is_freed_a_second_after_data_last_came() {
+    let mut s = established();
+    send(&mut s, 100, &data_from_peer(0, b"hello"));
+    recv_all(&mut s, 100);
+    assert_ne!(s.buffer_memory(), 0);
+    // Unread bytes keep the buffer, and no timer wakes for it.
+    assert_eq!(s.poll_at(), None);
+    expect_nothing(&mut s, 5000);
+    assert_ne!(s.buffer_memory(), 0);
+    let mut buf = [0u8; 8];
+    assert_eq!(s.recv(&mut buf), Ok(5));
+    // Read now, but data came at 100: the timer armed then still stands, and frees it.
+    assert_eq!(s.poll_at(), Some(at(1100)));
+    expect_nothing(&mut s, 5000);
+    assert_eq!(s.buffer_memory(), 0);
+    assert_eq!(s.poll_at(), None);
+    // The next data is taken as before.
+    send(&mut s, 6000, &data_from_peer(5, b"again"));
+    assert_eq!(s.recv(&mut buf), Ok(5));
+    assert_eq!(&buf[..5], b"again");
 }
 
 #[test]
@@ -884,6 +964,8 @@ fn rto_retransmits_with_exponential_backoff() {
     assert_eq!(s.congestion_window(), MSS);
     send(&mut s, 1500, &ack_from_peer(3));
     assert_eq!(s.retransmission_timeout(), Duration::from_millis(200));
+    // No retransmission timer; with the empty buffers freed, no timer at all.
+    s.release_idle_buffers();
     assert_eq!(s.poll_at(), None);
 }
 
