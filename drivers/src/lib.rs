@@ -12,6 +12,7 @@
 
 pub mod clock;
 pub mod connector;
+pub mod datagrams;
 pub mod demo;
 pub mod mio_driver;
 pub mod pump;

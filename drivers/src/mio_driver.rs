@@ -58,6 +58,7 @@ use crate::clock::Clock;
 use crate::connector::{
     Credentials, DEFAULT_CONNECT_TIMEOUT, Handshake, SessionWatch, closed_early,
 };
+use crate::datagrams;
 use crate::pump::{Io, Pump, literal, resolve, size_udp_buffers, transport_error, unspecified_for};
 use crate::record::Tap;
 
@@ -686,7 +687,8 @@ impl<D: Driven> MioDriver<D> {
     /// Reads what the transport has, up to [`READS_PER_TURN`] datagrams or chunks, and hands
     /// it to the machine as one batch.
     fn read_transport(&mut self) {
-        for _ in 0..READS_PER_TURN {
+        let mut reads = 0;
+        while reads < READS_PER_TURN {
             if !self.io.transport_maybe_readable {
                 break;
             }
@@ -696,7 +698,19 @@ impl<D: Driven> MioDriver<D> {
             };
             let (attempt, remote) = (transport.attempt, transport.remote);
             let (result, is_tcp) = match &mut transport.socket {
-                Transport::Udp(socket) => (socket.recv(&mut self.read_buf), false),
+                Transport::Udp(socket) => {
+                    let pump = &mut self.pump;
+                    let read = datagrams::recv_batch(socket, |datagram| {
+                        pump.batch_transport_data(attempt, remote, datagram);
+                    });
+                    match read {
+                        Ok(count) => {
+                            reads += count.max(1);
+                            continue;
+                        }
+                        Err(e) => (Err(e), false),
+                    }
+                }
                 Transport::Tcp {
                     stream,
                     connected: true,
@@ -717,12 +731,13 @@ impl<D: Driven> MioDriver<D> {
                     // decrypted joins the batch, and the batch is what one drain answers.
                     let data = &self.read_buf[..n];
                     self.pump.batch_transport_data(attempt, remote, data);
+                    reads += 1;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.io.transport_maybe_readable = false;
                     break;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => reads += 1,
                 Err(e) => {
                     // ICMP port unreachable and friends surface here on a connected UDP
                     // socket: spoofable and transient, so UDP ignores them (as OpenVPN does)

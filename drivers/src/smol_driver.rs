@@ -58,6 +58,7 @@ use smol::{Async, Executor, Task, Timer};
 
 use crate::clock::Clock;
 use crate::connector::{Credentials, DEFAULT_CONNECT_TIMEOUT, Handshake, SessionWatch};
+use crate::datagrams;
 use crate::pump::{
     Io, LocalReadBuffer, Pump, literal, resolve, size_udp_buffers, transport_error, unspecified_for,
 };
@@ -341,8 +342,6 @@ pub struct SmolDriver<D> {
     listeners: Vec<Arc<Async<TcpListener>>>,
     rx: Receiver<Message>,
     next_conn: u64,
-    /// Where datagrams from the UDP transport are read into.
-    read_buf: Vec<u8>,
     /// The last read of the UDP transport stopped at a full batch.
     udp_backlog: bool,
 }
@@ -423,7 +422,6 @@ impl<D: Driven> SmolDriver<D> {
             listeners,
             rx,
             next_conn: 0,
-            read_buf: vec![0; TRANSPORT_READ_CHUNK],
             udp_backlog: false,
         })
     }
@@ -545,7 +543,6 @@ impl<D: Driven> SmolDriver<D> {
         let Self {
             pump,
             io,
-            read_buf,
             udp_backlog,
             ..
         } = self;
@@ -556,15 +553,18 @@ impl<D: Driven> SmolDriver<D> {
             ..
         }) = &io.transport
         {
-            for taken in 1..=TRANSPORT_BATCH {
-                match socket.get_ref().recv(read_buf) {
-                    Ok(n) => {
-                        let datagram = read_buf.get(..n).unwrap_or_default();
-                        pump.batch_transport_data(*attempt, *remote, datagram);
-                        *udp_backlog = taken == TRANSPORT_BATCH;
+            let mut taken = 0;
+            while taken < TRANSPORT_BATCH {
+                let read = datagrams::recv_batch(socket.get_ref(), |datagram| {
+                    pump.batch_transport_data(*attempt, *remote, datagram);
+                });
+                match read {
+                    Ok(count) => {
+                        taken += count.max(1);
+                        *udp_backlog = taken >= TRANSPORT_BATCH;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => taken += 1,
                     Err(e) => {
                         // ICMP errors on a connected UDP socket are spoofable and transient:
                         // server-poll-timeout or ping-restart decide, not them.
