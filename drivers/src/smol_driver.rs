@@ -92,10 +92,9 @@ enum Message {
     /// A UDP transport is open: its socket, the server's address and ours. The driver reads
     /// it from then on.
     UdpOpened(u64, Async<UdpSocket>, SocketAddr, SocketAddr),
-    /// A TCP transport connected to the server's address from ours.
-    TcpConnected(u64, SocketAddr, SocketAddr),
-    /// Bytes read from a TCP transport.
-    TransportData(u64, SocketAddr, Vec<u8>),
+    /// A TCP transport connected to the server's address from ours: its stream, which the
+    /// driver reads from then on (its task writes it).
+    TcpConnected(u64, SocketAddr, SocketAddr, Arc<Async<TcpStream>>),
     TransportClosed(u64, TransportError),
     Accepted(ListenerId, LocalStream),
     LocalData(ConnId, Vec<u8>),
@@ -276,6 +275,14 @@ impl TcpWriter {
     }
 }
 
+/// The transport socket the loop reads itself, if any.
+enum Readable<'a> {
+    Udp(&'a Async<UdpSocket>),
+    Tcp(&'a Async<TcpStream>),
+    /// Opening, or no transport.
+    Nothing,
+}
+
 /// What ended a wait of the driver's loop.
 enum Wake {
     Message(Message),
@@ -292,6 +299,8 @@ enum Wake {
 struct TransportSlot {
     attempt: u64,
     writer: Writer,
+    /// A connected TCP transport's stream and the server's address, read by the loop.
+    tcp_reader: Option<(Arc<Async<TcpStream>>, SocketAddr)>,
     _task: Task<()>,
 }
 
@@ -342,8 +351,10 @@ pub struct SmolDriver<D> {
     listeners: Vec<Arc<Async<TcpListener>>>,
     rx: Receiver<Message>,
     next_conn: u64,
-    /// The last read of the UDP transport stopped at a full batch.
-    udp_backlog: bool,
+    /// Where chunks of a TCP transport's stream are read into.
+    read_buf: Vec<u8>,
+    /// The last read of the transport stopped at a full batch.
+    transport_backlog: bool,
 }
 
 /// Buffers handed between tasks and given back after use. Bounded in number and in the
@@ -422,7 +433,8 @@ impl<D: Driven> SmolDriver<D> {
             listeners,
             rx,
             next_conn: 0,
-            udp_backlog: false,
+            read_buf: vec![0; TRANSPORT_READ_CHUNK],
+            transport_backlog: false,
         })
     }
 
@@ -492,17 +504,24 @@ impl<D: Driven> SmolDriver<D> {
             if let Some(failure) = self.pump.take_down() {
                 return Ok(failure);
             }
-            let udp = match self.io.transport.as_ref().map(|t| &t.writer) {
-                Some(Writer::Udp(socket, _)) => Some(socket),
-                _ => None,
+            let transport = match self.io.transport.as_ref() {
+                Some(TransportSlot {
+                    writer: Writer::Udp(socket, _),
+                    ..
+                }) => Readable::Udp(socket),
+                Some(TransportSlot {
+                    tcp_reader: Some((stream, _)),
+                    ..
+                }) => Readable::Tcp(stream),
+                _ => Readable::Nothing,
             };
             let wait = self
                 .pump
                 .deadline()
                 .map(|deadline| self.pump.clock().until(deadline));
-            match wait_for(&self.rx, udp, wait, self.udp_backlog).await {
+            match wait_for(&self.rx, transport, wait, self.transport_backlog).await {
                 Wake::Message(message) => self.take_messages(message),
-                Wake::Transport => self.read_udp(),
+                Wake::Transport => self.read_transport(),
                 Wake::Backlog => {
                     // What the socket tasks sent during their turn first, so that a busy
                     // transport cannot hold them off; then the datagrams that wait.
@@ -512,7 +531,7 @@ impl<D: Driven> SmolDriver<D> {
                         };
                         self.handle_message(message);
                     }
-                    self.read_udp();
+                    self.read_transport();
                 }
                 Wake::Timer => {}
             }
@@ -520,21 +539,69 @@ impl<D: Driven> SmolDriver<D> {
         }
     }
 
-    /// Handles `first` and, when it carries transport bytes, the transport bytes queued behind
-    /// it, so that one drain (and one acknowledgment) answers them all.
+    /// Handles `first`, then drains the machine.
     fn take_messages(&mut self, first: Message) {
-        let mut batched = matches!(first, Message::TransportData(..));
         self.handle_message(first);
-        let mut taken = 1;
-        while batched && taken < TRANSPORT_BATCH {
-            let Ok(next) = self.rx.try_recv() else {
-                break;
-            };
-            batched = matches!(next, Message::TransportData(..));
-            self.handle_message(next);
-            taken += 1;
-        }
         self.pump.end_batch(&mut self.io);
+    }
+
+    /// Reads what the transport has into the machine, then drains it once.
+    fn read_transport(&mut self) {
+        match self.io.transport.as_ref() {
+            Some(TransportSlot {
+                tcp_reader: Some(_),
+                ..
+            }) => self.read_tcp(),
+            _ => self.read_udp(),
+        }
+    }
+
+    /// Reads up to [`TRANSPORT_BATCH`] chunks of the TCP transport's stream straight into the
+    /// machine, then drains it once.
+    fn read_tcp(&mut self) {
+        let Self {
+            pump,
+            io,
+            read_buf,
+            transport_backlog,
+            ..
+        } = self;
+        *transport_backlog = false;
+        let mut closed = None;
+        if let Some(TransportSlot {
+            attempt,
+            tcp_reader: Some((stream, remote)),
+            ..
+        }) = &io.transport
+        {
+            let attempt = *attempt;
+            for taken in 1..=TRANSPORT_BATCH {
+                match io::Read::read(&mut stream.get_ref(), read_buf) {
+                    Ok(0) => {
+                        closed = Some((attempt, TransportError::Closed));
+                        break;
+                    }
+                    Ok(n) => {
+                        let chunk = read_buf.get(..n).unwrap_or_default();
+                        pump.batch_transport_data(attempt, *remote, chunk);
+                        *transport_backlog = taken == TRANSPORT_BATCH;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        closed = Some((attempt, transport_error(&e)));
+                        break;
+                    }
+                }
+            }
+        }
+        pump.end_batch(io);
+        if let Some((attempt, error)) = closed {
+            // Dropping the slot cancels the writer task and closes the stream.
+            io.transport = None;
+            *transport_backlog = false;
+            pump.transport_closed(io, attempt, error);
+        }
     }
 
     /// Reads up to [`TRANSPORT_BATCH`] datagrams from the UDP transport straight into the
@@ -543,10 +610,10 @@ impl<D: Driven> SmolDriver<D> {
         let Self {
             pump,
             io,
-            udp_backlog,
+            transport_backlog,
             ..
         } = self;
-        *udp_backlog = false;
+        *transport_backlog = false;
         if let Some(TransportSlot {
             attempt,
             writer: Writer::Udp(socket, remote),
@@ -561,7 +628,7 @@ impl<D: Driven> SmolDriver<D> {
                 match read {
                     Ok(count) => {
                         taken += count.max(1);
-                        *udp_backlog = taken >= TRANSPORT_BATCH;
+                        *transport_backlog = taken >= TRANSPORT_BATCH;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => taken += 1,
@@ -590,12 +657,14 @@ impl<D: Driven> SmolDriver<D> {
                 }
                 pump.transport_connected(io, attempt, remote, local);
             }
-            Message::TcpConnected(attempt, remote, local) => {
+            Message::TcpConnected(attempt, remote, local, stream) => {
+                match &mut io.transport {
+                    Some(slot) if slot.attempt == attempt => {
+                        slot.tcp_reader = Some((stream, remote));
+                    }
+                    _ => return,
+                }
                 pump.transport_connected(io, attempt, remote, local);
-            }
-            Message::TransportData(attempt, from, bytes) => {
-                pump.batch_transport_data(attempt, from, &bytes);
-                io.pool.give(bytes);
             }
             Message::TransportClosed(attempt, error) => {
                 if io.transport.as_ref().is_some_and(|t| t.attempt == attempt) {
@@ -724,6 +793,7 @@ impl Io for SmolIo {
         self.transport = Some(TransportSlot {
             attempt,
             writer,
+            tcp_reader: None,
             _task: task,
         });
     }
@@ -796,7 +866,7 @@ impl SmolIo {
 /// however busy the transport or however often the machine is due at once.
 async fn wait_for(
     rx: &Receiver<Message>,
-    udp: Option<&Async<UdpSocket>>,
+    transport: Readable<'_>,
     wait: Option<Duration>,
     backlog: bool,
 ) -> Wake {
@@ -806,11 +876,12 @@ async fn wait_for(
     }
     let message = async { rx.recv().await.map_or(Wake::Timer, Wake::Message) };
     let readable = async {
-        let Some(socket) = udp else {
-            return future::pending().await;
-        };
         // An error shows up again when the socket is read.
-        let _ = socket.readable().await;
+        let _ = match transport {
+            Readable::Udp(socket) => socket.readable().await,
+            Readable::Tcp(stream) => stream.readable().await,
+            Readable::Nothing => future::pending().await,
+        };
         Wake::Transport
     };
     let timer = async {
@@ -908,15 +979,14 @@ async fn run_tcp(
         .local_addr()
         .unwrap_or_else(|_| unspecified_for(remote));
     if tx
-        .send(Message::TcpConnected(attempt, remote, local))
+        .send(Message::TcpConnected(attempt, remote, local, stream.clone()))
         .await
         .is_err()
     {
         return;
     }
+    // The driver's loop reads the stream; this task writes it.
     let writer = {
-        let stream = stream.clone();
-        let pool = pool.clone();
         async move {
             let mut stream = &*stream;
             while let Ok(mut bytes) = writes.recv().await {
@@ -937,30 +1007,7 @@ async fn run_tcp(
             TransportError::Other
         }
     };
-    let reader = {
-        let tx = tx.clone();
-        async move {
-            let mut stream = &*stream;
-            let mut buf = vec![0u8; TRANSPORT_READ_CHUNK];
-            loop {
-                match stream.read(&mut buf).await {
-                    Ok(0) => return TransportError::Closed,
-                    Err(e) => return transport_error(&e),
-                    Ok(n) => {
-                        let data = pool.copy_of(buf.get(..n).unwrap_or_default());
-                        if tx
-                            .send(Message::TransportData(attempt, remote, data))
-                            .await
-                            .is_err()
-                        {
-                            return TransportError::Other;
-                        }
-                    }
-                }
-            }
-        }
-    };
-    let error = reader.or(writer).await;
+    let error = writer.await;
     let _ = tx.send(Message::TransportClosed(attempt, error)).await;
 }
 
