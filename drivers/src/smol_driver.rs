@@ -979,7 +979,12 @@ async fn run_tcp(
         .local_addr()
         .unwrap_or_else(|_| unspecified_for(remote));
     if tx
-        .send(Message::TcpConnected(attempt, remote, local, stream.clone()))
+        .send(Message::TcpConnected(
+            attempt,
+            remote,
+            local,
+            stream.clone(),
+        ))
         .await
         .is_err()
     {

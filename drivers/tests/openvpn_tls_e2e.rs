@@ -329,16 +329,19 @@ fn tls_server_renegotiates_during_a_64_mib_download_with_smol() {
 }
 
 /// Slow downloads back to back for 25 s while erebus renegotiates every 8 s (`reneg-sec 8` in
-/// the profile): every byte arrives intact.
-#[test]
-fn tls_renegotiation_started_by_erebus_keeps_the_download_intact() {
-    if !netns::should_run_interop("tls_renegotiation_started_by_erebus_keeps_the_download_intact") {
+/// the profile): every byte arrives intact, and it is one session throughout.
+fn renegotiation_started_by_erebus_keeps_the_download_intact(runtime: &str) {
+    let name =
+        format!("tls_renegotiation_started_by_erebus_keeps_the_download_intact_with_{runtime}");
+    if !netns::should_run_interop(&name) {
         return;
     }
     let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
     let profile = format!("{}\nreneg-sec 8\n", server.client_profile());
     let config = server.write_client_file("reneg.ovpn", &profile).unwrap();
-    let erebus = start_erebus(&server, &config, "mio");
+    let erebus = start_erebus(&server, &config, runtime);
+    let keys_installed = "Incoming Data Channel: Cipher 'AES-256-GCM' initialized";
+    let keys_before = server_log_count(&server, keys_installed);
     const DOWN: usize = 1 << 20;
     let url = format!("{}bytes/{DOWN}", server.http_url());
     let start = Instant::now();
@@ -361,8 +364,35 @@ fn tls_renegotiation_started_by_erebus_keeps_the_download_intact() {
         server.server_log_tail(60)
     );
     assert!(!log.contains("TLS Error"), "{}", server.server_log_tail(60));
+    // New keys were installed on the way, and they came from renegotiations of the one
+    // session, not from reconnections.
+    let keys_after = server_log_count(&server, keys_installed);
+    assert!(
+        keys_after >= keys_before + 2,
+        "{keys_before} then {keys_after} key installations:\n{}",
+        server.server_log_tail(60)
+    );
+    assert_eq!(
+        log.matches("Peer Connection Initiated").count(),
+        1,
+        "{}",
+        server.server_log_tail(60)
+    );
+    let client_log = erebus_log(&server);
+    assert_eq!(client_log.matches("erebus: up:").count(), 1, "{client_log}");
+    assert!(!client_log.contains("reconnecting"), "{client_log}");
     let status = erebus.stop(Duration::from_secs(10)).expect("erebus exited");
     assert!(status.success(), "{}", erebus_log(&server));
+}
+
+#[test]
+fn tls_renegotiation_started_by_erebus_keeps_the_download_intact_with_mio() {
+    renegotiation_started_by_erebus_keeps_the_download_intact("mio");
+}
+
+#[test]
+fn tls_renegotiation_started_by_erebus_keeps_the_download_intact_with_smol() {
+    renegotiation_started_by_erebus_keeps_the_download_intact("smol");
 }
 
 /// What a failed erebus run left behind.

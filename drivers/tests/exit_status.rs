@@ -1,0 +1,86 @@
+//! The exit statuses the README promises for a bad profile (2) and an internal error (1), from
+//! the binary as a user runs it. Neither needs root or a network namespace: both fail before
+//! any packet is sent, and the profiles name only loopback addresses in case one did not.
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const EREBUS: &str = env!("CARGO_BIN_EXE_erebus");
+
+/// Runs erebus with `args` and no stdin, and returns what it printed and its status.
+fn run_erebus(args: &[&str]) -> Output {
+    Command::new(EREBUS)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("erebus runs")
+}
+
+/// A point-to-point profile whose server is a bound (and silent) loopback UDP socket.
+fn loopback_profile(dir: &Path, server: &UdpSocket) -> String {
+    let port = server.local_addr().expect("a bound socket").port();
+    let path = dir.join("loopback.ovpn");
+    std::fs::write(
+        &path,
+        format!("remote 127.0.0.1 {port} udp4\ndev tun\nifconfig 10.9.0.2 10.9.0.1\n"),
+    )
+    .expect("the profile is written");
+    path.to_str().expect("a UTF-8 temporary path").to_owned()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("erebus-exit-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir
+}
+
+#[test]
+fn a_profile_erebus_cannot_use_exits_2_naming_the_option() {
+    let profile =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testvectors/profiles/bad/dev-tap.ovpn");
+    let output = run_erebus(&["--config", profile.to_str().unwrap(), "--no-socks"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("erebus: "), "{stderr}");
+    assert!(
+        stderr.contains("tap"),
+        "the error names the option: {stderr}"
+    );
+}
+
+#[test]
+fn a_missing_profile_exits_2() {
+    let output = run_erebus(&["--config", "/nonexistent/erebus/profile.ovpn"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("profile.ovpn"),
+        "the error names the file: {stderr}"
+    );
+}
+
+#[test]
+fn a_listen_address_in_use_exits_1_naming_it() {
+    let dir = temp_dir("listen");
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let profile = loopback_profile(&dir, &server);
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = run_erebus(&["--config", &profile, "--http", &addr, "--no-socks"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "the error names the address: {stderr}"
+    );
+    // It failed before the tunnel: nothing was sent to the server.
+    server.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        server.recv(&mut buf).is_err(),
+        "a datagram reached the server"
+    );
+    drop(taken);
+    let _ = std::fs::remove_dir_all(dir);
+}
