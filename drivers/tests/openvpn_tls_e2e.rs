@@ -98,6 +98,11 @@ fn start_erebus<'s>(
     erebus
         .wait_until_listening(8080, Duration::from_secs(10))
         .unwrap();
+    assert_eq!(
+        netns::uid_of(erebus.pid()),
+        Some(e2e::NOBODY_UID),
+        "erebus must run unprivileged"
+    );
     let up = (0..300).any(|_| {
         std::thread::sleep(Duration::from_millis(100));
         erebus_log(server).contains("erebus: up:")
@@ -123,6 +128,23 @@ fn check_key_derivation(server: &OpenVpnServer) {
         .find(|option| option.starts_with("protocol-flags "))
         .unwrap_or_else(|| panic!("no protocol-flags pushed: {push}"));
     let iv_proto = server.last_client_iv_proto().expect("IV_PROTO logged");
+    // The cipher: the server's first data cipher that erebus offers too.
+    let expected = match server.profile() {
+        ServerProfile::TlsAuthUserPass | ServerProfile::TlsAuthUserPassLzo => "CHACHA20-POLY1305",
+        _ => "AES-256-GCM",
+    };
+    let server_text = server_log(server);
+    let installed: Vec<&str> = server_text
+        .lines()
+        .filter(|line| line.contains("Outgoing Data Channel: Cipher"))
+        .collect();
+    assert!(
+        !installed.is_empty()
+            && installed
+                .iter()
+                .all(|line| line.contains(&format!("Cipher '{expected}' initialized"))),
+        "expected {expected}: {installed:?}"
+    );
     let log = erebus_log(server);
     if server.profile() == ServerProfile::TlsLegacyPrf {
         let read = EREBUS_IV_PROTO & !TLS_KEY_EXPORT;
