@@ -437,8 +437,9 @@ fn lose_session(world: &mut World) {
     world.input(Input::Timeout { now: world.now });
 }
 
-#[test]
-fn a_lost_session_closes_the_connections_through_it() {
+/// A world with one proxied connection (local connection 1, through the HTTP proxy to port 80
+/// of the server) that has received its first bytes.
+fn world_with_a_connection_midway() -> World {
     let mut world = World::new();
     let listener = world.server.listen(80).unwrap();
     world.local(
@@ -454,6 +455,12 @@ fn a_lost_session_closes_the_connections_through_it() {
     world.run_until(Instant::from_millis(50));
     world.server_socket(listener).send(b"partial").unwrap();
     world.run_until(Instant::from_millis(100));
+    world
+}
+
+#[test]
+fn a_lost_session_closes_the_connections_through_it() {
+    let mut world = world_with_a_connection_midway();
     assert!(world.received[&ConnId(1)].ends_with(b"partial"));
     assert!(world.closed.is_empty());
 
@@ -492,21 +499,7 @@ fn a_lost_session_closes_the_connections_through_it() {
 /// that runs its socket tasks on the same thread would starve them.
 #[test]
 fn an_outage_asks_for_no_immediate_wake_up() {
-    let mut world = World::new();
-    let listener = world.server.listen(80).unwrap();
-    world.local(
-        1,
-        LocalEvent::Accepted {
-            listener: ListenerId(0),
-        },
-    );
-    world.local(
-        1,
-        LocalEvent::Data(b"CONNECT 10.8.0.1:80 HTTP/1.1\r\nHost: 10.8.0.1:80\r\n\r\n"),
-    );
-    world.run_until(Instant::from_millis(50));
-    world.server_socket(listener).send(b"partial").unwrap();
-    world.run_until(Instant::from_millis(100));
+    let mut world = world_with_a_connection_midway();
 
     lose_session(&mut world);
     assert_eq!(world.closed, [ConnId(1)]);
