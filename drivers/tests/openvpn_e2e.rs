@@ -462,3 +462,103 @@ fn proxy_authentication() {
         "the password leaked into the log:\n{log}"
     );
 }
+
+/// The listening sockets erebus (process `pid`) holds in the client namespace, as `ss` prints
+/// their local addresses (`127.0.0.1:8080`, ...), sorted.
+fn listening_addresses(server: &OpenVpnServer, pid: u32) -> Vec<String> {
+    let ss = netns::find_program("ss").expect("ss is installed");
+    let out = server
+        .run_in_client(
+            RunAs::Root,
+            &[ss.to_str().unwrap(), "-ltnpH"],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr_text());
+    let mut addresses: Vec<String> = out
+        .stdout_text()
+        .lines()
+        .filter(|line| line.contains(&format!("pid={pid},")))
+        .filter_map(|line| line.split_whitespace().nth(3).map(str::to_owned))
+        .collect();
+    addresses.sort();
+    addresses
+}
+
+/// The listeners as the README describes them: the HTTP proxy and SOCKS5 on 127.0.0.1:8080 and
+/// 127.0.0.1:1080 when not told otherwise, never on every address; `-L` with a bind address
+/// listening there and forwarding; `--no-http` leaving only SOCKS5.
+fn listeners_as_documented(runtime: &str) {
+    let name = format!("listeners_as_documented_with_{runtime}");
+    if !netns::should_run_interop(&name) {
+        return;
+    }
+    let server = OpenVpnServer::start(ServerProfile::Plaintext, Transport::Udp).unwrap();
+    let config = server.client_profile_path();
+    let config = config.to_str().unwrap();
+    let mut erebus = server
+        .spawn_in_client(
+            RunAs::Nobody,
+            &[
+                EREBUS,
+                "--config",
+                config,
+                "--runtime",
+                runtime,
+                "-L",
+                "127.0.0.2:9091:10.8.0.1:8080",
+            ],
+            "erebus.log",
+        )
+        .unwrap();
+    for port in [8080, 1080, 9091] {
+        erebus
+            .wait_until_listening(port, Duration::from_secs(10))
+            .unwrap();
+    }
+    assert_eq!(
+        listening_addresses(&server, erebus.pid()),
+        ["127.0.0.1:1080", "127.0.0.1:8080", "127.0.0.2:9091"]
+    );
+    let page = curl(&server, &erebus_log(&server), &["http://127.0.0.2:9091/"]);
+    assert!(
+        String::from_utf8_lossy(&page).contains(HTTP_MARKER),
+        "the forward on 127.0.0.2 reached the origin"
+    );
+    let status = erebus.stop(Duration::from_secs(10)).expect("erebus exited");
+    assert!(status.success(), "{}", erebus_log(&server));
+
+    let mut erebus = server
+        .spawn_in_client(
+            RunAs::Nobody,
+            &[
+                EREBUS,
+                "--config",
+                config,
+                "--runtime",
+                runtime,
+                "--no-http",
+            ],
+            "erebus-no-http.log",
+        )
+        .unwrap();
+    erebus
+        .wait_until_listening(1080, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        listening_addresses(&server, erebus.pid()),
+        ["127.0.0.1:1080"]
+    );
+    let status = erebus.stop(Duration::from_secs(10)).expect("erebus exited");
+    assert!(status.success());
+}
+
+#[test]
+fn listeners_as_documented_with_mio() {
+    listeners_as_documented("mio");
+}
+
+#[test]
+fn listeners_as_documented_with_smol() {
+    listeners_as_documented("smol");
+}
