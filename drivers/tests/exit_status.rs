@@ -1,6 +1,7 @@
-//! The exit statuses the README promises for a bad profile (2) and an internal error (1), from
-//! the binary as a user runs it. Neither needs root or a network namespace: both fail before
-//! any packet is sent, and the profiles name only loopback addresses in case one did not.
+//! The binary as a user runs it, where no network namespace is needed: the exit statuses the
+//! README promises for a bad profile (2) and an internal error (1), and files named in a
+//! profile found relative to the profile's directory. The profiles name only loopback
+//! addresses, and their servers are sockets these tests bound.
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
@@ -82,5 +83,64 @@ fn a_listen_address_in_use_exits_1_naming_it() {
         "a datagram reached the server"
     );
     drop(taken);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The static key of `testvectors/profiles/static-key-p2p.ovpn`, as a file of its own.
+fn static_key() -> String {
+    let profile = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testvectors/profiles/static-key-p2p.ovpn"),
+    )
+    .expect("the static-key profile");
+    let start = profile.find("-----BEGIN").expect("a key block");
+    let end = profile.find("</secret>").expect("the end of the key block");
+    profile[start..end].to_owned()
+}
+
+#[test]
+fn files_named_in_a_profile_are_found_next_to_it_whatever_the_working_directory() {
+    let dir = temp_dir("relative");
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    std::fs::write(dir.join("keys/static.key"), static_key()).unwrap();
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let profile = |key: &str| {
+        format!(
+            "dev tun\nremote 127.0.0.1 {port} udp4\nifconfig 10.8.0.2 10.8.0.1\n\
+             cipher AES-256-CBC\nauth SHA256\nsecret {key} 1\n"
+        )
+    };
+    std::fs::write(dir.join("good.ovpn"), profile("keys/static.key")).unwrap();
+    std::fs::write(dir.join("bad.ovpn"), profile("keys/missing.key")).unwrap();
+    let start = |name: &str| {
+        Command::new(EREBUS)
+            .args(["--config", dir.join(name).to_str().unwrap()])
+            .args(["--http", "127.0.0.1:0", "--no-socks"])
+            // Not the profile's directory, and no `keys/` here.
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // A key that is not there: a configuration error naming the file, at once.
+    let missing = start("bad.ovpn").wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("missing.key"), "{stderr}");
+
+    // The key next to the profile: erebus reads it and runs.
+    let mut running = start("good.ovpn");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let exited = running.try_wait().unwrap();
+    let _ = running.kill();
+    let output = running.wait_with_output().unwrap();
+    assert!(
+        exited.is_none(),
+        "erebus exited with {exited:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
