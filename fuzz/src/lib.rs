@@ -1,5 +1,5 @@
-//! The fuzz harnesses of erebus-ipsec, erebus-openvpn's server role and erebus-server, one
-//! module per cargo-fuzz target (`fuzz_targets/`).
+//! The fuzz harnesses of erebus-ipsec, erebus-openvpn (both roles), erebus-net,
+//! erebus-proxy and erebus-server, one module per cargo-fuzz target (`fuzz_targets/`).
 //!
 //! Each module's `run` takes the fuzzer's bytes and must never panic unless the library does
 //! (or breaks an invariant the harness checks). The targets are one-line wrappers, so `cargo
@@ -7,15 +7,23 @@
 
 #![forbid(unsafe_code)]
 
+pub mod client_seeds;
 pub mod eap;
 pub mod esp_open;
-pub mod ike_payloads;
 pub mod exit_dns;
+pub mod ike_payloads;
 pub mod ipsec_session;
+pub mod net_dns;
+pub mod net_stack;
+pub mod net_tcp;
+pub mod ovpn_client_session;
 pub mod ovpn_common;
 pub mod ovpn_keymethod;
+pub mod ovpn_profile;
+pub mod ovpn_push;
 pub mod ovpn_seeds;
 pub mod ovpn_server_session;
+pub mod proxy;
 pub mod seeds;
 pub mod serve;
 pub mod serve_rules;

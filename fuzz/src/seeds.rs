@@ -744,5 +744,6 @@ pub fn all() -> Vec<(&'static str, Vec<Seed>)> {
     ]
     .into_iter()
     .chain(crate::ovpn_seeds::all())
+    .chain(crate::client_seeds::all())
     .collect()
 }

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use erebus_fuzz::ipsec_session::Driver;
 use erebus_fuzz::{
-    Records, eap, esp_open, exit_dns, ike_payloads, ipsec_session, ovpn_keymethod,
-    ovpn_server_session, seeds, serve, serve_rules, server_conf, swanctl,
+    Records, eap, esp_open, exit_dns, ike_payloads, ipsec_session, net_dns, net_stack, net_tcp,
+    ovpn_client_session, ovpn_keymethod, ovpn_profile, ovpn_push, ovpn_server_session, proxy,
+    seeds, serve, serve_rules, server_conf, swanctl,
 };
 
 #[test]
@@ -48,6 +49,13 @@ fn run(target: &str, bytes: &[u8]) {
         "exit_dns" => exit_dns::run(bytes),
         "serve_rules" => serve_rules::run(bytes),
         "serve" => serve::run(bytes),
+        "ovpn_client_session" => ovpn_client_session::run(bytes),
+        "ovpn_push" => ovpn_push::run(bytes),
+        "ovpn_profile" => ovpn_profile::run(bytes),
+        "net_stack" => net_stack::run(bytes),
+        "net_dns" => net_dns::run(bytes),
+        "net_tcp" => net_tcp::run(bytes),
+        "proxy" => proxy::run(bytes),
         other => panic!("no target {other}"),
     }
 }
@@ -185,7 +193,10 @@ fn the_openvpn_server_seeds_bring_the_session_up() {
         for (tag, body) in Records::new(records) {
             driver.step(tag, body);
         }
-        eprintln!("{name}: ups {} inner {} down {}", driver.ups, driver.inner, driver.down);
+        eprintln!(
+            "{name}: ups {} inner {} down {}",
+            driver.ups, driver.inner, driver.down
+        );
         if name == "refused.session" {
             assert_eq!(driver.ups, 0, "{name}");
             assert!(driver.down, "{name}");
@@ -201,7 +212,10 @@ fn the_serve_seeds_bring_the_harness_client_up_and_open_flows() {
     for config in [0x80u8, 0x81, 0x82, 0x83] {
         let driver = serve::Driver::new(config);
         let client = driver.client.as_ref().expect("a client");
-        assert!(client.up, "config {config:#x}: the harness client is not up");
+        assert!(
+            client.up,
+            "config {config:#x}: the harness client is not up"
+        );
         assert_eq!(driver.clients_up, 1, "config {config:#x}");
     }
     for (name, bytes) in erebus_fuzz::ovpn_seeds::serve() {
@@ -210,7 +224,10 @@ fn the_serve_seeds_bring_the_harness_client_up_and_open_flows() {
         for (tag, body) in Records::new(records) {
             driver.step(tag, body);
         }
-        eprintln!("{name}: opened {} clients up {}", driver.opened, driver.clients_up);
+        eprintln!(
+            "{name}: opened {} clients up {}",
+            driver.opened, driver.clients_up
+        );
         if config & 0x80 != 0 {
             assert!(driver.opened >= 1, "{name}: no flow opened");
         }
@@ -226,4 +243,120 @@ fn an_ipv6_allow_rule_with_ports_reads_back_from_its_display() {
     let written = rule.to_string();
     assert_eq!(written, "[2001:db8::]/32:443");
     assert_eq!(erebus_server::AllowRule::from_str(&written), Ok(rule));
+}
+
+#[test]
+fn the_openvpn_client_seeds_bring_the_client_up() {
+    for (name, bytes) in erebus_fuzz::client_seeds::ovpn_client_session() {
+        let (&config, records) = bytes.split_first().expect("a config byte");
+        let mut driver = ovpn_client_session::Driver::new(config);
+        for (tag, body) in Records::new(records) {
+            driver.step(tag, body);
+        }
+        eprintln!(
+            "{name}: ups {} inner {} down {}",
+            driver.ups, driver.inner, driver.down
+        );
+        if name.starts_with("up-") || name == "renegotiate.client" {
+            assert_eq!((driver.ups, driver.inner), (1, 2), "{name}");
+            assert!(!driver.down, "{name}");
+        } else if name == "hand-reset.client" {
+            assert_eq!(driver.ups, 0, "{name}");
+        } else {
+            assert_eq!(driver.ups, 1, "{name}");
+            assert!(driver.down, "{name}");
+        }
+    }
+}
+
+#[test]
+fn the_client_side_seeds_reach_what_they_are_built_for() {
+    for (name, bytes) in erebus_fuzz::client_seeds::net_tcp() {
+        let mut driver = net_tcp::Driver::new(bytes[0]);
+        for (tag, body) in Records::new(&bytes[1..]) {
+            driver.step(tag, body);
+        }
+        eprintln!(
+            "{name}: received {} sent {}",
+            driver.received,
+            driver.sent.len()
+        );
+        if name == "active.tcp" || name == "passive-small.tcp" {
+            assert!(
+                driver.received >= 1000,
+                "{name}: received {}",
+                driver.received
+            );
+            assert!(driver.sent.iter().any(|s| s.3 > 0), "{name}: no data sent");
+        }
+    }
+    for (name, bytes) in erebus_fuzz::client_seeds::net_dns() {
+        let mut driver = net_dns::Driver::new(bytes[0]);
+        for (tag, body) in Records::new(&bytes[1..]) {
+            driver.step(tag, body);
+        }
+        eprintln!(
+            "{name}: resolved {} failed {}",
+            driver.resolved, driver.failed
+        );
+        if name == "a.dns" || name == "truncated-tcp.dns" || name == "both-cname.dns" {
+            assert!(driver.resolved >= 1, "{name}");
+        }
+    }
+    for (name, bytes) in erebus_fuzz::client_seeds::net_stack() {
+        let mut driver = net_stack::Driver::new(bytes[0]);
+        for (tag, body) in Records::new(&bytes[1..]) {
+            driver.step(tag, body);
+        }
+        eprintln!("{name}: sent {} flows {}", driver.sent.len(), driver.flows);
+        if name == "exit-accept.stack" {
+            assert_eq!(driver.flows, 1, "{name}");
+        }
+    }
+    for (name, bytes) in erebus_fuzz::client_seeds::proxy() {
+        let mut driver = proxy::Driver::new(bytes[0]);
+        for (tag, body) in Records::new(&bytes[1..]) {
+            driver.step(tag, body);
+        }
+        eprintln!(
+            "{name}: connects {} to upstream {} to client {}",
+            driver.connects,
+            driver.to_upstream.len(),
+            driver.to_client.len()
+        );
+        if name.starts_with("connect") || name.starts_with("absolute") {
+            assert!(
+                driver.connects >= 1 && !driver.to_upstream.is_empty(),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_profile_and_push_seeds_parse() {
+    for (name, bytes) in erebus_fuzz::client_seeds::ovpn_profile() {
+        let parsed = erebus_openvpn::config::Profile::parse(&bytes);
+        eprintln!("{name}: {:?}", parsed.as_ref().map(|_| ()));
+        if name.starts_with("inline-") {
+            assert!(parsed.is_ok(), "{name}");
+        }
+    }
+    let profile = erebus_openvpn::config::Profile::parse(ovpn_push::PROFILES[0].as_bytes())
+        .expect("a profile")
+        .0;
+    let seeds = erebus_fuzz::client_seeds::ovpn_push();
+    let (_, bytes) = seeds
+        .iter()
+        .find(|(n, _)| n == "subnet.push")
+        .expect("a seed");
+    let mut text = bytes[1..].to_vec();
+    let messages = erebus_openvpn::control::push::split_messages(&mut text);
+    let reply = messages[0].strip_prefix("PUSH_REPLY").expect("a reply");
+    let options = erebus_openvpn::control::push::PushAccumulator::new()
+        .feed(&profile, reply)
+        .expect("options")
+        .expect("complete");
+    let config = options.tunnel_config(&profile).expect("a tunnel");
+    assert!(config.ipv4.is_some());
 }

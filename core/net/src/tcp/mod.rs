@@ -360,6 +360,8 @@ pub struct TcpStats {
 
 /// The peer's MSS when its SYN names none (RFC 9293 section 3.7.1).
 const DEFAULT_PEER_MSS: usize = 536;
+/// The largest window scale shift (RFC 7323 section 2.3).
+const MAX_WINDOW_SHIFT: u8 = 14;
 /// Bytes the timestamp option adds to every segment once negotiated.
 const TIMESTAMP_OPTION_LEN: usize = 12;
 /// Duplicate acknowledgments that signal a loss (RFC 5681).
@@ -1119,7 +1121,14 @@ impl TcpSocket {
             .max(64);
         let ws = self.config.window_scaling && seg.window_scale.is_some();
         self.ws_enabled = ws;
-        self.snd_wscale = if ws { seg.window_scale.unwrap_or(0) } else { 0 };
+        // RFC 7323 section 2.3: a shift above 14 is taken as 14. The wire parser clamps it
+        // already, but a segment handed to `process` may come from elsewhere, and a larger
+        // shift would overflow the window computations.
+        self.snd_wscale = if ws {
+            seg.window_scale.unwrap_or(0).min(MAX_WINDOW_SHIFT)
+        } else {
+            0
+        };
         self.rcv_wscale = if ws {
             window_shift_for(self.config.rx_buffer_size)
         } else {
@@ -2336,7 +2345,7 @@ impl TcpSocket {
 /// The smallest shift that lets the 16-bit window field cover `buffer` bytes.
 fn window_shift_for(buffer: usize) -> u8 {
     let mut shift = 0u8;
-    while shift < 14 && (buffer >> shift) > usize::from(u16::MAX) {
+    while shift < MAX_WINDOW_SHIFT && (buffer >> shift) > usize::from(u16::MAX) {
         shift += 1;
     }
     shift

@@ -366,6 +366,33 @@ fn syn_options_are_offered_and_negotiated() {
     assert_eq!(outs[0].payload.len(), MSS - 12);
 }
 
+/// A window scale shift above 14 in a segment handed to `process` is taken as 14 (RFC 7323
+/// section 2.3) instead of overflowing the window computation (found by the `net_tcp` fuzz
+/// target: a SYN with shift 200, then an ACK, panicked with "attempt to shift left with
+/// overflow").
+#[test]
+fn a_window_scale_above_14_is_taken_as_14() {
+    let mut s = established_with(
+        TcpConfig {
+            window_scaling: true,
+            ..config()
+        },
+        TcpRepr {
+            window_scale: Some(200),
+            ..syn_from_peer()
+        },
+    );
+    send(
+        &mut s,
+        1,
+        &TcpRepr {
+            window_len: 3,
+            ..send_templ()
+        },
+    );
+    assert_eq!(s.snd_wnd, 3 << 14);
+}
+
 #[test]
 fn peer_without_options_gets_none() {
     let s = established_with(
