@@ -58,9 +58,10 @@ run_one() {
   local work="$fuzz_dir/work/$target" log="$fuzz_dir/work/$target.log"
   mkdir -p "$work" "$fuzz_dir/corpus/$target"
   # -rss_limit_mb: the session keeps whole IKE messages; 2 GB is libFuzzer's default too.
+  # FUZZ_SEED fixes libFuzzer's random seed (CI sets it, so a run can be repeated exactly).
   if cargo fuzz run -s "$sanitizer" "$target" "$work" "$fuzz_dir/corpus/$target" -- \
       -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
-      >"$log" 2>&1; then
+      ${FUZZ_SEED:+-seed="$FUZZ_SEED"} >"$log" 2>&1; then
     echo "== $target: ok, $(grep -Eo 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1)," \
       "$(grep -Eo 'exec/s: [0-9]+' "$log" | tail -1)"
   else
