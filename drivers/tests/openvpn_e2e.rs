@@ -403,9 +403,8 @@ fn icmp_echo_through_the_tunnel() {
 
 /// With --proxy-auth, both proxies demand the credentials: 407 without them, the page with
 /// them (HTTP Basic and SOCKS5 username/password).
-#[test]
-fn proxy_authentication() {
-    if !netns::should_run_interop("proxy_authentication") {
+fn proxy_authentication(runtime: &str) {
+    if !netns::should_run_interop(&format!("proxy_authentication_with_{runtime}")) {
         return;
     }
     let server = OpenVpnServer::start(ServerProfile::Plaintext, Transport::Udp).unwrap();
@@ -420,6 +419,8 @@ fn proxy_authentication() {
                 EREBUS,
                 "--config",
                 config.to_str().unwrap(),
+                "--runtime",
+                runtime,
                 "--proxy-auth",
                 auth.to_str().unwrap(),
             ],
@@ -474,6 +475,16 @@ fn proxy_authentication() {
         !log.contains("s3cret"),
         "the password leaked into the log:\n{log}"
     );
+}
+
+#[test]
+fn proxy_authentication_with_mio() {
+    proxy_authentication("mio");
+}
+
+#[test]
+fn proxy_authentication_with_smol() {
+    proxy_authentication("smol");
 }
 
 /// The listening sockets erebus (process `pid`) holds in the client namespace, as `ss` prints

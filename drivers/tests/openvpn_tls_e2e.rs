@@ -597,9 +597,8 @@ fn tls_wrong_password_is_an_authentication_failure() {
     );
 }
 
-#[test]
-fn tls_wrong_ca_is_refused() {
-    if !netns::should_run_interop("tls_wrong_ca_is_refused") {
+fn wrong_ca_is_refused(runtime: &str) {
+    if !netns::should_run_interop(&format!("tls_wrong_ca_is_refused_with_{runtime}")) {
         return;
     }
     let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
@@ -609,7 +608,7 @@ fn tls_wrong_ca_is_refused() {
         &server,
         config.to_str().unwrap(),
         None,
-        "smol",
+        runtime,
         Duration::from_secs(30),
     );
     // The certificate check is classed as an authentication failure.
@@ -622,8 +621,18 @@ fn tls_wrong_ca_is_refused() {
 }
 
 #[test]
-fn tls_wrong_tls_crypt_key_gives_up_after_hand_window() {
-    if !netns::should_run_interop("tls_wrong_tls_crypt_key_gives_up_after_hand_window") {
+fn tls_wrong_ca_is_refused_with_mio() {
+    wrong_ca_is_refused("mio");
+}
+
+#[test]
+fn tls_wrong_ca_is_refused_with_smol() {
+    wrong_ca_is_refused("smol");
+}
+
+fn wrong_tls_crypt_key_gives_up_after_hand_window(runtime: &str) {
+    let name = format!("tls_wrong_tls_crypt_key_gives_up_after_hand_window_with_{runtime}");
+    if !netns::should_run_interop(&name) {
         return;
     }
     let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
@@ -638,7 +647,7 @@ fn tls_wrong_tls_crypt_key_gives_up_after_hand_window() {
         &server,
         config.to_str().unwrap(),
         None,
-        "mio",
+        runtime,
         Duration::from_secs(30),
     );
     let reason = refusal.assert_single_reason(4, "hand-window");
@@ -656,4 +665,14 @@ fn tls_wrong_tls_crypt_key_gives_up_after_hand_window() {
     assert_eq!(dropped, refusal.packets_to_server);
     // Hard-reset retransmissions with backoff over 8 s: a handful, not one per tick.
     refusal.assert_no_retry_storm(6);
+}
+
+#[test]
+fn tls_wrong_tls_crypt_key_gives_up_after_hand_window_with_mio() {
+    wrong_tls_crypt_key_gives_up_after_hand_window("mio");
+}
+
+#[test]
+fn tls_wrong_tls_crypt_key_gives_up_after_hand_window_with_smol() {
+    wrong_tls_crypt_key_gives_up_after_hand_window("smol");
 }
