@@ -326,6 +326,196 @@ impl fmt::Display for Transport {
     }
 }
 
+/// What protects the control channel of a [`TlsSetup`] server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ControlWrap {
+    /// `tls-crypt`: every control packet encrypted and authenticated with a pre-shared key.
+    TlsCrypt,
+    /// `tls-auth` with key direction 0 on the server and 1 on the client: an HMAC on every
+    /// control packet.
+    TlsAuth,
+    /// Neither: plain TLS records in the control channel.
+    Neither,
+}
+
+impl ControlWrap {
+    /// All three.
+    pub const ALL: [Self; 3] = [Self::TlsCrypt, Self::TlsAuth, Self::Neither];
+
+    /// The option (and inline block) name: `tls-crypt` or `tls-auth`; `None` for
+    /// [`Neither`](Self::Neither).
+    pub fn option(self) -> Option<&'static str> {
+        match self {
+            Self::TlsCrypt => Some("tls-crypt"),
+            Self::TlsAuth => Some("tls-auth"),
+            Self::Neither => None,
+        }
+    }
+
+    /// Short name for scenario names: `tls-crypt`, `tls-auth` or `no-wrap`.
+    pub fn name(self) -> &'static str {
+        self.option().unwrap_or("no-wrap")
+    }
+}
+
+/// How the client of a [`TlsSetup`] server authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientAuth {
+    /// A client certificate (`CN=client1`) only.
+    Certificate,
+    /// [`AUTH_USERNAME`] and [`AUTH_PASSWORD`] only (`verify-client-cert none`).
+    Password,
+    /// Both: the certificate and the username and password.
+    CertificateAndPassword,
+}
+
+impl ClientAuth {
+    /// Whether the client presents a certificate.
+    pub fn certificate(self) -> bool {
+        !matches!(self, Self::Password)
+    }
+
+    /// Whether the client sends a username and password.
+    pub fn password(self) -> bool {
+        !matches!(self, Self::Certificate)
+    }
+}
+
+/// A TLS server assembled from parts, for scenarios the fixed [`ServerProfile`]s do not
+/// cover (see [`OpenVpnServer::start_setup`]). The server offers `data-ciphers`
+/// [`TlsSetup::SERVER_DATA_CIPHERS`] with `auth SHA256`, so the client picks the data cipher by
+/// the `data-ciphers` line of its profile; it runs `topology subnet` with
+/// `server 10.8.0.0 255.255.255.0` and pushes the DNS server and domain as the profiles do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSetup {
+    /// The control-channel protection.
+    pub control: ControlWrap,
+    /// How the client authenticates.
+    pub client_auth: ClientAuth,
+    /// Whether the server keys the data channel with the OpenVPN PRF instead of TLS-EKM (as
+    /// OpenVPN 2.5 does): the legacy-PRF library of [`ServerProfile::TlsLegacyPrf`] hides the
+    /// client's `TLS_KEY_EXPORT` bit.
+    pub legacy_prf: bool,
+    /// Lines appended to the server's configuration (later options win): `compress`,
+    /// `topology`, `tun-mtu`, `push "route ..."`.
+    pub server_lines: Vec<String>,
+    /// Lines appended to the client profile.
+    pub client_lines: Vec<String>,
+    /// An address the server namespace gets on its loopback device, with a second HTTP server
+    /// (the same pages) bound to it: the target of a pushed route beyond the tunnel subnet.
+    pub routed_http: Option<Ipv4Addr>,
+}
+
+impl TlsSetup {
+    /// The data ciphers every [`TlsSetup`] server offers, in its order of preference.
+    pub const SERVER_DATA_CIPHERS: &'static str =
+        "AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305:AES-256-CBC";
+
+    /// A server with `control`, client certificates and TLS-EKM, nothing appended.
+    pub fn new(control: ControlWrap) -> Self {
+        Self {
+            control,
+            client_auth: ClientAuth::Certificate,
+            legacy_prf: false,
+            server_lines: Vec::new(),
+            client_lines: Vec::new(),
+            routed_http: None,
+        }
+    }
+
+    /// The server's configuration file.
+    fn server_config(&self) -> String {
+        let mut text = format!(
+            "# erebus interop harness: an assembled TLS server ({:?}).\n\
+             dev tun\n\
+             local {SERVER_OUTER_ADDR}\n\
+             port {OPENVPN_PORT}\n\
+             topology subnet\n\
+             server 10.8.0.0 255.255.255.0\n\
+             ca ca.crt\n\
+             cert server.crt\n\
+             key server.key\n\
+             dh none\n\
+             auth SHA256\n\
+             data-ciphers {}\n",
+            self.control,
+            Self::SERVER_DATA_CIPHERS
+        );
+        match self.control {
+            ControlWrap::TlsCrypt => text.push_str("tls-crypt tls-crypt.key\n"),
+            ControlWrap::TlsAuth => text.push_str("tls-auth tls-auth.key 0\n"),
+            ControlWrap::Neither => {}
+        }
+        if self.client_auth.password() {
+            text.push_str(
+                "script-security 2\n\
+                 auth-user-pass-verify ./verify-user.sh via-file\n",
+            );
+        }
+        if !self.client_auth.certificate() {
+            text.push_str("verify-client-cert none\nusername-as-common-name\n");
+        }
+        text.push_str(&format!(
+            "push \"dhcp-option DNS {SERVER_TUNNEL_ADDR}\"\n\
+             push \"dhcp-option DOMAIN {DNS_DOMAIN}\"\n\
+             keepalive 10 60\n\
+             disable-dco\n"
+        ));
+        for line in &self.server_lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// The client profile, everything inline.
+    fn client_profile(
+        &self,
+        transport: Transport,
+        ca: &str,
+        certificate: (&str, &str),
+        control_channel_key: Option<&str>,
+    ) -> String {
+        let mut text = format!(
+            "# erebus interop harness: client profile for an assembled TLS server over \
+             {transport}.\n\
+             # The keys below are throw-away test keys; the certificates come from a test CA.\n\
+             client\n\
+             dev tun\n\
+             proto {}\n\
+             remote {SERVER_OUTER_ADDR} {OPENVPN_PORT}\n\
+             nobind\n\
+             remote-cert-tls server\n\
+             verify-x509-name {SERVER_CERT_NAME} name\n\
+             auth SHA256\n",
+            transport.client_proto()
+        );
+        if self.client_auth.password() {
+            text.push_str("auth-user-pass\n");
+        }
+        if transport == Transport::Udp {
+            text.push_str("explicit-exit-notify 1\n");
+        }
+        text.push_str("verb 3\n");
+        push_inline_block(&mut text, "ca", ca);
+        if self.client_auth.certificate() {
+            push_inline_block(&mut text, "cert", certificate.0);
+            push_inline_block(&mut text, "key", certificate.1);
+        }
+        if let (Some(option), Some(key)) = (self.control.option(), control_channel_key) {
+            if self.control == ControlWrap::TlsAuth {
+                text.push_str("key-direction 1\n");
+            }
+            push_inline_block(&mut text, option, key);
+        }
+        for line in &self.client_lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
+    }
+}
+
 /// Why the harness could not do something.
 ///
 /// `Debug` prints the same multi-line text as `Display`, so `.expect()` in a test shows the
@@ -1549,6 +1739,9 @@ impl ServerOptions {
 #[derive(Debug)]
 pub struct OpenVpnServer {
     profile: ServerProfile,
+    /// The assembled server of [`start_setup`](Self::start_setup); `profile` is then
+    /// [`ServerProfile::TlsCrypt`] or, with the legacy PRF, [`ServerProfile::TlsLegacyPrf`].
+    setup: Option<TlsSetup>,
     transport: Transport,
     programs: &'static Programs,
     server_ns: String,
@@ -1622,6 +1815,32 @@ impl OpenVpnServer {
         transport: Transport,
         options: &ServerOptions,
     ) -> Result<Self, HarnessError> {
+        Self::start_inner(profile, None, transport, options)
+    }
+
+    /// Starts an assembled TLS server (see [`TlsSetup`]) as [`start_with`](Self::start_with)
+    /// starts a profile's. [`profile`](Self::profile) then says
+    /// [`ServerProfile::TlsLegacyPrf`] for a legacy-PRF setup and [`ServerProfile::TlsCrypt`]
+    /// otherwise; [`setup`](Self::setup) gives the parts.
+    pub fn start_setup(
+        setup: TlsSetup,
+        transport: Transport,
+        options: &ServerOptions,
+    ) -> Result<Self, HarnessError> {
+        let profile = if setup.legacy_prf {
+            ServerProfile::TlsLegacyPrf
+        } else {
+            ServerProfile::TlsCrypt
+        };
+        Self::start_inner(profile, Some(setup), transport, options)
+    }
+
+    fn start_inner(
+        profile: ServerProfile,
+        setup: Option<TlsSetup>,
+        transport: Transport,
+        options: &ServerOptions,
+    ) -> Result<Self, HarnessError> {
         require_netns().map_err(HarnessError::Unsupported)?;
         let programs = programs()?;
         SWEEP.call_once(|| sweep_leftovers(programs));
@@ -1640,6 +1859,7 @@ impl OpenVpnServer {
         // From here on, `Drop` cleans up whatever exists if a step fails.
         let mut server = Self {
             profile,
+            setup,
             transport,
             programs,
             server_ns: format!("{base}s"),
@@ -1658,7 +1878,19 @@ impl OpenVpnServer {
         server.write_files()?;
         server.start_openvpn()?;
         server.start_dnsmasq(options.startup_timeout)?;
-        server.start_httpd(options.startup_timeout)?;
+        server.start_httpd(SERVER_TUNNEL_ADDR, options.startup_timeout)?;
+        if let Some(addr) = server.setup.as_ref().and_then(|setup| setup.routed_http) {
+            run_checked(server.ip().args([
+                "-n",
+                &server.server_ns,
+                "addr",
+                "add",
+                &format!("{addr}/32"),
+                "dev",
+                "lo",
+            ]))?;
+            server.start_httpd(addr, options.startup_timeout)?;
+        }
         Ok(server)
     }
 
@@ -1745,7 +1977,11 @@ impl OpenVpnServer {
     fn write_files(&mut self) -> Result<(), HarnessError> {
         self.write_file("httpd.py", HTTPD_PY, 0o644)?;
         self.write_file("probe.py", PROBE_PY, 0o644)?;
-        self.write_file("server.conf", self.profile.server_config(), 0o644)?;
+        let config = match &self.setup {
+            Some(setup) => setup.server_config(),
+            None => self.profile.server_config().to_owned(),
+        };
+        self.write_file("server.conf", &config, 0o644)?;
         // The HTTPS server's certificate, and the CA for the clients (readable by nobody).
         self.write_file("ca.crt", &self.pki.ca_cert, 0o644)?;
         self.write_file("web.crt", &self.pki.web_cert, 0o644)?;
@@ -1761,7 +1997,7 @@ impl OpenVpnServer {
             self.write_file("server.crt", &self.pki.server_cert, 0o644)?;
             self.write_file("server.key", &self.pki.server_key, 0o600)?;
         }
-        if self.profile.uses_username_password() {
+        if self.uses_username_password() {
             self.write_file("verify-user.sh", VERIFY_USER_SH, 0o755)?;
         }
         if self.profile == ServerProfile::TlsLegacyPrf {
@@ -1771,7 +2007,11 @@ impl OpenVpnServer {
             fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
                 .map_err(io_error(format!("chmod {}", path.display())))?;
         }
-        self.openvpn_key = match self.profile.control_channel_key() {
+        let control_channel_key = match &self.setup {
+            Some(setup) => setup.control.option(),
+            None => self.profile.control_channel_key(),
+        };
+        self.openvpn_key = match control_channel_key {
             Some(option) => Some(self.generate_openvpn_key(&format!("{option}.key"))?),
             None if self.profile == ServerProfile::StaticKey => {
                 Some(self.generate_openvpn_key("static.key")?)
@@ -1788,6 +2028,10 @@ impl OpenVpnServer {
     /// This instance's client profile, with `ca` as the trusted CA and `key` as the
     /// `secret`/`tls-crypt`/`tls-auth` key.
     fn client_profile_with(&self, ca: &str, key: Option<&str>) -> String {
+        if let Some(setup) = &self.setup {
+            let certificate = (self.pki.client_cert.as_str(), self.pki.client_key.as_str());
+            return setup.client_profile(self.transport, ca, certificate, key);
+        }
         if self.profile.is_tls() {
             let certificate = self
                 .profile
@@ -2143,22 +2387,29 @@ impl OpenVpnServer {
         )
     }
 
-    fn start_httpd(&mut self, timeout: Duration) -> Result<(), HarnessError> {
+    /// Starts an HTTP server (`httpd.py`) bound to `addr`: the main one on
+    /// [`SERVER_TUNNEL_ADDR`] logs to `httpd.log`, any other to `httpd-<addr>.log`.
+    fn start_httpd(&mut self, addr: Ipv4Addr, timeout: Duration) -> Result<(), HarnessError> {
         let mut command = self.root_command_in(&self.server_ns, &self.programs.python3);
         command
             .arg(self.dir.join("httpd.py"))
-            .args(["--bind", &SERVER_TUNNEL_ADDR.to_string()])
+            .args(["--bind", &addr.to_string()])
             .args(["--port", &HTTP_PORT.to_string()])
             .args(["--tls-port", &HTTPS_PORT.to_string()])
             .args(["--tls-cert", "web.crt", "--tls-key", "web.key"]);
-        let log = self.httpd_log();
+        let log_name = if addr == SERVER_TUNNEL_ADDR {
+            "httpd.log".to_owned()
+        } else {
+            format!("httpd-{addr}.log")
+        };
+        let log = self.dir.join(&log_name);
         // The HTTPS listener is announced last.
         self.start_helper(
             "the HTTP server (httpd.py)",
             command,
-            "httpd.log",
+            &log_name,
             &log,
-            &format!("httpd: listening on {SERVER_TUNNEL_ADDR}:{HTTPS_PORT} (https)"),
+            &format!("httpd: listening on {addr}:{HTTPS_PORT} (https)"),
             timeout,
         )
     }
@@ -2168,6 +2419,21 @@ impl OpenVpnServer {
     /// The profile this server runs.
     pub fn profile(&self) -> ServerProfile {
         self.profile
+    }
+
+    /// The parts of an assembled server ([`start_setup`](Self::start_setup)); `None` for a
+    /// profile's.
+    pub fn setup(&self) -> Option<&TlsSetup> {
+        self.setup.as_ref()
+    }
+
+    /// Whether the client authenticates with [`AUTH_USERNAME`] and [`AUTH_PASSWORD`]: pass
+    /// [`credentials_path`](Self::credentials_path) with `--auth-user-pass`.
+    pub fn uses_username_password(&self) -> bool {
+        match &self.setup {
+            Some(setup) => setup.client_auth.password(),
+            None => self.profile.uses_username_password(),
+        }
     }
 
     /// The transport this server listens on.
@@ -2467,7 +2733,7 @@ impl OpenVpnServer {
     /// log is `<instance dir>/<log_name>`.
     pub fn start_stock_client(&self, log_name: &str) -> Result<NsProcess<'_>, HarnessError> {
         let credentials = self.credentials_path().to_string_lossy().into_owned();
-        let extra: &[&str] = if self.profile.uses_username_password() {
+        let extra: &[&str] = if self.uses_username_password() {
             &["--auth-user-pass", &credentials]
         } else {
             &[]

@@ -972,6 +972,7 @@ impl TlsSession {
         tracing::info!(
             cipher = ?negotiated.data.cipher,
             ekm = negotiated.ekm,
+            compression = ?negotiated.data.compression,
             "tunnel up"
         );
         let mut config = config;
