@@ -3,13 +3,19 @@
 //! harness's profile, and curl reaches the HTTP server behind the tunnel through erebus's HTTP
 //! proxy (absolute-form and CONNECT), its SOCKS5 proxy and a port forward. Nothing else leads
 //! to the server's tunnel address, so every success went through erebus.
+//!
+//! The client namespace has a logging resolver of its own outside the tunnel (the harness's
+//! `start_client_resolver`): a name erebus resolved outside the tunnel would show in its log,
+//! and each session checks that none did, and that the trap does catch the namespace's system
+//! lookups (getent's, and erebus's own for a server named by host name).
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
 use std::time::Duration;
 
 use erebus_testvectors::netns::{
-    self, HTTP_MARKER, OpenVpnServer, RunAs, ServerProfile, Transport,
+    self, CLIENT_RESOLVER_ANSWER, HTTP_MARKER, OpenVpnServer, RunAs, SERVER_TUNNEL_ADDR,
+    ServerProfile, Transport,
 };
 
 const EREBUS: &str = env!("CARGO_BIN_EXE_erebus");
@@ -39,7 +45,11 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
     if !netns::should_run_interop(&name) {
         return;
     }
-    let server = OpenVpnServer::start(profile, transport).unwrap();
+    let mut server = OpenVpnServer::start(profile, transport).unwrap();
+    // The leak trap: from here on the client namespace's system resolver is a logging dnsmasq
+    // outside the tunnel.
+    server.start_client_resolver().unwrap();
+    let server = server;
     let config = server.client_profile_path();
     // Everything that leaves the client namespace on the outer link, for the leak check.
     let capture = server.instance_dir().join("outer.pcap");
@@ -227,30 +237,9 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
         "{text}"
     );
 
-    // 100 concurrent connections through the HTTP proxy, each fetching 64 KiB.
-    let url = format!("{}bytes/65536", server.http_url());
-    let mut args = vec![
-        "--parallel",
-        "--parallel-immediate",
-        "--parallel-max",
-        "100",
-        "-x",
-        "http://127.0.0.1:8080",
-    ];
-    let urls = vec![url.as_str(); 100];
-    for url in &urls {
-        args.extend_from_slice(&[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{size_download}\n",
-            url,
-        ]);
-    }
-    let output = curl(&server, &log(), &args);
-    let text = String::from_utf8_lossy(&output);
-    let done = text.lines().filter(|l| *l == "200 65536").count();
-    assert_eq!(done, 100, "not every concurrent fetch completed:\n{text}");
+    // 100 connections through the HTTP proxy, all open at once: each CONNECT is answered (and
+    // the server has it established) before any of them sends its request.
+    hold_concurrent_connections(&server, &log(), 100);
 
     // No DNS query left outside the tunnel: the outer link carried the tunnel and nothing on
     // port 53.
@@ -261,6 +250,13 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
         "the capture saw only {tunnel_packets} tunnel packets"
     );
     assert_eq!(dns_packets, 0, "DNS leaked outside the tunnel");
+    // Nor did any name go to the client namespace's own resolver, which erebus's system
+    // lookups would have reached (checked below).
+    let trap_log = std::fs::read_to_string(server.client_resolver_log()).unwrap();
+    assert!(
+        !trap_log.contains("query["),
+        "a lookup went to the resolver outside the tunnel:\n{trap_log}"
+    );
 
     // SIGTERM: a clean exit (status 0), with the exit notification over UDP.
     let status = erebus.stop(Duration::from_secs(10)).expect("erebus exited");
@@ -277,7 +273,222 @@ fn session(profile: ServerProfile, transport: Transport, runtime: &str) {
             server.server_log_tail(20)
         );
     }
+    assert_leak_trap_catches_lookups(&server, runtime);
 }
+
+/// The name the trap checks resolve, each answered by the client namespace's own resolver.
+const TRAP_NAME: &str = "trap-check.erebus.invalid";
+const TRAP_REMOTE: &str = "vpn.trap-check.erebus.invalid";
+
+/// The leak trap works: a system lookup in the client namespace (getent's, as nobody) reaches
+/// the client namespace's resolver and gets its answer, and so does erebus's own lookup of a
+/// server named by host name, the one name it resolves outside the tunnel. So a proxied name
+/// erebus resolved outside the tunnel would have shown in the trap's log.
+fn assert_leak_trap_catches_lookups(server: &OpenVpnServer, runtime: &str) {
+    let getent = netns::find_program("getent").expect("getent is installed");
+    let output = server
+        .run_in_client(
+            RunAs::Nobody,
+            &[getent.to_str().unwrap(), "hosts", TRAP_NAME],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(
+        output.success()
+            && output
+                .stdout_text()
+                .contains(&CLIENT_RESOLVER_ANSWER.to_string()),
+        "getent in the client namespace did not get the trap's answer: {output}"
+    );
+    let trap_log = || std::fs::read_to_string(server.client_resolver_log()).unwrap_or_default();
+    assert!(
+        trap_log().contains(&format!("query[A] {TRAP_NAME} ")),
+        "the trap did not log getent's lookup:\n{}",
+        trap_log()
+    );
+
+    let remote = server.server_addr();
+    let profile = server.client_profile().replace(
+        &format!("remote {} {}", remote.ip(), remote.port()),
+        &format!("remote {TRAP_REMOTE} {}", remote.port()),
+    );
+    assert!(profile.contains(TRAP_REMOTE), "{profile}");
+    let profile = server
+        .write_client_file("trap-remote.ovpn", &profile)
+        .unwrap();
+    let erebus = server
+        .spawn_in_client(
+            RunAs::Nobody,
+            &[
+                EREBUS,
+                "--config",
+                profile.to_str().unwrap(),
+                "--runtime",
+                runtime,
+                "--no-http",
+                "--no-socks",
+            ],
+            "erebus-trap.log",
+        )
+        .unwrap();
+    let asked = format!("query[A] {TRAP_REMOTE} ");
+    let seen = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        trap_log().contains(&asked)
+    });
+    let erebus_log = erebus.log_tail(20);
+    erebus.stop(Duration::from_secs(5));
+    assert!(
+        seen,
+        "erebus's lookup of {TRAP_REMOTE} did not reach the trap:\n{}\n--- erebus ---\n{erebus_log}",
+        trap_log()
+    );
+}
+
+/// Opens `count` connections through the HTTP proxy (CONNECT to the HTTP server behind the
+/// tunnel) and holds them: once every CONNECT is answered, the server must have `count` of
+/// them established at once, none having sent a request yet. Then each fetches 64 KiB of the
+/// pattern stream, checked by length and hash.
+fn hold_concurrent_connections(server: &OpenVpnServer, erebus_log: &str, count: usize) {
+    const LEN: usize = 65536;
+    let script = server
+        .write_client_file("hold-connections", HOLD_CONNECTIONS_PY)
+        .unwrap();
+    // Written by the test (root) once the count is checked; the script (nobody) waits for it.
+    let go = server.instance_dir().join("hold-connections-go");
+    let python = netns::find_program("python3").expect("python3 is installed");
+    let target = format!("{SERVER_TUNNEL_ADDR}:{}", netns::HTTP_PORT);
+    let mut holder = server
+        .spawn_in_client(
+            RunAs::Nobody,
+            &[
+                python.to_str().unwrap(),
+                script.to_str().unwrap(),
+                "8080",
+                &target,
+                &count.to_string(),
+                &format!("/bytes/{LEN}"),
+                go.to_str().unwrap(),
+            ],
+            "hold-connections.log",
+        )
+        .unwrap();
+    let held = format!("held {count}\n");
+    let mut all_held = false;
+    for _ in 0..600 {
+        if std::fs::read_to_string(holder.log_path()).is_ok_and(|l| l.contains(&held)) {
+            all_held = true;
+            break;
+        }
+        if holder.exit_status().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        all_held,
+        "the {count} CONNECTs were not all answered:\n{}\n--- erebus ---\n{erebus_log}",
+        holder.log_tail(20)
+    );
+    // Counted where the connections end: none has sent a request, so none can have finished.
+    let established = established_at_server(server, netns::HTTP_PORT);
+    eprintln!(
+        "{count} connections held through the proxy: {established} established at the server"
+    );
+    assert!(
+        established >= count,
+        "the server had {established} connections established, not {count}"
+    );
+    std::fs::write(&go, b"").unwrap();
+    let mut status = None;
+    for _ in 0..900 {
+        status = holder.exit_status();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(holder.log_path()).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the held connections did not all complete ({status:?}):\n{text}"
+    );
+    let expected = format!(
+        " 200 OK {LEN} {}",
+        netns::hex(&netns::pattern_sha256(LEN as u64))
+    );
+    let done = text.lines().filter(|l| l.ends_with(&expected)).count();
+    assert_eq!(
+        done, count,
+        "not every held connection fetched its bytes:\n{text}"
+    );
+}
+
+/// Connections in state ESTABLISHED to local port `port` in the server namespace.
+fn established_at_server(server: &OpenVpnServer, port: u16) -> usize {
+    let ip = netns::find_program("ip").expect("ip is installed");
+    let ss = netns::find_program("ss").expect("ss is installed");
+    let output = std::process::Command::new(ip)
+        .args(["netns", "exec", server.server_netns()])
+        .arg(ss)
+        .args(["-Htn", "state", "established"])
+        .arg(format!("( sport = :{port} )"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "ss failed: {output:?}");
+    String::from_utf8_lossy(&output.stdout).lines().count()
+}
+
+/// Opens `count` connections to the proxy on 127.0.0.1:`port`, sends CONNECT `target` on
+/// every one, reads every answer (200 or exit), prints `held <count>`, then waits for the file
+/// `go` before it sends `GET <path>` (Connection: close) on each and prints, per connection,
+/// the status line, the body's length and its SHA-256.
+const HOLD_CONNECTIONS_PY: &str = r#"
+import hashlib, os, socket, sys, time
+
+port, target, count, path, go = sys.argv[1:6]
+count = int(count)
+deadline = time.monotonic() + 120
+
+
+def head_of(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        byte = sock.recv(1)
+        if not byte:
+            sys.exit("the proxy closed a connection after %r" % data)
+        data += byte
+    return data
+
+
+conns = []
+for _ in range(count):
+    sock = socket.create_connection(("127.0.0.1", int(port)), timeout=60)
+    sock.sendall(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target.encode(), target.encode()))
+    conns.append(sock)
+for sock in conns:
+    head = head_of(sock)
+    status = head.split(b"\r\n")[0].split()
+    if len(status) < 2 or status[1] != b"200":
+        sys.exit("CONNECT refused: %r" % head)
+print("held %d" % count, flush=True)
+while not os.path.exists(go):
+    if time.monotonic() > deadline:
+        sys.exit("no go")
+    time.sleep(0.02)
+for sock in conns:
+    sock.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path.encode(), target.encode()))
+for sock in conns:
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    print(head.split(b"\r\n")[0].decode(), len(body), hashlib.sha256(body).hexdigest(), flush=True)
+"#;
 
 /// Counts the packets of an Ethernet pcap by port: (port 1194, port 53).
 fn count_outer_packets(pcap: &[u8]) -> (usize, usize) {

@@ -106,6 +106,13 @@ pub const CLIENT_VETH: &str = "vcli";
 /// Prefix of every namespace and directory the harness creates: `ebt<pid>n<counter>`, then
 /// `s` (server) or `c` (client) for the namespaces.
 pub const NAME_PREFIX: &str = "ebt";
+/// The address of the client namespace's own resolver outside the tunnel (see
+/// [`OpenVpnServer::start_client_resolver`]): on the namespace's loopback.
+pub const CLIENT_RESOLVER_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 53);
+/// What that resolver answers for every name (TEST-NET-1: nothing here routes to it).
+pub const CLIENT_RESOLVER_ANSWER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// Where `ip netns exec` looks for the files it bind-mounts over `/etc` (`<dir>/<ns>/<file>`).
+const NETNS_ETC_DIR: &str = "/etc/netns";
 
 /// Source of the HTTP server, written into each instance directory.
 const HTTPD_PY: &str = include_str!("../harness/httpd.py");
@@ -1368,6 +1375,16 @@ pub(crate) fn delete_namespace(ip: &Path, kill: &Path, namespace: &str) -> Vec<S
         )),
         Err(error) => problems.push(format!("`ip netns del {namespace}` failed: {error}")),
     }
+    // The namespace's /etc files (OpenVpnServer::start_client_resolver), and their directory
+    // once no namespace has any; under the lock, so no instance creates its own meanwhile.
+    let etc = Path::new(NETNS_ETC_DIR).join(namespace);
+    match fs::remove_dir_all(&etc) {
+        Ok(()) => {
+            let _ = fs::remove_dir(NETNS_ETC_DIR);
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => problems.push(format!("removing {}: {error}", etc.display())),
+    }
     problems
 }
 
@@ -2412,6 +2429,67 @@ impl OpenVpnServer {
             &format!("httpd: listening on {addr}:{HTTPS_PORT} (https)"),
             timeout,
         )
+    }
+
+    /// Gives the client namespace a resolver of its own, outside the tunnel, to catch DNS
+    /// leaks: dnsmasq on [`CLIENT_RESOLVER_ADDR`] answering every name with
+    /// [`CLIENT_RESOLVER_ANSWER`] and logging each query to
+    /// [`client_resolver_log`](Self::client_resolver_log), named by
+    /// `/etc/netns/<client namespace>/resolv.conf`. `ip netns exec` bind-mounts that file over
+    /// `/etc/resolv.conf` for every command started in the client namespace from now on, so
+    /// glibc's resolver there (`getaddrinfo`, which erebus's system lookups and `getent` use
+    /// through `hosts: files dns`) asks this dnsmasq. The file goes when the namespace does.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written or dnsmasq does not start.
+    pub fn start_client_resolver(&mut self) -> Result<(), HarnessError> {
+        let etc = Path::new(NETNS_ETC_DIR).join(&self.client_ns);
+        {
+            let _guard = NETNS_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+            fs::create_dir_all(&etc).map_err(io_error(format!("creating {}", etc.display())))?;
+            let resolv = etc.join("resolv.conf");
+            fs::write(&resolv, format!("nameserver {CLIENT_RESOLVER_ADDR}\n"))
+                .map_err(io_error(format!("writing {}", resolv.display())))?;
+            // Readable by nobody, whom the tests run erebus and curl as.
+            fs::set_permissions(&resolv, fs::Permissions::from_mode(0o644))
+                .map_err(io_error(format!("chmod {}", resolv.display())))?;
+        }
+        let mut command = self.root_command_in(&self.client_ns, &self.programs.dnsmasq);
+        let log = self.client_resolver_log();
+        command.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--bind-interfaces",
+            &format!("--listen-address={CLIENT_RESOLVER_ADDR}"),
+            &format!("--port={DNS_PORT}"),
+            "--user=root",
+            "--group=root",
+            &format!("--address=/#/{CLIENT_RESOLVER_ANSWER}"),
+            "--log-queries",
+        ]);
+        command.arg(format!("--log-facility={}", log.display()));
+        command.arg(format!(
+            "--pid-file={}",
+            self.dir.join("client-dnsmasq.pid").display()
+        ));
+        self.start_helper(
+            "the client namespace's dnsmasq",
+            command,
+            "client-dnsmasq.stderr",
+            &log,
+            "started, version",
+            DEFAULT_STARTUP_TIMEOUT,
+        )
+    }
+
+    /// The query log of the client namespace's resolver
+    /// ([`start_client_resolver`](Self::start_client_resolver)).
+    pub fn client_resolver_log(&self) -> PathBuf {
+        self.dir.join("client-dnsmasq.log")
     }
 
     // --- what tests need to know --------------------------------------------------------------

@@ -37,7 +37,7 @@ use erebus_testvectors::tun_netns::{
     KERNEL_ADDR, KernelTcpCounters, STACK_ADDR, TUN_NAME, TunNamespace, stack_tunnel_config,
     wait_for_carrier,
 };
-use erebus_testvectors::tun_stack::{PacketTrace, RunError, StackResolver, TunStack};
+use erebus_testvectors::tun_stack::{LoopCounters, PacketTrace, RunError, StackResolver, TunStack};
 use erebus_wire::IpProtocol;
 use erebus_wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
 use erebus_wire::udp::{UdpPacket, UdpRepr};
@@ -93,6 +93,8 @@ struct StackReport {
     /// When the stack opened its socket (connect or listen), with the device running.
     opened_at: StdInstant,
     tcp: TcpStats,
+    /// The counters of the stack's loop, with the packets it dropped on purpose.
+    counters: LoopCounters,
     final_state: State,
     summary: String,
 }
@@ -225,6 +227,7 @@ impl StackBulk {
                     .ok_or_else(|| "no end of stream".to_owned())?,
             },
             tcp: *socket.stats(),
+            counters: LoopCounters::default(),
             final_state,
             summary: format!(
                 "srtt {:?}, rto {:?}, cwnd {}",
@@ -281,6 +284,7 @@ fn spawn_stack_side(
         let failure = match outcome {
             Ok(state) => {
                 let mut report = bulk.report(&tun_stack.stack, state, opened_at)?;
+                report.counters = tun_stack.counters;
                 report.summary += &format!("\nstack loop: {:?}", tun_stack.counters);
                 return Ok(report);
             }
@@ -433,8 +437,16 @@ fn check_and_report(
 /// the stack).
 type Loss = Option<(u32, u32)>;
 
+/// What a checked transfer leaves for a test's own assertions.
+struct Finished {
+    /// The stack side's report, with its socket's and its loop's counters.
+    stack: StackReport,
+    /// The kernel's TCP counters of the namespace, over this transfer.
+    kernel_counters: KernelTcpCounters,
+}
+
 /// The stack connects to a kernel listener; both send `total` bytes and read to the end.
-fn stack_connects_to_kernel(label: &str, total: u64, loss: Loss) {
+fn stack_connects_to_kernel(label: &str, total: u64, loss: Loss) -> Finished {
     let ns = TunNamespace::create().expect("namespace with a TUN device");
     let name = ns.name().to_owned();
     let before = kernel_counters(&ns);
@@ -494,11 +506,11 @@ fn stack_connects_to_kernel(label: &str, total: u64, loss: Loss) {
         kernel_result,
         &before,
         total,
-    );
+    )
 }
 
 /// A kernel client connects to a stack listener; both send `total` bytes and read to the end.
-fn kernel_connects_to_stack(label: &str, total: u64, loss: Loss) {
+fn kernel_connects_to_stack(label: &str, total: u64, loss: Loss) -> Finished {
     let ns = TunNamespace::create().expect("namespace with a TUN device");
     let name = ns.name().to_owned();
     let before = kernel_counters(&ns);
@@ -535,7 +547,7 @@ fn kernel_connects_to_stack(label: &str, total: u64, loss: Loss) {
         kernel_result,
         &before,
         total,
-    );
+    )
 }
 
 /// Checks and prints the outcome, then removes the namespace and checks that it is gone.
@@ -549,7 +561,7 @@ fn finish(
     kernel_result: Result<SideReport, String>,
     before: &KernelTcpCounters,
     total: u64,
-) {
+) -> Finished {
     let after = kernel_counters(&ns);
     let (stack_report, kernel_report) = match (stack_result, kernel_result) {
         (Ok(stack), Ok(kernel)) => (stack, kernel),
@@ -567,17 +579,22 @@ fn finish(
             panic!("{detail}");
         }
     };
+    let kernel_counters = after.since(before);
     check_and_report(
         label,
         &ns,
         started.unwrap_or(stack_report.opened_at),
         &stack_report,
         &kernel_report,
-        &after.since(before),
+        &kernel_counters,
         total,
     );
     drop(ns);
     assert_namespace_gone(name);
+    Finished {
+        stack: stack_report,
+        kernel_counters,
+    }
 }
 
 #[test]
@@ -598,17 +615,54 @@ fn kernel_connects_to_stack_and_moves_the_pattern_both_ways() {
     kernel_connects_to_stack("kernel connects to stack", transfer_len(), None);
 }
 
-/// 1 % of the packets lost in each direction (dropped by the stack's loop, seeded): both
-/// ends must recover every byte, the stack by its own retransmissions.
+/// 1 % of the packets lost in each direction (dropped by the stack's loop, seeded), 64 MiB
+/// each way in release builds: both ends must recover every byte, each by its own
+/// retransmissions. The test checks that packets were in fact dropped both ways and that both
+/// ends retransmitted, so a loss setting that stopped working cannot pass as recovery.
 #[test]
 fn stack_and_kernel_recover_from_one_percent_loss_each_way() {
     if !should_run_interop("stack_and_kernel_recover_from_one_percent_loss_each_way") {
         return;
     }
     let _alone = BULK.lock().unwrap_or_else(PoisonError::into_inner);
-    let total = transfer_len() / 4;
-    stack_connects_to_kernel("1% loss, stack connects", total, Some((10, 10)));
-    kernel_connects_to_stack("1% loss, kernel connects", total, Some((10, 10)));
+    let total = transfer_len();
+    for (label, run) in [
+        (
+            "1% loss, stack connects",
+            stack_connects_to_kernel as fn(&str, u64, Loss) -> Finished,
+        ),
+        ("1% loss, kernel connects", kernel_connects_to_stack),
+    ] {
+        let finished = run(label, total, Some((10, 10)));
+        assert_losses_recovered(label, &finished);
+    }
+}
+
+/// Checks that a lossy transfer lost packets both ways and that both TCPs retransmitted.
+fn assert_losses_recovered(label: &str, finished: &Finished) {
+    let counters = &finished.stack.counters;
+    let tcp = &finished.stack.tcp;
+    let kernel_retransmitted = finished.kernel_counters.get("RetransSegs");
+    let context = format!(
+        "{label}: loop {counters:?}\nstack socket {tcp:?}\nkernel {}",
+        finished.kernel_counters
+    );
+    assert!(
+        counters.dropped_in > 0,
+        "no packet from the kernel was dropped\n{context}"
+    );
+    assert!(
+        counters.dropped_out > 0,
+        "no packet from the stack was dropped\n{context}"
+    );
+    assert!(
+        tcp.retransmitted_segments > 0,
+        "the stack never retransmitted\n{context}"
+    );
+    assert!(
+        kernel_retransmitted > 0,
+        "the kernel never retransmitted\n{context}"
+    );
 }
 
 /// The TUN adapter in blocking mode: a datagram the kernel sends to the stack's address is

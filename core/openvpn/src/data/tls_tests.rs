@@ -27,6 +27,23 @@ const TLS_AUTH_TUN: &[u8] =
     include_bytes!("../../../../testvectors/captures/tls-data-channel/tls-auth.tun.pcap");
 const TLS_AUTH_LZO_TUN: &[u8] =
     include_bytes!("../../../../testvectors/captures/tls-data-channel/tls-auth-lzo.tun.pcap");
+const TLS_LEGACY_PRF: &str =
+    include_str!("../../../../testvectors/captures/tls-data-channel/tls-legacy-prf.txt");
+const TLS_LEGACY_PRF_TUN: &[u8] =
+    include_bytes!("../../../../testvectors/captures/tls-data-channel/tls-legacy-prf.tun.pcap");
+/// The key material of the legacy-PRF session: the decrypted key-method-2 messages, the
+/// control packets (for the session ids) and the TLS key log.
+const LEGACY_C2S: &str =
+    include_str!("../../../../testvectors/captures/tls-legacy-prf/plaintext-c2s.hex");
+const LEGACY_S2C: &str =
+    include_str!("../../../../testvectors/captures/tls-legacy-prf/plaintext-s2c.hex");
+const LEGACY_CONTROL: &str =
+    include_str!("../../../../testvectors/captures/tls-legacy-prf/control-packets.txt");
+const LEGACY_KEYLOG: &str =
+    include_str!("../../../../testvectors/captures/tls-legacy-prf/keylog.txt");
+/// The TLS key logs of the captures whose data packets `tls-data-channel/` holds.
+const TLS_UDP_KEYLOG: &str = include_str!("../../../../testvectors/captures/tls-udp/keylog.txt");
+const TLS_AUTH_KEYLOG: &str = include_str!("../../../../testvectors/captures/tls-auth/keylog.txt");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dir {
@@ -38,14 +55,25 @@ enum Dir {
 struct Fixture {
     cipher: String,
     compression: String,
-    key2: [u8; KEY2_LEN],
+    /// The TLS 1.3 exporter secret of the session, when the fixture names it.
+    exporter_secret: Option<Vec<u8>>,
+    /// `None` when the test derives it (the legacy-PRF capture).
+    key2: Option<[u8; KEY2_LEN]>,
     packets: Vec<(Dir, Vec<u8>)>,
+}
+
+impl Fixture {
+    /// The fixture's `key2` line.
+    fn key2(&self) -> &[u8; KEY2_LEN] {
+        self.key2.as_ref().expect("the fixture has a key2 line")
+    }
 }
 
 fn fixture(text: &str) -> Fixture {
     let mut cipher = String::new();
     let mut compression = String::new();
     let mut key2 = None;
+    let mut exporter_secret = None;
     let mut packets = Vec::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (field, value) = line.split_once(' ').unwrap();
@@ -53,6 +81,7 @@ fn fixture(text: &str) -> Fixture {
             "cipher" => cipher = value.to_owned(),
             "compression" => compression = value.to_owned(),
             "key2" => key2 = Some(hex(value).try_into().unwrap()),
+            "exporter-secret" => exporter_secret = Some(hex(value)),
             "c2s" => packets.push((Dir::ClientToServer, hex(value))),
             "s2c" => packets.push((Dir::ServerToClient, hex(value))),
             _ => {}
@@ -61,7 +90,8 @@ fn fixture(text: &str) -> Fixture {
     Fixture {
         cipher,
         compression,
-        key2: key2.unwrap(),
+        exporter_secret,
+        key2,
         packets,
     }
 }
@@ -167,9 +197,18 @@ impl DataChannel {
 /// packet against the server's tun capture. Returns the payloads in capture order.
 fn decrypt_capture(text: &str, tun: &[u8]) -> Vec<(Dir, Vec<u8>)> {
     let fixture = fixture(text);
-    let config = config_for(&fixture);
-    let mut client = key2_channel(&fixture.key2, Key2Role::Client, 0, &config);
-    let mut server = key2_channel(&fixture.key2, Key2Role::Server, 0, &config);
+    decrypt_capture_with(&fixture, fixture.key2(), tun)
+}
+
+/// [`decrypt_capture`] with `key2` from elsewhere than the fixture.
+fn decrypt_capture_with(
+    fixture: &Fixture,
+    key2: &[u8; KEY2_LEN],
+    tun: &[u8],
+) -> Vec<(Dir, Vec<u8>)> {
+    let config = config_for(fixture);
+    let mut client = key2_channel(key2, Key2Role::Client, 0, &config);
+    let mut server = key2_channel(key2, Key2Role::Server, 0, &config);
     let tun = pcap_packets(tun);
     let tun_neutral: Vec<Vec<u8>> = tun.iter().map(|p| mss_neutral(p)).collect();
     assert_eq!(fixture.packets.len(), 14);
@@ -181,7 +220,7 @@ fn decrypt_capture(text: &str, tun: &[u8]) -> Vec<(Dir, Vec<u8>)> {
             Dir::ClientToServer => (&mut server, Key2Role::Client),
             Dir::ServerToClient => (&mut client, Key2Role::Server),
         };
-        let mut sender = key2_channel(&fixture.key2, sender_role, 0, &config);
+        let mut sender = key2_channel(key2, sender_role, 0, &config);
         assert_eq!(
             open_vec(&mut sender, packet),
             Err(DropReason::Unauthentic),
@@ -249,8 +288,8 @@ fn captured_comp_lzo_no_packets_lose_their_framing_byte() {
     let mut config = config_for(&fixture);
     assert_eq!(config.compression, Compression::LzoStub);
     config.compression = Compression::None;
-    let mut server = key2_channel(&fixture.key2, Key2Role::Server, 0, &config);
-    let mut client = key2_channel(&fixture.key2, Key2Role::Client, 0, &config);
+    let mut server = key2_channel(fixture.key2(), Key2Role::Server, 0, &config);
+    let mut client = key2_channel(fixture.key2(), Key2Role::Client, 0, &config);
     for ((dir, packet), (_, inner)) in fixture.packets.iter().zip(&payloads) {
         let receiver = match dir {
             Dir::ClientToServer => &mut server,
@@ -268,6 +307,151 @@ fn captured_comp_lzo_no_packets_lose_their_framing_byte() {
         .unwrap();
     assert_eq!(third.len(), 77);
     assert_eq!(third[8..24], hex("a4dd5fb13d778894b5952245bc45b87d")[..]);
+}
+
+/// HKDF-Expand-Label of RFC 8446 section 7.1 with SHA-384 (the captures' suite is
+/// `TLS_AES_256_GCM_SHA384`).
+fn expand_label(secret: &[u8], label: &[u8], context: &[u8], len: usize) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let mut info = Vec::new();
+    info.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+    info.push(u8::try_from(6 + label.len()).unwrap());
+    info.extend_from_slice(b"tls13 ");
+    info.extend_from_slice(label);
+    info.push(u8::try_from(context.len()).unwrap());
+    info.extend_from_slice(context);
+    let mut out = Vec::new();
+    let mut previous = Vec::new();
+    for counter in 1u8.. {
+        if out.len() >= len {
+            break;
+        }
+        let mut mac = <Hmac<sha2::Sha384> as hmac::KeyInit>::new_from_slice(secret).unwrap();
+        mac.update(&previous);
+        mac.update(&info);
+        mac.update(&[counter]);
+        previous = mac.finalize().into_bytes().to_vec();
+        out.extend_from_slice(&previous);
+    }
+    out.truncate(len);
+    out
+}
+
+/// OpenVPN's `tls-ekm` key2 from a TLS 1.3 exporter secret (RFC 8446 section 7.5, label
+/// `EXPORTER-OpenVPN-datakeys`, empty context, 256 bytes).
+fn ekm_key2(exporter_secret: &[u8]) -> [u8; KEY2_LEN] {
+    use sha2::Digest;
+    let empty_hash = sha2::Sha384::digest(b"");
+    let derived = expand_label(
+        exporter_secret,
+        crate::control::prf::EKM_LABEL,
+        &empty_hash,
+        48,
+    );
+    expand_label(&derived, b"exporter", &empty_hash, KEY2_LEN)
+        .try_into()
+        .unwrap()
+}
+
+/// The `EXPORTER_SECRET` of an NSS key log.
+fn keylog_exporter_secret(keylog: &str) -> Vec<u8> {
+    keylog
+        .lines()
+        .find_map(|l| l.strip_prefix("EXPORTER_SECRET "))
+        .map(|rest| hex(rest.split_whitespace().nth(1).unwrap()))
+        .unwrap()
+}
+
+/// The data keys the fixtures carry are the ones their sessions' key logs give: the packets
+/// the tests decrypt are tied to the key material of the captures themselves.
+#[test]
+fn fixture_keys_come_from_the_captured_key_logs() {
+    for (text, keylog) in [
+        (TLS_UDP, Some(TLS_UDP_KEYLOG)),
+        (TLS_AUTH, Some(TLS_AUTH_KEYLOG)),
+        (TLS_AUTH_LZO, None),
+    ] {
+        let fixture = fixture(text);
+        let secret = fixture.exporter_secret.clone().unwrap();
+        if let Some(keylog) = keylog {
+            assert_eq!(secret, keylog_exporter_secret(keylog));
+        }
+        assert_eq!(ekm_key2(&secret), *fixture.key2());
+    }
+}
+
+/// The session id of the first control packet sent in `direction` (`c2s` or `s2c`).
+fn control_session_id(packets: &str, direction: &str) -> [u8; 8] {
+    let line = packets
+        .lines()
+        .find_map(|l| l.strip_prefix(direction))
+        .unwrap();
+    hex(line)[1..9].try_into().unwrap()
+}
+
+/// The legacy-PRF session (the server did not see the client's TLS-EKM bit, so both ends
+/// derived the data keys with OpenVPN's TLS 1.0 PRF): key2 derived from the randoms of the
+/// captured key-method-2 messages and the captured session ids decrypts every data packet
+/// into the packets the server's tun device saw; the exporter's key2 of the same session
+/// opens none of them.
+#[test]
+fn captured_legacy_prf_packets_decrypt_with_keys_from_the_openvpn_prf() {
+    use crate::control::keymethod::{ClientKeySource, parse_server_message};
+    use crate::control::prf::Key2;
+
+    let fixture = fixture(TLS_LEGACY_PRF);
+    assert!(fixture.key2.is_none(), "the test derives key2 itself");
+    // The client's key-method-2 message: 4 zero bytes, method 2, pre-master, random1, random2.
+    let client_message = hex(LEGACY_C2S);
+    assert_eq!(client_message[..5], [0, 0, 0, 0, 2]);
+    let client = ClientKeySource {
+        pre_master: client_message[5..53].try_into().unwrap(),
+        random1: client_message[53..85].try_into().unwrap(),
+        random2: client_message[85..117].try_into().unwrap(),
+    };
+    let (server, _) = parse_server_message(&hex(LEGACY_S2C)).unwrap().unwrap();
+    let key2 = Key2::from_legacy_prf(
+        &client,
+        &server.key_source,
+        control_session_id(LEGACY_CONTROL, "c2s"),
+        control_session_id(LEGACY_CONTROL, "s2c"),
+    );
+    let payloads = decrypt_capture_with(&fixture, key2.as_bytes(), TLS_LEGACY_PRF_TUN);
+
+    // Known plaintext: the client's first packet is its DNS query to 10.8.0.1:53, its fourth
+    // the HTTP request; the server's fourth starts the HTTP response.
+    let (dir, dns) = &payloads[0];
+    assert_eq!(*dir, Dir::ClientToServer);
+    assert_eq!(dns[9], 17, "UDP");
+    assert_eq!(dns[12..20], hex("0a080002 0a080001")[..]);
+    assert_eq!(dns[22..24], 53u16.to_be_bytes());
+    let tcp_payload = |ip: &[u8]| {
+        let ihl = usize::from(ip[0] & 15) * 4;
+        ip[ihl + usize::from(ip[ihl + 12] >> 4) * 4..].to_vec()
+    };
+    let nth = |dir: Dir, n: usize| {
+        payloads
+            .iter()
+            .filter(|(d, _)| *d == dir)
+            .nth(n)
+            .map(|(_, p)| p.clone())
+            .unwrap()
+    };
+    assert!(tcp_payload(&nth(Dir::ClientToServer, 3)).starts_with(b"GET / HTTP/1.1\r\n"));
+    assert!(tcp_payload(&nth(Dir::ServerToClient, 3)).starts_with(b"HTTP/1."));
+
+    // The same session's exporter keys are not the ones the peers used.
+    let ekm = ekm_key2(&keylog_exporter_secret(LEGACY_KEYLOG));
+    let config = config_for(&fixture);
+    let mut server_by_ekm = key2_channel(&ekm, Key2Role::Server, 0, &config);
+    let mut client_by_ekm = key2_channel(&ekm, Key2Role::Client, 0, &config);
+    for (dir, packet) in &fixture.packets {
+        let receiver = match dir {
+            Dir::ClientToServer => &mut server_by_ekm,
+            Dir::ServerToClient => &mut client_by_ekm,
+        };
+        assert_eq!(open_vec(receiver, packet), Err(DropReason::Unauthentic));
+    }
 }
 
 /// Decrypts a captured AEAD packet with the primitives directly: nonce = packet id || key2
@@ -311,9 +495,9 @@ fn nonce_and_additional_data_are_laid_out_as_captured() {
     for text in [TLS_UDP, TLS_AUTH, TLS_AUTH_LZO] {
         let fixture = fixture(text);
         let config = config_for(&fixture);
-        let mut server = key2_channel(&fixture.key2, Key2Role::Server, 0, &config);
-        let mut client = key2_channel(&fixture.key2, Key2Role::Client, 0, &config);
-        let k = &fixture.key2;
+        let mut server = key2_channel(fixture.key2(), Key2Role::Server, 0, &config);
+        let mut client = key2_channel(fixture.key2(), Key2Role::Client, 0, &config);
+        let k = fixture.key2();
         for (dir, packet) in &fixture.packets {
             let (key, iv, receiver) = match dir {
                 Dir::ClientToServer => (&k[0..32], &k[64..72], &mut server),
@@ -348,10 +532,10 @@ fn sealing_reproduces_captured_packets_byte_for_byte() {
     for text in [TLS_UDP, TLS_AUTH, TLS_AUTH_LZO] {
         let fixture = fixture(text);
         let config = config_for(&fixture);
-        let mut server = key2_channel(&fixture.key2, Key2Role::Server, 0, &config);
-        let mut client = key2_channel(&fixture.key2, Key2Role::Client, 0, &config);
-        let mut opener_server = key2_channel(&fixture.key2, Key2Role::Server, 0, &config);
-        let mut opener_client = key2_channel(&fixture.key2, Key2Role::Client, 0, &config);
+        let mut server = key2_channel(fixture.key2(), Key2Role::Server, 0, &config);
+        let mut client = key2_channel(fixture.key2(), Key2Role::Client, 0, &config);
+        let mut opener_server = key2_channel(fixture.key2(), Key2Role::Server, 0, &config);
+        let mut opener_client = key2_channel(fixture.key2(), Key2Role::Client, 0, &config);
         for (dir, packet) in &fixture.packets {
             let (sender, opener) = match dir {
                 Dir::ClientToServer => (&mut client, &mut opener_server),
@@ -375,7 +559,7 @@ fn sealing_reproduces_captured_packets_byte_for_byte() {
 fn aead_channels_number_packets_from_one_and_add_24_bytes() {
     let fixture = fixture(TLS_UDP);
     let config = config_for(&fixture);
-    let mut client = key2_channel(&fixture.key2, Key2Role::Client, 0, &config);
+    let mut client = key2_channel(fixture.key2(), Key2Role::Client, 0, &config);
     assert_eq!(
         client.overhead(),
         Overhead {
@@ -402,12 +586,12 @@ fn p_data_v1_authenticates_the_packet_id_only() {
         peer_id: None,
         ..config_for(&fixture)
     };
-    let mut client = key2_channel(&fixture.key2, Key2Role::Client, 2, &config);
-    let mut server = key2_channel(&fixture.key2, Key2Role::Server, 2, &config);
+    let mut client = key2_channel(fixture.key2(), Key2Role::Client, 2, &config);
+    let mut server = key2_channel(fixture.key2(), Key2Role::Server, 2, &config);
     assert_eq!(client.overhead().headroom, 1 + 4 + 16);
     let packet = seal_vec(&mut client, b"\x45 v1 payload");
     assert_eq!(packet[0], 0x32, "P_DATA_V1 with key id 2");
-    let k = &fixture.key2;
+    let k = fixture.key2();
     // Shifted so that the packet id sits where `reference_open` expects a V2 packet's.
     let mut shifted = vec![0u8; 3];
     shifted.extend_from_slice(&packet);
@@ -426,7 +610,7 @@ fn p_data_v1_authenticates_the_packet_id_only() {
     );
     // A P_DATA_V2 packet under the same key id is accepted too: the received header counts.
     let mut v2_client = key2_channel(
-        &fixture.key2,
+        fixture.key2(),
         Key2Role::Client,
         2,
         &DataConfig {
@@ -447,8 +631,8 @@ fn p_data_v1_authenticates_the_packet_id_only() {
 fn tampered_and_replayed_aead_packets_are_dropped_and_counted() {
     let fixture = fixture(TLS_UDP);
     let config = config_for(&fixture);
-    let mut client = key2_channel(&fixture.key2, Key2Role::Client, 0, &config);
-    let mut server = key2_channel(&fixture.key2, Key2Role::Server, 0, &config);
+    let mut client = key2_channel(fixture.key2(), Key2Role::Client, 0, &config);
+    let mut server = key2_channel(fixture.key2(), Key2Role::Server, 0, &config);
     let packet = seal_vec(&mut client, b"\x45 an ip packet");
     // The peer id (additional data), the packet id, the tag, the first and last ciphertext byte.
     for at in [1, 3, 4, 8, 23, 24, packet.len() - 1] {
@@ -513,8 +697,8 @@ fn tampered_and_replayed_aead_packets_are_dropped_and_counted() {
 fn packet_id_exhaustion_refuses_to_send() {
     let fixture = fixture(TLS_AUTH);
     let config = config_for(&fixture);
-    let mut client = key2_channel(&fixture.key2, Key2Role::Client, 0, &config);
-    let mut server = key2_channel(&fixture.key2, Key2Role::Server, 0, &config);
+    let mut client = key2_channel(fixture.key2(), Key2Role::Client, 0, &config);
+    let mut server = key2_channel(fixture.key2(), Key2Role::Server, 0, &config);
     client.force_last_sent(REKEY_PACKET_ID - 2);
     assert!(!client.needs_rekey());
     seal_vec(&mut client, b"\x45");
@@ -632,8 +816,8 @@ fn cbc_hmac_in_tls_mode_from_key2() {
             compression: Compression::LzoStub,
             replay: ReplayConfig::default(),
         };
-        let mut client = key2_channel(&fixture.key2, Key2Role::Client, 1, &config);
-        let mut server = key2_channel(&fixture.key2, Key2Role::Server, 1, &config);
+        let mut client = key2_channel(fixture.key2(), Key2Role::Client, 1, &config);
+        let mut server = key2_channel(fixture.key2(), Key2Role::Server, 1, &config);
         assert_eq!(client.overhead(), config.overhead());
         assert_eq!(
             client.overhead().headroom,
@@ -645,7 +829,7 @@ fn cbc_hmac_in_tls_mode_from_key2() {
         // CBC with key2[0..32] over packet id (short) || 0xFA || payload.
         let hmac_len = auth.digest_len();
         let body = &packet[4..];
-        let hmac_key = &fixture.key2[64..64 + hmac_len];
+        let hmac_key = &fixture.key2()[64..64 + hmac_len];
         let expected_tag = match auth {
             AuthAlg::Sha1 => {
                 let mut m = <Hmac<Sha1> as KeyInit>::new_from_slice(hmac_key).unwrap();
@@ -666,7 +850,7 @@ fn cbc_hmac_in_tls_mode_from_key2() {
         assert_eq!(body[..hmac_len], expected_tag[..]);
         let iv = &body[hmac_len..hmac_len + 16];
         let mut plain = vec![0u8; body.len()];
-        let plain = cbc::Decryptor::<Aes256>::new_from_slices(&fixture.key2[..32], iv)
+        let plain = cbc::Decryptor::<Aes256>::new_from_slices(&fixture.key2()[..32], iv)
             .unwrap()
             .decrypt_padded_b2b::<Pkcs7>(&body[hmac_len + 16..], &mut plain)
             .unwrap();
@@ -916,13 +1100,13 @@ fn debug_never_prints_key_material() {
     let fixture = fixture(TLS_UDP);
     let config = config_for(&fixture);
     let mut keys = DataKeys::new();
-    keys.set_primary(key2_channel(&fixture.key2, Key2Role::Client, 0, &config))
+    keys.set_primary(key2_channel(fixture.key2(), Key2Role::Client, 0, &config))
         .unwrap();
-    keys.install_secondary(key2_channel(&fixture.key2, Key2Role::Client, 1, &config))
+    keys.install_secondary(key2_channel(fixture.key2(), Key2Role::Client, 1, &config))
         .unwrap();
     let text = format!("{keys:?}");
     assert!(text.contains("Aes256Gcm"), "{text}");
-    for window in fixture.key2.windows(3).step_by(3) {
+    for window in fixture.key2().windows(3).step_by(3) {
         let needle: String = window.iter().map(|b| format!("{b:02x}")).collect();
         assert!(!text.contains(&needle), "{text}");
         let decimal = format!("{}, {}, {}", window[0], window[1], window[2]);
