@@ -5,6 +5,7 @@
 
 pub mod guard;
 pub mod netns;
+pub mod relay;
 pub mod serve_netns;
 pub mod strongswan;
 pub mod tun_netns;

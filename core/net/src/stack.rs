@@ -416,7 +416,11 @@ impl Stack {
             tunnel.mtu
         };
         self.mtu = usize::from(mtu);
-        self.tcp_config.mss = self.tcp_config.mss.min(TcpConfig::mss_for_ipv4_mtu(mtu));
+        self.tcp_config.mss = self
+            .tcp_config
+            .mss
+            .min(TcpConfig::mss_for_ipv4_mtu(mtu))
+            .min(tunnel.tcp_mss.unwrap_or(u16::MAX));
     }
 
     /// The largest packet [`poll_egress`](Self::poll_egress) writes: the tunnel's MTU.
@@ -1609,6 +1613,23 @@ mod tests {
         a.udp_unbind(5353);
         assert!(!a.udp_is_bound(5353));
         assert_eq!(a.stats().udp_rx, 1);
+    }
+
+    #[test]
+    fn mss_follows_the_tunnels_mss_limit() {
+        let mut config = tunnel(2);
+        config.tcp_mss = Some(1200);
+        let mut stack = Stack::new(&config, TcpConfig::default(), &Seed::from_byte(1));
+        assert_eq!(stack.tcp_config().mss, 1200);
+        let mut buf = [0u8; 1400];
+        stack.connect(Instant::ZERO, addr(1, 80)).unwrap();
+        let len = stack.poll_egress(Instant::ZERO, &mut buf).unwrap();
+        let (_, syn) = parse(&buf[..len]);
+        assert_eq!(syn.max_seg_size, Some(1200));
+        // A limit above what the MTU allows changes nothing.
+        config.tcp_mss = Some(9000);
+        let stack = Stack::new(&config, TcpConfig::default(), &Seed::from_byte(1));
+        assert_eq!(stack.tcp_config().mss, 1360);
     }
 
     #[test]

@@ -314,6 +314,10 @@ pub struct TunnelConfig {
     pub search_domains: Vec<String>,
     /// The largest inner packet the tunnel carries, in bytes.
     pub mtu: u16,
+    /// The largest TCP segment payload for connections through the tunnel when the VPN limits
+    /// it below what `mtu` allows (OpenVPN's `mssfix`): the stack advertises no more in its
+    /// SYNs, so neither end sends a segment whose encapsulation outgrows the path.
+    pub tcp_mss: Option<u16>,
     /// The data-channel cipher in use, by its protocol name, for status lines.
     pub cipher: Option<String>,
 }

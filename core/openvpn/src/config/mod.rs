@@ -264,6 +264,32 @@ pub struct Mssfix {
     pub mode: MssfixMode,
 }
 
+impl Mssfix {
+    /// OpenVPN's default size, counted as the whole outer packet (`mssfix 1492 mtu`).
+    pub const DEFAULT_SIZE: u32 = 1492;
+
+    /// The TCP MSS that keeps every data packet within this limit, for a data channel that
+    /// adds `overhead` bytes to an inner packet (header, packet id, tag or HMAC and IV,
+    /// worst-case padding, compression framing), over TCP when `tcp` (two bytes of length
+    /// prefix, a TCP header) or else UDP. `None` for `mssfix 0`, which turns clamping off.
+    ///
+    /// The inner headers are IPv4 and TCP without options (40 bytes), as OpenVPN counts them;
+    /// the outer IP header of the `mtu` and `fixed` forms is counted as IPv4.
+    pub fn tcp_mss(self, overhead: usize, tcp: bool) -> Option<u16> {
+        let size = usize::try_from(self.size.unwrap_or(Self::DEFAULT_SIZE)).ok()?;
+        if size == 0 {
+            return None;
+        }
+        let outer = match self.mode {
+            MssfixMode::Payload => 0,
+            MssfixMode::Mtu | MssfixMode::Fixed => 20 + if tcp { 22 } else { 8 },
+        };
+        // Never below the IPv4 minimum MSS: a tiny limit still lets TCP work.
+        let mss = size.saturating_sub(outer + overhead + 40).max(536);
+        Some(u16::try_from(mss).unwrap_or(u16::MAX))
+    }
+}
+
 /// How the size of `mssfix` is meant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MssfixMode {

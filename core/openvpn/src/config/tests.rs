@@ -1103,3 +1103,35 @@ proptest! {
         prop_assert!(warnings.is_empty());
     }
 }
+
+#[test]
+fn mssfix_gives_the_mss_that_keeps_packets_within_the_limit() {
+    // AES-GCM with a peer id: 4 bytes of header, 4 of packet id, 16 of tag.
+    let aead = 24;
+    let mtu = |size| Mssfix {
+        size: Some(size),
+        mode: MssfixMode::Mtu,
+    };
+    // The default, `mssfix 1492 mtu`, over UDP: 1492 - 20 - 8 - 24 - 40.
+    let default = Mssfix {
+        size: None,
+        mode: MssfixMode::Mtu,
+    };
+    assert_eq!(default.tcp_mss(aead, false), Some(1400));
+    assert_eq!(mtu(1492).tcp_mss(aead, false), Some(1400));
+    // Over TCP the outer TCP header and the length prefix count instead of UDP's.
+    assert_eq!(mtu(1492).tcp_mss(aead, true), Some(1386));
+    // Without a keyword the size is the UDP payload.
+    let payload = Mssfix {
+        size: Some(1300),
+        mode: MssfixMode::Payload,
+    };
+    assert_eq!(payload.tcp_mss(aead, false), Some(1236));
+    // `mssfix 0` turns clamping off; a tiny limit still leaves TCP the IPv4 minimum.
+    assert_eq!(mtu(0).tcp_mss(aead, false), None);
+    assert_eq!(mtu(200).tcp_mss(aead, false), Some(536));
+    let (profile, _) =
+        Profile::parse(b"remote vpn.example 1194\nifconfig 10.8.0.2 10.8.0.1\nmssfix 1300\n")
+            .unwrap();
+    assert_eq!(profile.connections[0].mssfix, Some(payload));
+}

@@ -335,6 +335,8 @@ enum InBand {
 #[derive(Debug)]
 pub struct TlsSession {
     profile: Profile,
+    /// Which of the profile's connections this session uses (its `mssfix`).
+    connection_index: usize,
     transport: TransportSpec,
     wrap: ControlWrap,
     tls_config: TlsClientConfig,
@@ -498,6 +500,7 @@ impl TlsSession {
             events: VecDeque::new(),
             stats: TlsSessionStats::default(),
             now,
+            connection_index: config.connection_index,
             profile: config.profile,
         })
     }
@@ -977,8 +980,30 @@ impl TlsSession {
         );
         let mut config = config;
         config.cipher = Some(negotiated.data.cipher.label());
+        config.tcp_mss = self.mssfix_limit(&negotiated.data);
         self.tunnel_config = Some(config.clone());
         self.events.push_back(TunnelEvent::Up(config));
+    }
+
+    /// The TCP MSS the profile's `mssfix` allows with this data channel; `None` without
+    /// `mssfix` (the server clamps the segments it forwards by its own) or with `mssfix 0`.
+    fn mssfix_limit(&self, data: &DataConfig) -> Option<u16> {
+        let mssfix = self
+            .profile
+            .connections
+            .get(self.connection_index)
+            .or_else(|| self.profile.connections.first())
+            .and_then(|connection| connection.mssfix)?;
+        let header = if data.peer_id.is_some() { 4 } else { 1 };
+        let overhead = header
+            + data.cipher.headroom()
+            + data.cipher.tailroom()
+            + data.compression.headroom()
+            + data.compression.tailroom();
+        mssfix.tcp_mss(
+            overhead,
+            self.transport.kind == TransportKind::TcpLengthPrefixed,
+        )
     }
 
     /// The data channel's parameters from the push, checked against the profile.
