@@ -11,6 +11,7 @@
 //! download crosses a renegotiation the server starts (`reneg-sec 20`) under both drivers.
 //! Failures (wrong password, wrong CA, wrong tls-crypt key) end erebus with the documented
 //! exit status and one line naming the cause, after a handful of packets and no retries.
+//! Without `--dns`, proxied names resolve through the DNS server the server pushed.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
@@ -675,4 +676,49 @@ fn tls_wrong_tls_crypt_key_gives_up_after_hand_window_with_mio() {
 #[test]
 fn tls_wrong_tls_crypt_key_gives_up_after_hand_window_with_smol() {
     wrong_tls_crypt_key_gives_up_after_hand_window("smol");
+}
+
+/// The DNS server the server pushed (`dhcp-option DNS 10.8.0.1`) resolves proxied names when
+/// the command line names none: no `--dns`, and a name only the tunnel's dnsmasq knows
+/// reaches its page through the HTTP proxy, the query in dnsmasq's log from the client's
+/// tunnel address.
+fn pushed_dns_resolves_proxied_names(runtime: &str) {
+    let name = format!("tls_pushed_dns_resolves_proxied_names_with_{runtime}");
+    if !netns::should_run_interop(&name) {
+        return;
+    }
+    let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
+    let config = server.client_profile_path();
+    let argv = erebus_args(config.to_str().unwrap(), None, runtime);
+    assert!(
+        !argv.contains(&"--dns"),
+        "this test is about the pushed DNS server: {argv:?}"
+    );
+    let erebus = start_erebus(&server, &config, runtime);
+    let push = server.last_push_reply().expect("a PUSH_REPLY in the log");
+    assert!(push.contains("dhcp-option DNS 10.8.0.1"), "{push}");
+
+    let page = curl(
+        &server,
+        &["-x", "http://127.0.0.1:8080", &server.http_name_url()],
+    );
+    assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
+    let dns_log = read_log(&server.dnsmasq_log());
+    assert!(
+        dns_log.contains(&format!("query[A] {} from 10.8.0.2", netns::DNS_NAME)),
+        "dnsmasq did not see the query through the tunnel:\n{dns_log}\n--- erebus ---\n{}",
+        erebus_log(&server)
+    );
+    let status = erebus.stop(Duration::from_secs(10)).expect("erebus exited");
+    assert!(status.success(), "{}", erebus_log(&server));
+}
+
+#[test]
+fn tls_pushed_dns_resolves_proxied_names_with_mio() {
+    pushed_dns_resolves_proxied_names("mio");
+}
+
+#[test]
+fn tls_pushed_dns_resolves_proxied_names_with_smol() {
+    pushed_dns_resolves_proxied_names("smol");
 }
