@@ -561,12 +561,12 @@ fn static_key_over_tcp_with_smol() {
 
 /// Raw IPv4 injection: erebus-ping writes ICMP echo requests straight into the tunnel (no
 /// TCP/IP stack) and the server's kernel answers through it, for every point-to-point
-/// profile and transport. A point-to-point OpenVPN 2.6 server sometimes loses the request that
-/// arrives right behind the packet that first tells it the client's address, as it would the
-/// stock client's, so only the first of five may go unanswered: every later one must be.
-#[test]
-fn icmp_echo_through_the_tunnel() {
-    if !netns::should_run_interop("icmp_echo_through_the_tunnel") {
+/// profile and transport, under the driver `runtime` (`erebus-ping --runtime`). A
+/// point-to-point OpenVPN 2.6 server sometimes loses the request that arrives right behind the
+/// packet that first tells it the client's address, as it would the stock client's, so only
+/// the first of five may go unanswered: every later one must be.
+fn icmp_echo_through_the_tunnel(runtime: &str) {
+    if !netns::should_run_interop(&format!("icmp_echo_through_the_tunnel_with_{runtime}")) {
         return;
     }
     let ping = env!("CARGO_BIN_EXE_erebus-ping");
@@ -581,6 +581,8 @@ fn icmp_echo_through_the_tunnel() {
                         ping,
                         "--config",
                         config.to_str().unwrap(),
+                        "--runtime",
+                        runtime,
                         "-c",
                         "5",
                         "-i",
@@ -595,7 +597,7 @@ fn icmp_echo_through_the_tunnel() {
             let text = output.stdout_text();
             assert!(
                 output.success(),
-                "{} over {}: {text}\n{}\n{}",
+                "{} over {} with {runtime}: {text}\n{}\n{}",
                 profile.name(),
                 transport.name(),
                 output.stderr_text(),
@@ -610,6 +612,16 @@ fn icmp_echo_through_the_tunnel() {
             );
         }
     }
+}
+
+#[test]
+fn icmp_echo_through_the_tunnel_with_mio() {
+    icmp_echo_through_the_tunnel("mio");
+}
+
+#[test]
+fn icmp_echo_through_the_tunnel_with_smol() {
+    icmp_echo_through_the_tunnel("smol");
 }
 
 /// With --proxy-auth, both proxies demand the credentials: 407 without them, the page with

@@ -11,6 +11,10 @@
 //! download crosses a renegotiation the server starts (`reneg-sec 20`) under both drivers.
 //! Failures (wrong password, wrong CA, wrong tls-crypt key) end erebus with the documented
 //! exit status and one line naming the cause, after a handful of packets and no retries.
+//! Without `--dns`, proxied names resolve through the DNS server the server pushed. Against
+//! `auth-gen-token`, erebus authenticates with the pushed token instead of the password in a
+//! renegotiation and after a reconnection, and with the password again once the token is
+//! refused.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
@@ -23,7 +27,8 @@ use std::time::{Duration, Instant};
 use e2e::{EREBUS, read_log};
 
 use erebus_testvectors::netns::{
-    self, HTTP_MARKER, NsProcess, OpenVpnServer, RunAs, ServerOptions, ServerProfile, Transport,
+    self, HTTP_MARKER, NsProcess, OpenVpnServer, RunAs, ServerOptions, ServerProfile, ServerStop,
+    Transport,
 };
 
 /// `IV_PROTO` erebus announces: DATA_V2, REQUEST_PUSH, TLS_KEY_EXPORT and CC_EXIT_NOTIFY.
@@ -675,4 +680,250 @@ fn tls_wrong_tls_crypt_key_gives_up_after_hand_window_with_mio() {
 #[test]
 fn tls_wrong_tls_crypt_key_gives_up_after_hand_window_with_smol() {
     wrong_tls_crypt_key_gives_up_after_hand_window("smol");
+}
+
+/// The DNS server the server pushed (`dhcp-option DNS 10.8.0.1`) resolves proxied names when
+/// the command line names none: no `--dns`, and a name only the tunnel's dnsmasq knows
+/// reaches its page through the HTTP proxy, the query in dnsmasq's log from the client's
+/// tunnel address.
+fn pushed_dns_resolves_proxied_names(runtime: &str) {
+    let name = format!("tls_pushed_dns_resolves_proxied_names_with_{runtime}");
+    if !netns::should_run_interop(&name) {
+        return;
+    }
+    let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
+    let config = server.client_profile_path();
+    let argv = erebus_args(config.to_str().unwrap(), None, runtime);
+    assert!(
+        !argv.contains(&"--dns"),
+        "this test is about the pushed DNS server: {argv:?}"
+    );
+    let erebus = start_erebus(&server, &config, runtime);
+    let push = server.last_push_reply().expect("a PUSH_REPLY in the log");
+    assert!(push.contains("dhcp-option DNS 10.8.0.1"), "{push}");
+
+    let page = curl(
+        &server,
+        &["-x", "http://127.0.0.1:8080", &server.http_name_url()],
+    );
+    assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
+    let dns_log = read_log(&server.dnsmasq_log());
+    assert!(
+        dns_log.contains(&format!("query[A] {} from 10.8.0.2", netns::DNS_NAME)),
+        "dnsmasq did not see the query through the tunnel:\n{dns_log}\n--- erebus ---\n{}",
+        erebus_log(&server)
+    );
+    let status = erebus.stop(Duration::from_secs(10)).expect("erebus exited");
+    assert!(status.success(), "{}", erebus_log(&server));
+}
+
+#[test]
+fn tls_pushed_dns_resolves_proxied_names_with_mio() {
+    pushed_dns_resolves_proxied_names("mio");
+}
+
+#[test]
+fn tls_pushed_dns_resolves_proxied_names_with_smol() {
+    pushed_dns_resolves_proxied_names("smol");
+}
+
+/// The server renegotiates this often in the auth-token test.
+const TOKEN_RENEG_SEC: u32 = 15;
+/// What a 2.6 server logs when a client authenticated with a valid auth-token.
+const TOKEN_ACCEPTED: &str = "Username/auth-token authentication succeeded for username 'erebus'";
+
+/// A `--auth-gen-token-secret` file outside the instance directory (the server's options are
+/// fixed before that exists), removed on drop.
+struct TokenSecret(std::path::PathBuf);
+
+impl TokenSecret {
+    fn new(runtime: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "erebus-auth-token-{}-{runtime}.key",
+            std::process::id()
+        ));
+        let secret = Self(path);
+        secret.generate();
+        secret
+    }
+
+    /// Writes a fresh secret (`openvpn --genkey auth-token`): tokens made with the old one
+    /// no longer verify.
+    fn generate(&self) {
+        let _ = std::fs::remove_file(&self.0);
+        let openvpn = netns::find_program("openvpn").expect("openvpn is installed");
+        let out = std::process::Command::new(openvpn)
+            .args(["--genkey", "auth-token"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openvpn --genkey auth-token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TokenSecret {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The lines of the server's verify-script call log.
+fn verify_calls(server: &OpenVpnServer) -> Vec<String> {
+    read_log(&server.verify_user_calls())
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Polls `done` every 200 ms for up to `timeout`.
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    done()
+}
+
+/// A page and 1 MiB through the HTTP proxy, the download checked by its SHA-256.
+fn data_flows(server: &OpenVpnServer) {
+    let page = curl(server, &["-x", "http://127.0.0.1:8080", &server.http_url()]);
+    assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
+    const DOWN: usize = 1 << 20;
+    let url = format!("{}bytes/{DOWN}", server.http_url());
+    let body = curl(server, &["-x", "http://127.0.0.1:8080", &url]);
+    assert_eq!(body.len(), DOWN);
+    assert_eq!(netns::sha256(&body), netns::pattern_sha256(DOWN as u64));
+}
+
+/// Waits until erebus has said `erebus: up:` `count` times, failing if it exits.
+fn wait_up_count(server: &OpenVpnServer, erebus: &mut NsProcess<'_>, count: usize) {
+    let mut exited = None;
+    let up = wait_until(Duration::from_secs(40), || {
+        if let Some(status) = erebus.exit_status() {
+            exited = Some(status);
+            return true;
+        }
+        erebus_log(server).matches("erebus: up:").count() >= count
+    });
+    assert!(
+        up && exited.is_none(),
+        "erebus not up (#{count}), exited: {exited:?}\n{}\n--- server ---\n{}",
+        erebus_log(server),
+        server.server_log_tail(40)
+    );
+}
+
+/// A server with username/password authentication and `auth-gen-token` pushes `auth-token`;
+/// erebus authenticates with the token, not the password, from then on: in the renegotiation
+/// the server starts (`reneg-sec 15`), and after the server restarts with the same token
+/// secret. The verify script runs once, for the first authentication; the server logs each
+/// token it accepted; data flows after every re-authentication. Then the server restarts
+/// with a new secret: it refuses the token, and erebus reconnects with the password (a second
+/// call of the script) instead of giving up.
+fn auth_token_replaces_the_password(runtime: &str) {
+    let name = format!("tls_auth_token_replaces_the_password_with_{runtime}");
+    if !netns::should_run_interop(&name) {
+        return;
+    }
+    let started = Instant::now();
+    let secret = TokenSecret::new(runtime);
+    // Lifetime unlimited, renewal window 120 s: a token stays valid across the restarts.
+    let options = ServerOptions::default()
+        .with_reneg_sec(TOKEN_RENEG_SEC)
+        .with_openvpn_args([
+            "--auth-gen-token",
+            "0",
+            "120",
+            "--auth-gen-token-secret",
+            secret.path(),
+        ]);
+    let server =
+        OpenVpnServer::start_with(ServerProfile::TlsAuthUserPass, Transport::Udp, &options)
+            .unwrap();
+    let profile = format!("{}\nconnect-retry 1 2\n", server.client_profile());
+    let config = server.write_client_file("token.ovpn", &profile).unwrap();
+    let mut erebus = start_erebus(&server, &config, runtime);
+    let push = server.last_push_reply().expect("a PUSH_REPLY in the log");
+    // The server's log hides the token itself: `auth-tokenSESS_ID`.
+    assert!(push.contains(",auth-token"), "no auth-token pushed: {push}");
+    assert_eq!(verify_calls(&server), ["accepted erebus"]);
+    data_flows(&server);
+
+    // The renegotiation the server starts: the token, not the password.
+    let renegotiated = wait_until(Duration::from_secs(2 * u64::from(TOKEN_RENEG_SEC)), || {
+        server_log(&server).contains(TOKEN_ACCEPTED)
+    });
+    assert!(
+        renegotiated,
+        "no renegotiation authenticated with the token:\n{}\n--- erebus ---\n{}",
+        server.server_log_tail(60),
+        erebus_log(&server)
+    );
+    assert!(server_log(&server).contains("TLS: soft reset"));
+    data_flows(&server);
+    assert_eq!(verify_calls(&server), ["accepted erebus"]);
+    let log = server_log(&server);
+    assert_eq!(log.matches("Peer Connection Initiated").count(), 1, "{log}");
+    assert_eq!(erebus_log(&server).matches("erebus: up:").count(), 1);
+
+    // The server restarts with the same secret: the new session authenticates with the token.
+    server.stop_openvpn(ServerStop::Terminate).unwrap();
+    server.start_openvpn_again().unwrap();
+    wait_up_count(&server, &mut erebus, 2);
+    let log = server_log(&server);
+    assert!(
+        log.contains(TOKEN_ACCEPTED),
+        "the reconnection did not authenticate with the token:\n{}",
+        server.server_log_tail(60)
+    );
+    assert_eq!(verify_calls(&server), ["accepted erebus"]);
+    data_flows(&server);
+
+    // A new secret: the token is refused, and erebus comes back with the password.
+    server.stop_openvpn(ServerStop::Terminate).unwrap();
+    secret.generate();
+    server.start_openvpn_again().unwrap();
+    wait_up_count(&server, &mut erebus, 3);
+    let client_log = erebus_log(&server);
+    assert!(
+        client_log.contains("refused the auth-token"),
+        "{client_log}"
+    );
+    assert_eq!(
+        verify_calls(&server),
+        ["accepted erebus", "accepted erebus"],
+        "{}",
+        server.server_log_tail(60)
+    );
+    data_flows(&server);
+    assert_eq!(
+        client_log.matches("erebus: down:").count(),
+        0,
+        "{client_log}"
+    );
+
+    let status = erebus.stop(Duration::from_secs(10)).expect("erebus exited");
+    assert!(status.success(), "{}", erebus_log(&server));
+    eprintln!("{name}: total {:?}", started.elapsed());
+}
+
+#[test]
+fn tls_auth_token_replaces_the_password_with_mio() {
+    auth_token_replaces_the_password("mio");
+}
+
+#[test]
+fn tls_auth_token_replaces_the_password_with_smol() {
+    auth_token_replaces_the_password("smol");
 }

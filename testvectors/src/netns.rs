@@ -2722,6 +2722,12 @@ impl OpenVpnServer {
         self.dir.join("server.log")
     }
 
+    /// The calls of the server's `auth-user-pass-verify` script, one line each (`accepted
+    /// USER` or `rejected USER`), across restarts of openvpn; absent before the first call.
+    pub fn verify_user_calls(&self) -> PathBuf {
+        self.dir.join("verify-user.calls")
+    }
+
     /// The dnsmasq log (one line per query).
     pub fn dnsmasq_log(&self) -> PathBuf {
         self.dir.join("dnsmasq.log")

@@ -325,10 +325,11 @@ impl Protocol for OpenVpnProtocol {
     }
 
     fn retire(&mut self, tunnel: &OpenVpnTunnel) {
-        if let OpenVpnTunnel::Tls(session) = tunnel
-            && let Some(token) = session.auth_token()
-        {
-            self.auth_token = Some(token.clone());
+        // The session started with this protocol's token and holds it, a newer one the server
+        // pushed, or none after the server refused it; keeping a refused token would send it
+        // again and again.
+        if let OpenVpnTunnel::Tls(session) = tunnel {
+            self.auth_token = session.auth_token().cloned();
         }
     }
 }
@@ -395,5 +396,18 @@ mod tests {
         protocol.retire(&second);
         let third = build(&mut protocol);
         assert_eq!(token_of(&third).as_deref(), Some("pushed-token"));
+    }
+
+    #[test]
+    fn a_refused_auth_token_is_not_given_to_the_next_session() {
+        let mut protocol = protocol();
+        // A session that ends holding no token (it forgets one the server refused with
+        // AUTH_FAILED) takes the protocol's token with it: the next session sends the password.
+        let session = build(&mut protocol);
+        protocol.auth_token = Some(SecretString::new("refused-token".into()));
+        protocol.retire(&session);
+        assert!(protocol.auth_token().is_none());
+        let next = build(&mut protocol);
+        assert_eq!(token_of(&next), None, "the next session sends the password");
     }
 }

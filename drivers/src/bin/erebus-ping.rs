@@ -9,9 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use erebus::mio_driver::MioDriver;
 use erebus::session::{ConfigFile, SetupError};
+use erebus::smol_driver::SmolDriver;
+use erebus::thread_driver::ThreadDriver;
 use erebus::{Clock, os_seed};
 use erebus_client::ping::PingProbe;
 use erebus_sansio::tunnel::Fault;
@@ -32,8 +34,23 @@ struct Args {
     /// Seconds to wait for replies after the last request.
     #[arg(short = 'W', long, default_value_t = 5.0)]
     wait: f64,
+    /// The event loop that runs the probe, as `erebus --runtime`.
+    #[arg(long, value_enum, default_value_t = Runtime::Mio)]
+    runtime: Runtime,
     /// The address inside the tunnel to ping.
     target: Ipv4Addr,
+}
+
+/// The drivers `erebus` offers, so that a profile can be checked under the one it will run
+/// with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    /// One thread, one mio poll.
+    Mio,
+    /// One smol task.
+    Smol,
+    /// Blocking sockets, a thread each.
+    Threads,
 }
 
 fn main() -> ExitCode {
@@ -65,12 +82,33 @@ fn run(args: &Args) -> Result<ExitCode, SetupError> {
         ident,
         clock.now(),
     );
-    let mut driver = MioDriver::new(probe, clock, Vec::new())
-        .map_err(|e| SetupError(format!("cannot start the event loop: {e}")))?;
-    let outcome = driver
-        .run()
-        .map_err(|e| SetupError(format!("event loop failed: {e}")))?;
-    for reply in driver.machine().replies() {
+    let loop_failed = |e: std::io::Error| SetupError(format!("event loop failed: {e}"));
+    let (outcome, replies) = match args.runtime {
+        Runtime::Mio => {
+            let mut driver = MioDriver::new(probe, clock, Vec::new())
+                .map_err(|e| SetupError(format!("cannot start the event loop: {e}")))?;
+            (
+                driver.run().map_err(loop_failed)?,
+                driver.machine().replies().to_vec(),
+            )
+        }
+        Runtime::Smol => {
+            let mut driver = SmolDriver::new(probe, clock, Vec::new())
+                .map_err(|e| SetupError(format!("cannot start the event loop: {e}")))?;
+            (
+                smol::block_on(driver.run()).map_err(loop_failed)?,
+                driver.machine().replies().to_vec(),
+            )
+        }
+        Runtime::Threads => {
+            let mut driver = ThreadDriver::new(probe, clock, Vec::new());
+            (
+                driver.run().map_err(loop_failed)?,
+                driver.machine().replies().to_vec(),
+            )
+        }
+    };
+    for reply in &replies {
         println!(
             "reply from {}: icmp_seq={} time={:.2} ms",
             args.target,

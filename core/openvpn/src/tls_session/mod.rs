@@ -42,7 +42,9 @@
 //!   the server pushed `protocol-flags cc-exit` (done once it is acknowledged), else one
 //!   `OCC_EXIT` a second; then [`TunnelEvent::Down`] with [`Fault::Closed`].
 //! - `AUTH_FAILED`: [`Fault::Auth`] (or [`Fault::PeerIncompatible`] when the server found no
-//!   common data cipher). `RESTART`, `HALT` and `EXIT` from the server, and its `OCC_EXIT`:
+//!   common data cipher); but when the session holds an `auth-token`, the token is dropped and
+//!   the fault is [`Fault::Closed`], so that the next session authenticates with the password,
+//!   as the stock client does. `RESTART`, `HALT` and `EXIT` from the server, and its `OCC_EXIT`:
 //!   [`Fault::Closed`], the message saying which. A TLS failure: [`TlsError::fault`]. A pushed
 //!   cipher not in the profile: [`Fault::PeerIncompatible`]. No progress within `hand-window`,
 //!   or nothing received for `ping-restart`: [`Fault::Timeout`], or [`Fault::Config`] when
@@ -572,7 +574,9 @@ impl TlsSession {
     }
 
     /// The token the server pushed with `auth-token`, if any: give it to the next session
-    /// ([`TlsConfig::auth_token`]) so a reconnect does not ask for the password again.
+    /// ([`TlsConfig::auth_token`]) so a reconnect does not ask for the password again. `None`
+    /// also after the server refused the token the session started with: the next session
+    /// must send the password.
     pub fn auth_token(&self) -> Option<&SecretString> {
         self.auth_token.as_ref()
     }
@@ -890,6 +894,23 @@ impl TlsSession {
             },
             ServerMessage::AuthFailed { reason, .. } => {
                 let reason = reason.unwrap_or_default();
+                // A refused token says nothing about the password: the token expired, or the
+                // server restarted with another token secret. Like the stock client, forget
+                // it and let the next session authenticate with the password.
+                if self.auth_token.take().is_some() {
+                    let detail = if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {reason}")
+                    };
+                    return self.fail(Failure::new(
+                        Fault::Closed,
+                        format!(
+                            "the server refused the auth-token (AUTH_FAILED{detail}); \
+                             authenticating with the password again"
+                        ),
+                    ));
+                }
                 let fault = if reason.contains("cipher negotiation failed") {
                     Fault::PeerIncompatible
                 } else {

@@ -936,6 +936,47 @@ tls-auth ta.key
     assert_eq!(world.server.hellos[1].password, "SESS_token");
 }
 
+/// The token of an earlier session is refused (it expired, or the server restarted with
+/// another token secret): the session ends with a fault a supervisor retries, not an
+/// authentication failure, and forgets the token so that the next session sends the password.
+/// Only a refused password is the end.
+#[test]
+fn tls_session_refused_auth_token_is_dropped_and_retried() {
+    let credentials = Credentials::parse(b"erebus\nhunter2-erebus\n").unwrap();
+    let config = |token: Option<&str>| {
+        let mut config = client_config(PROFILE, CA, TC_KEY);
+        config.user_pass = Some(credentials.clone());
+        config.auth_token = token.map(|t| SecretString::new(t.to_owned()));
+        config
+    };
+    let mut behaviour = ServerBehaviour::tls_crypt(&raw_key(TC_KEY));
+    behaviour.auth_failed = Some("SESSION: token expired".into());
+
+    let mut world = World::new(
+        config(Some("SESS_old")),
+        behaviour.clone(),
+        Link::new(31),
+        31,
+    );
+    world.run_until(Instant::from_secs(60), |w| w.down().is_some());
+    assert_eq!(world.server.hellos[0].username, "erebus");
+    assert_eq!(world.server.hellos[0].password, "SESS_old");
+    let failure = world.down().cloned().expect("down");
+    assert_eq!(failure.fault, Fault::Closed, "{failure}");
+    assert!(failure.fault.is_retryable());
+    assert!(failure.message.contains("auth-token"), "{failure}");
+    assert!(
+        world.client.auth_token().is_none(),
+        "the refused token is kept"
+    );
+
+    // The next session starts without it and sends the password; refused, that is final.
+    let mut world = World::new(config(None), behaviour, Link::new(32), 32);
+    world.run_until(Instant::from_secs(60), |w| w.down().is_some());
+    assert_eq!(world.server.hellos[0].password, "hunter2-erebus");
+    assert_eq!(world.down().map(|f| f.fault), Some(Fault::Auth));
+}
+
 #[test]
 fn tls_session_over_tcp_transport() {
     let profile = PROFILE.replace("proto udp", "proto tcp-client");
