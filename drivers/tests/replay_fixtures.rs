@@ -189,6 +189,31 @@ fn replays_a_renegotiation_started_by_the_server_recorded_with_smol() {
     );
 }
 
+/// erebus's own `reneg-sec 10` renegotiated the session: it sent the soft reset for key 1,
+/// moved its sending to key 1 half a reneg-sec later, and the last page went under key 1.
+#[test]
+fn replays_a_renegotiation_started_by_erebus_recorded_with_mio() {
+    let name = "tls-crypt-client-reneg-udp-mio";
+    check_harness_session(&replay_fixture(name));
+    let pcap = std::fs::read(fixtures_dir().join(name).join("transport.pcap")).unwrap();
+    let outbound: Vec<u8> = payloads(&pcap, harness_server(), true)
+        .iter()
+        .map(|payload| payload[0])
+        .collect();
+    const SOFT_RESET_KEY_1: u8 = (3 << 3) | 1; // P_CONTROL_SOFT_RESET_V1
+    const DATA_V2_KEY_0: u8 = 9 << 3;
+    const DATA_V2_KEY_1: u8 = (9 << 3) | 1;
+    let reset = outbound
+        .iter()
+        .position(|byte| *byte == SOFT_RESET_KEY_1)
+        .expect("erebus sent no soft reset");
+    assert!(outbound[..reset].contains(&DATA_V2_KEY_0), "no data before");
+    assert!(
+        outbound[reset..].contains(&DATA_V2_KEY_1),
+        "no data under key 1"
+    );
+}
+
 /// The password comes back from the fixture's `auth-user-pass` file.
 #[test]
 fn replays_tls_auth_with_username_and_password_over_udp_recorded_with_mio() {
@@ -236,17 +261,21 @@ struct Fixture {
     runtime: &'static str,
     /// The server's `--reneg-sec`: the session lasts until the server has renegotiated once.
     server_reneg_sec: Option<u32>,
+    /// erebus's own `reneg-sec` (added to the profile): the session lasts until erebus has
+    /// renegotiated once and sent data under the new key.
+    client_reneg_sec: Option<u32>,
 }
 
 /// Every fixture `record_fixtures` writes, with the driver it is recorded under (half with
 /// each).
-const FIXTURES: [Fixture; 6] = [
+const FIXTURES: [Fixture; 7] = [
     Fixture {
         name: "plaintext-udp-mio",
         profile: ServerProfile::Plaintext,
         transport: Transport::Udp,
         runtime: "mio",
         server_reneg_sec: None,
+        client_reneg_sec: None,
     },
     Fixture {
         name: "static-key-udp-smol",
@@ -254,6 +283,7 @@ const FIXTURES: [Fixture; 6] = [
         transport: Transport::Udp,
         runtime: "smol",
         server_reneg_sec: None,
+        client_reneg_sec: None,
     },
     Fixture {
         name: "tls-crypt-udp-mio",
@@ -261,6 +291,7 @@ const FIXTURES: [Fixture; 6] = [
         transport: Transport::Udp,
         runtime: "mio",
         server_reneg_sec: None,
+        client_reneg_sec: None,
     },
     Fixture {
         name: "tls-crypt-tcp-smol",
@@ -268,6 +299,7 @@ const FIXTURES: [Fixture; 6] = [
         transport: Transport::Tcp,
         runtime: "smol",
         server_reneg_sec: None,
+        client_reneg_sec: None,
     },
     Fixture {
         name: "tls-crypt-reneg-udp-smol",
@@ -275,6 +307,15 @@ const FIXTURES: [Fixture; 6] = [
         transport: Transport::Udp,
         runtime: "smol",
         server_reneg_sec: Some(6),
+        client_reneg_sec: None,
+    },
+    Fixture {
+        name: "tls-crypt-client-reneg-udp-mio",
+        profile: ServerProfile::TlsCrypt,
+        transport: Transport::Udp,
+        runtime: "mio",
+        server_reneg_sec: None,
+        client_reneg_sec: Some(10),
     },
     Fixture {
         name: "tls-auth-userpass-udp-mio",
@@ -282,6 +323,7 @@ const FIXTURES: [Fixture; 6] = [
         transport: Transport::Udp,
         runtime: "mio",
         server_reneg_sec: None,
+        client_reneg_sec: None,
     },
 ];
 
@@ -326,7 +368,13 @@ fn record_fixture(fixture: &Fixture) {
     let server = OpenVpnServer::start_with(fixture.profile, fixture.transport, &options).unwrap();
     assert_eq!(server.server_addr(), harness_server());
     let dir = recording_dir(&server);
-    let config = server.client_profile_path();
+    let config = match fixture.client_reneg_sec {
+        Some(seconds) => {
+            let profile = format!("{}\nreneg-sec {seconds}\n", server.client_profile());
+            server.write_client_file("reneg.ovpn", &profile).unwrap()
+        }
+        None => server.client_profile_path(),
+    };
     let credentials = server.credentials_path();
     let mut argv = vec![
         EREBUS,
@@ -371,8 +419,8 @@ fn record_fixture(fixture: &Fixture) {
     );
     assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
 
-    if fixture.server_reneg_sec.is_some() {
-        // Wait for the server's renegotiation to finish (new keys in), then use them.
+    if fixture.server_reneg_sec.is_some() || fixture.client_reneg_sec.is_some() {
+        // Wait for the renegotiation to finish (new keys in), then use them.
         let keys = "Incoming Data Channel: Cipher";
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while server_log_count(&server, keys) < 2 {
@@ -384,6 +432,10 @@ fn record_fixture(fixture: &Fixture) {
             std::thread::sleep(Duration::from_millis(200));
         }
         assert_eq!(server_log_count(&server, "Peer Connection Initiated"), 1);
+        if let Some(seconds) = fixture.client_reneg_sec {
+            // erebus sends under the new key half its reneg-sec after starting it.
+            std::thread::sleep(Duration::from_secs(u64::from(seconds / 2 + 1)));
+        }
         let page = curl(&server, &[&proxy[..], &[&server.http_url()]].concat());
         assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
     }
