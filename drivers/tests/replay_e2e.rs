@@ -5,12 +5,12 @@
 //! replays the recording in its own process with `erebus::replay` and requires every transmit
 //! to equal the recorded packet at the same index, and every recorded inbound packet to be a
 //! journal input. A recording with one outbound byte changed must fail at that packet and
-//! byte, so the comparison is known to compare.
+//! byte, so the comparison is known to compare. Every session runs under both drivers.
 
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use erebus::replay::{ReplayError, ReplayOptions, ReplayReport, replay_dir, replay_dir_with};
@@ -20,6 +20,9 @@ use erebus_sansio::tunnel::Fault;
 use erebus_testvectors::netns::{
     self, HTTP_MARKER, OpenVpnServer, RunAs, ServerProfile, Transport,
 };
+
+mod replay_support;
+use replay_support::{RECORDING_FILES, count_packets, nobody_ids, recording_dir, tampered_copy};
 
 const EREBUS: &str = env!("CARGO_BIN_EXE_erebus");
 
@@ -48,33 +51,6 @@ fn erebus_log(server: &OpenVpnServer) -> String {
         &std::fs::read(server.instance_dir().join("erebus.log")).unwrap_or_default(),
     )
     .into_owned()
-}
-
-/// The uid of `nobody` and the gid of `nogroup`, the identity the harness runs erebus as.
-fn nobody_ids() -> (u32, u32) {
-    let field = |file: &str, name: &str, index: usize| -> u32 {
-        let text = std::fs::read_to_string(file).unwrap();
-        let line = text
-            .lines()
-            .find(|line| line.split(':').next() == Some(name))
-            .unwrap_or_else(|| panic!("no {name} in {file}"));
-        line.split(':').nth(index).unwrap().parse().unwrap()
-    };
-    (
-        field("/etc/passwd", "nobody", 2),
-        field("/etc/group", "nogroup", 2),
-    )
-}
-
-/// A directory only nobody can write (the instance directory is root's), for the recording.
-fn recording_dir(server: &OpenVpnServer) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = server.instance_dir().join("recording");
-    std::fs::create_dir(&dir).unwrap();
-    let (uid, gid) = nobody_ids();
-    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
 }
 
 /// Records a session of `profile` over `transport` under `runtime`, checks what the recording
@@ -146,7 +122,7 @@ fn record(server: &OpenVpnServer, runtime: &str) -> PathBuf {
     // Nobody wrote the recording; the secret files are private.
     use std::os::unix::fs::MetadataExt;
     let (uid, _) = nobody_ids();
-    for name in ["seed", "config", "settings", "journal", "transport.pcap"] {
+    for name in RECORDING_FILES {
         let meta = std::fs::metadata(dir.join(name)).unwrap();
         assert_eq!(meta.uid(), uid, "{name} is not nobody's");
         assert_eq!(meta.mode() & 0o077, 0, "{name} is readable by others");
@@ -217,41 +193,6 @@ fn check_report(report: &ReplayReport) {
     assert_eq!(down.fault, Fault::Closed, "{down:?}");
 }
 
-/// A copy of the recording with the last byte of outbound packet `target` flipped, and that
-/// packet's length.
-fn tampered_copy(dir: &Path, remote: SocketAddr, target: usize) -> (PathBuf, usize) {
-    let copy = dir.with_file_name("tampered");
-    std::fs::create_dir(&copy).unwrap();
-    for name in ["seed", "config", "settings", "journal", "transport.pcap"] {
-        std::fs::copy(dir.join(name), copy.join(name)).unwrap();
-    }
-    let mut pcap = std::fs::read(copy.join("transport.pcap")).unwrap();
-    let remote = match remote {
-        SocketAddr::V4(v4) => v4,
-        SocketAddr::V6(_) => panic!("the harness's server is IPv4"),
-    };
-    // Records: 16-byte header (caplen at 8..12), then an IPv4 packet whose destination
-    // (16..20) and port (22..24, after a 20-byte header) say which way it went.
-    let (mut offset, mut outbound, mut found) = (24, 0, None);
-    while offset < pcap.len() {
-        let len = u32::from_le_bytes(pcap[offset + 8..offset + 12].try_into().unwrap()) as usize;
-        let packet = &pcap[offset + 16..offset + 16 + len];
-        if packet[16..20] == remote.ip().octets() && packet[22..24] == remote.port().to_be_bytes() {
-            if outbound == target {
-                let header = if packet[9] == 17 { 28 } else { 40 };
-                found = Some((offset + 16 + len - 1, len - header));
-                break;
-            }
-            outbound += 1;
-        }
-        offset += 16 + len;
-    }
-    let (at, payload_len) = found.expect("the pcap has enough outbound packets");
-    pcap[at] ^= 0x01;
-    std::fs::write(copy.join("transport.pcap"), pcap).unwrap();
-    (copy, payload_len)
-}
-
 fn record_and_replay(profile: ServerProfile, transport: Transport, runtime: &str) {
     let name = format!("replay_{}_{}_{runtime}", profile.name(), transport.name());
     if !netns::should_run_interop(&name) {
@@ -270,6 +211,14 @@ fn record_and_replay(profile: ServerProfile, transport: Transport, runtime: &str
         Err(error) => panic!("{name}: the recording does not replay: {error}"),
     };
     check_report(&report);
+    // Every packet of the pcap was compared: each outbound one with a transmit, each inbound
+    // one with a journal input.
+    let pcap = std::fs::read(dir.join("transport.pcap")).unwrap();
+    assert_eq!(
+        count_packets(&pcap, server.server_addr()),
+        (report.transmits, report.received),
+        "{name}: the replay did not cover every packet: {report:?}"
+    );
     eprintln!(
         "{name}: replayed {} inputs, {} transmits ({} bytes) equal to the recording, {} \
          inbound packets ({} bytes)",
@@ -281,7 +230,8 @@ fn record_and_replay(profile: ServerProfile, transport: Transport, runtime: &str
     );
 
     // The same recording with one byte of the 20th outbound packet changed fails there.
-    let (tampered, len) = tampered_copy(&dir, SocketAddr::from(server.server_addr()), 19);
+    let tampered = dir.with_file_name("tampered");
+    let len = tampered_copy(&dir, &tampered, &[], server.server_addr(), 19);
     match replay_dir_with(&tampered, options()) {
         Err(ReplayError::Diverged {
             index,
@@ -303,9 +253,22 @@ fn record_and_replay(profile: ServerProfile, transport: Transport, runtime: &str
     }
 }
 
+// Each session under both drivers: the recording and the replay must not depend on which
+// one fed the machine.
+
 #[test]
 fn static_key_over_udp_with_mio_replays() {
     record_and_replay(ServerProfile::StaticKey, Transport::Udp, "mio");
+}
+
+#[test]
+fn static_key_over_udp_with_smol_replays() {
+    record_and_replay(ServerProfile::StaticKey, Transport::Udp, "smol");
+}
+
+#[test]
+fn plaintext_over_tcp_with_mio_replays() {
+    record_and_replay(ServerProfile::Plaintext, Transport::Tcp, "mio");
 }
 
 #[test]
@@ -316,6 +279,33 @@ fn plaintext_over_tcp_with_smol_replays() {
 /// TLS without a client certificate: every random draw of the handshake comes from the seeded
 /// provider, so the whole session replays, password included (given back to the replay).
 #[test]
+fn tls_with_username_and_password_over_udp_with_mio_replays() {
+    record_and_replay(ServerProfile::TlsAuthUserPass, Transport::Udp, "mio");
+}
+
+#[test]
 fn tls_with_username_and_password_over_udp_with_smol_replays() {
     record_and_replay(ServerProfile::TlsAuthUserPass, Transport::Udp, "smol");
+}
+
+/// TLS with a client certificate: the client's CertificateVerify signature draws from the
+/// seed as well, so this session replays too.
+#[test]
+fn tls_with_a_client_certificate_over_udp_with_mio_replays() {
+    record_and_replay(ServerProfile::TlsCrypt, Transport::Udp, "mio");
+}
+
+#[test]
+fn tls_with_a_client_certificate_over_udp_with_smol_replays() {
+    record_and_replay(ServerProfile::TlsCrypt, Transport::Udp, "smol");
+}
+
+#[test]
+fn tls_with_a_client_certificate_over_tcp_with_mio_replays() {
+    record_and_replay(ServerProfile::TlsCrypt, Transport::Tcp, "mio");
+}
+
+#[test]
+fn tls_with_a_client_certificate_over_tcp_with_smol_replays() {
+    record_and_replay(ServerProfile::TlsCrypt, Transport::Tcp, "smol");
 }

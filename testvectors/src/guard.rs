@@ -39,6 +39,7 @@ pub const FORBIDDEN_SOURCE: &[(&str, &str)] = &[
     ("OsRng", "draws OS randomness"),
     ("thread_rng(", "draws OS randomness"),
     ("getrandom::", "draws OS randomness"),
+    ("SystemRandom", "draws OS randomness"),
     ("mio::", "uses an I/O runtime"),
     ("smol::", "uses an I/O runtime"),
     ("async_io::", "uses an I/O runtime"),

@@ -69,4 +69,6 @@ leaf client-ec "ec -pkeyopt ec_paramgen_curve:P-256" "/C=DE/O=erebus test/CN=cli
 openssl pkey -in client-ec.key -out client-ec.pkcs8.key
 openssl ec -in client-ec.key -out client-ec.sec1.key 2>/dev/null
 rm client-ec.key
+# A bare P-384 key (no certificate) for the signing unit tests.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out client-p384.key
 rm -f other-ca.key ca.key

@@ -69,7 +69,7 @@ impl ServerTlsMaterial {
             }
         };
         Ok(Self {
-            key: credentials.certified_key(),
+            key: credentials.plain_certified_key(),
             client_roots,
         })
     }

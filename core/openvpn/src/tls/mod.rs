@@ -6,12 +6,14 @@
 //! - [`verify`]: [`ServerPolicy`] (`ca`, `remote-cert-tls`, `ns-cert-type`,
 //!   `verify-x509-name`) and [`ClientCredentials`] (`cert`, `key`);
 //! - [`session`]: the [`ControlTls`] trait the control channel drives, implemented by
-//!   [`RustlsSession`], and the [`TlsClientConfig`] it starts from.
+//!   [`RustlsSession`], and the [`TlsClientConfig`] it starts from;
+//! - `sign`: the client's signatures, their randomness drawn from the provider's generator.
 //!
-//! These three files are the only ones in the crate that name rustls.
+//! These four files are the only ones in the crate that name rustls.
 
 pub mod provider;
 pub mod session;
+mod sign;
 pub mod verify;
 
 pub use provider::{TlsProvider, WallTime};

@@ -14,9 +14,8 @@
 //! - Wall time comes from a [`WallTime`] cell the caller sets from its `UnixTime` input; rustls
 //!   reads it through [`TimeProvider`] for certificate validity.
 //!
-//! One exception remains: signing with a client key (RSA-PSS in TLS 1.3, ECDSA) uses *ring*'s
-//! own random source for the salt or nonce. The handshake stays correct, but a replay diverges
-//! from the recording at the client's `CertificateVerify`.
+//! - The client's `CertificateVerify` signature (the RSA-PSS salt, the ECDSA nonce) draws from
+//!   the same generator, through [`TlsProvider::random`] (see [`super::sign`]).
 //!
 //! rustls wants `&'static` references for the random source and the key exchange groups. They
 //! point into a [`Slot`]: a generator in a box that is leaked once and then reused. A slot is
@@ -227,10 +226,32 @@ impl TimeProvider for WallTime {
     }
 }
 
+/// A provider's seeded generator, for the client's signatures. It holds the provider, so the
+/// slot is not handed to another provider while a signer can still draw from it.
+#[derive(Clone)]
+pub(crate) struct SeededRandom {
+    slot: &'static Slot,
+    _provider: Arc<CryptoProvider>,
+}
+
+impl SeededRandom {
+    /// Fills `buf` from the provider's generator.
+    pub(crate) fn fill(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
+        self.slot.draw(buf)
+    }
+}
+
+impl fmt::Debug for SeededRandom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SeededRandom")
+    }
+}
+
 /// A rustls crypto provider whose every random byte comes from a seed, and its wall clock.
 #[derive(Clone)]
 pub struct TlsProvider {
     provider: Arc<CryptoProvider>,
+    slot: &'static Slot,
     time: WallTime,
 }
 
@@ -255,12 +276,12 @@ impl TlsProvider {
         };
         let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
         let free = slots.iter_mut().find(|(_, user)| user.strong_count() == 0);
-        let provider = match free {
+        let (provider, slot) = match free {
             Some((slot, user)) => {
                 *slot.rng.lock().unwrap_or_else(PoisonError::into_inner) = rng;
                 let provider = Arc::new(build(slot));
                 *user = Arc::downgrade(&provider);
-                provider
+                (provider, *slot)
             }
             None => {
                 // rustls holds these as `&'static dyn`: a slot is leaked once, then reused.
@@ -269,12 +290,22 @@ impl TlsProvider {
                 }));
                 let provider = Arc::new(build(slot));
                 slots.push((slot, Arc::downgrade(&provider)));
-                provider
+                (provider, slot)
             }
         };
         Self {
             provider,
+            slot,
             time: WallTime::default(),
+        }
+    }
+
+    /// The generator every random byte of this provider comes from, for the client's
+    /// signatures.
+    pub(crate) fn random(&self) -> SeededRandom {
+        SeededRandom {
+            slot: self.slot,
+            _provider: Arc::clone(&self.provider),
         }
     }
 

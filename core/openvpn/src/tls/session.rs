@@ -302,8 +302,9 @@ impl TlsClientConfig {
         // OpenVPN's own certificate rules instead of web PKI host-name checks; see verify.rs.
         .with_custom_certificate_verifier(policy.into_verifier());
         let mut config = match credentials {
-            Some(credentials) => builder
-                .with_client_cert_resolver(Arc::new(FixedClientCert(credentials.certified_key()))),
+            Some(credentials) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(
+                credentials.certified_key(provider),
+            ))),
             None => builder.with_no_client_auth(),
         };
         config.resumption = Resumption::disabled();

@@ -34,7 +34,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 use x509_parser::prelude::{FromDer, ParsedExtension, X509Certificate};
 
-use super::provider::SIGNATURE_ALGORITHMS;
+use super::provider::{SIGNATURE_ALGORITHMS, TlsProvider};
+use super::sign::ClientKey;
 use crate::config::{CertRole, VerifyX509Name, X509NameKind};
 
 /// Why the server's certificate was refused.
@@ -554,6 +555,8 @@ impl ServerCertVerifier for OpenVpnServerVerifier {
 #[derive(Clone)]
 pub struct ClientCredentials {
     key: Arc<CertifiedKey>,
+    /// The same private key, for signers that draw from a session's seed.
+    signing: Arc<ClientKey>,
 }
 
 impl fmt::Debug for ClientCredentials {
@@ -595,9 +598,9 @@ impl ClientCredentials {
                 reason: other.to_string(),
             },
         })?;
-        let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-            .map_err(|e| CredentialError::UnsupportedKey(e.to_string()))?;
-        let certified = CertifiedKey::new(chain, signer);
+        let signing =
+            ClientKey::load(&key).map_err(|e| CredentialError::UnsupportedKey(e.to_string()))?;
+        let certified = CertifiedKey::new(chain, signing.plain());
         match certified.keys_match() {
             Ok(()) => {}
             Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
@@ -609,12 +612,23 @@ impl ClientCredentials {
         }
         Ok(Self {
             key: Arc::new(certified),
+            signing: Arc::new(signing),
         })
     }
 
-    /// The chain and signer for rustls.
-    pub(crate) fn certified_key(&self) -> Arc<CertifiedKey> {
+    /// The chain and rustls's own signer, which draws from the operating system (the server
+    /// side, whose signatures no replay compares).
+    pub(crate) fn plain_certified_key(&self) -> Arc<CertifiedKey> {
         Arc::clone(&self.key)
+    }
+
+    /// The chain and a signer for rustls whose every random byte comes from `provider`'s
+    /// seeded generator, so that a recorded session replays through the client's signature.
+    pub(crate) fn certified_key(&self, provider: &TlsProvider) -> Arc<CertifiedKey> {
+        Arc::new(CertifiedKey::new(
+            self.key.cert.clone(),
+            self.signing.seeded(provider.random()),
+        ))
     }
 }
 
@@ -1000,10 +1014,10 @@ mod tests {
             (CLIENT_EC, CLIENT_EC_PKCS8),
         ] {
             let creds = ClientCredentials::from_pem(cert, key, None).unwrap();
-            assert_eq!(creds.certified_key().cert.len(), 1);
+            assert_eq!(creds.plain_certified_key().cert.len(), 1);
         }
         let creds = ClientCredentials::from_pem(CLIENT, CLIENT_PKCS1, Some(CA)).unwrap();
-        assert_eq!(creds.certified_key().cert.len(), 2);
+        assert_eq!(creds.plain_certified_key().cert.len(), 2);
     }
 
     #[test]

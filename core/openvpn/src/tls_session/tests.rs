@@ -822,14 +822,30 @@ fn replay(config: TlsConfig, seed: u8, journal: &[Call]) -> Vec<Vec<u8>> {
 
 #[test]
 fn tls_session_same_seed_same_transcript() {
-    // Without a client certificate every random byte the client uses comes from its seed
-    // (signing a CertificateVerify would draw from the system), so its packets are a function
-    // of the seed and its inputs.
-    let run = |client_seed: u8| {
+    same_seed_same_transcript(false);
+}
+
+/// The client's CertificateVerify signature (RSA-PSS here) draws from the seed too.
+#[test]
+fn tls_session_with_a_client_certificate_same_seed_same_transcript() {
+    same_seed_same_transcript(true);
+}
+
+/// Every random byte the client uses comes from its seed, so its packets are a function of
+/// the seed and its inputs, with or without a client certificate.
+fn same_seed_same_transcript(with_cert: bool) {
+    let config_for = || {
         let mut config = client_config(PROFILE, CA, TC_KEY);
-        config.client_credentials = None;
+        if !with_cert {
+            config.client_credentials = None;
+        }
+        config
+    };
+    let run = |client_seed: u8| {
+        let config = config_for();
+        assert_eq!(config.client_credentials.is_some(), with_cert);
         let mut behaviour = ServerBehaviour::tls_crypt(&raw_key(TC_KEY));
-        behaviour.require_client_cert = false;
+        behaviour.require_client_cert = with_cert;
         let mut world = World::new(
             config,
             behaviour,
@@ -851,8 +867,7 @@ fn tls_session_same_seed_same_transcript() {
         world
     };
     let first = run(22);
-    let mut config = client_config(PROFILE, CA, TC_KEY);
-    config.client_credentials = None;
+    let config = config_for();
     let replayed = replay(config.clone(), 22, &first.journal);
     assert!(first.outputs.len() >= 20, "{} outputs", first.outputs.len());
     assert_eq!(
