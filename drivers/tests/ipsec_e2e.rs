@@ -877,3 +877,53 @@ fn ipsec_download_speed_against_the_stock_initiator() {
         e / s
     );
 }
+
+/// Records the committed IPsec fixture `testvectors/replays/ipsec-psk-udp-mio` again: a PSK
+/// session under mio that fetches a page and 64 KiB and leaves with DELETE. Ignored, and it
+/// also needs `EREBUS_RECORD_FIXTURES=1` (`testvectors/replays/record.sh` sets both), so that
+/// running the ignored tests never rewrites committed files by accident.
+#[test]
+#[ignore = "rewrites testvectors/replays/ipsec-psk-udp-mio; run testvectors/replays/record.sh"]
+fn record_ipsec_fixture() {
+    use std::os::unix::fs::PermissionsExt;
+    if std::env::var("EREBUS_RECORD_FIXTURES").as_deref() != Ok("1") {
+        panic!("set EREBUS_RECORD_FIXTURES=1 (testvectors/replays/record.sh does) to rewrite it");
+    }
+    if !strongswan::should_run_interop("record_ipsec_fixture") {
+        return;
+    }
+    let server = StrongSwanServer::start(StrongSwanOptions::default()).unwrap();
+    let config = client_config(&server, Login::Psk, &Tweaks::default());
+    let dir = server.dir().join("recording");
+    std::fs::create_dir(&dir).unwrap();
+    let (uid, gid) = nobody_ids();
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut argv = erebus_args(config.to_str().unwrap(), "mio");
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    argv.extend_from_slice(&["--record", &dir_arg]);
+    let mut erebus = server
+        .spawn_in_client(RunAs::Nobody, &argv, "erebus.log")
+        .unwrap();
+    erebus
+        .wait_until_listening(8080, Duration::from_secs(10))
+        .unwrap();
+    let page = curl(&server, &server.http_url());
+    assert!(String::from_utf8_lossy(&page).contains(HTTP_MARKER));
+    let body = curl(&server, &format!("{}bytes/{}", server.http_url(), 64 << 10));
+    assert_eq!(netns::sha256(&body), netns::pattern_sha256(64 << 10));
+    leave(&server, erebus);
+    let report = erebus::replay::replay_dir(&dir)
+        .unwrap_or_else(|e| panic!("the recording does not replay: {e}"));
+    assert!(report.complete, "{report:?}");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testvectors/replays/ipsec-psk-udp-mio");
+    if fixture.exists() {
+        std::fs::remove_dir_all(&fixture).unwrap();
+    }
+    std::fs::create_dir_all(&fixture).unwrap();
+    for name in ["seed", "config", "settings", "journal", "transport.pcap"] {
+        std::fs::copy(dir.join(name), fixture.join(name)).unwrap();
+    }
+    eprintln!("recorded {} ({report:?})", fixture.display());
+}

@@ -226,6 +226,25 @@ fn replays_tls_auth_with_username_and_password_over_udp_recorded_with_mio() {
 /// it). The harness's certificates are valid 2020-2049 and the anchor is inside that range;
 /// the same recording with its anchor one second later fails at once (tls-crypt's packet ids
 /// carry the time), so the anchor is what the replay uses.
+/// IKEv2 with a pre-shared key and ESP in UDP against strongSwan 5.9 (recorded by
+/// `record_ipsec_fixture` in `ipsec_e2e.rs`): the virtual IP came from the configuration
+/// payload, 64 KiB came in, and erebus left with DELETE.
+#[test]
+fn replays_ipsec_with_a_psk_recorded_with_mio() {
+    let report = replay_fixture("ipsec-psk-udp-mio");
+    let connected = report.connected.as_ref().expect("the tunnel came up");
+    assert_eq!(
+        connected.ipv4.map(|net| net.addr()),
+        Some(IpAddr::V4(erebus_testvectors::strongswan::FIRST_VIRTUAL_IP)),
+        "{connected:?}"
+    );
+    assert!(report.received_bytes > DOWNLOAD as u64, "{report:?}");
+    assert_eq!(
+        report.down.as_ref().map(|down| down.fault),
+        Some(Fault::Closed)
+    );
+}
+
 #[test]
 fn the_replay_reads_the_recorded_wall_clock() {
     let dir = fixtures_dir().join("tls-crypt-udp-mio");

@@ -62,8 +62,7 @@ struct PcapRecord {
 }
 
 /// The records of a recorder's pcap (16-byte record headers with the captured length at
-/// 8..12, then an IPv4 packet whose destination (16..20) and port (22..24, after a 20-byte
-/// header) say which way it went).
+/// 8..12, then an IPv4 packet whose destination address (16..20) says which way it went).
 fn pcap_records(pcap: &[u8], remote: SocketAddrV4) -> Vec<PcapRecord> {
     let mut records = Vec::new();
     let mut offset = 24;
@@ -71,8 +70,8 @@ fn pcap_records(pcap: &[u8], remote: SocketAddrV4) -> Vec<PcapRecord> {
         let len = u32::from_le_bytes(pcap[offset + 8..offset + 12].try_into().unwrap()) as usize;
         let packet = offset + 16..offset + 16 + len;
         let bytes = &pcap[packet.clone()];
-        let outbound =
-            bytes[16..20] == remote.ip().octets() && bytes[22..24] == remote.port().to_be_bytes();
+        // By address only: an IPsec session talks to ports 500 and 4500 of the same server.
+        let outbound = bytes[16..20] == remote.ip().octets();
         records.push(PcapRecord { packet, outbound });
         offset += 16 + len;
     }
