@@ -42,6 +42,18 @@ fn server_addr() -> SocketAddr {
     ))
 }
 
+/// A UDP relay with `faults` in `server`'s client namespace, in front of its OpenVPN port.
+fn udp_relay(server: &OpenVpnServer, faults: Faults) -> UdpRelay {
+    UdpRelay::start(
+        server.client_netns(),
+        relay_listen(),
+        server_addr(),
+        faults,
+        &seed(),
+    )
+    .unwrap()
+}
+
 /// The server's client profile pointed at the relay, with `extra` lines appended.
 fn profile_via(server: &OpenVpnServer, relay: SocketAddr, extra: &str) -> PathBuf {
     let direct = format!(
@@ -183,14 +195,7 @@ fn lossy_link_carries_64_mib(runtime: &str) {
         jitter: Duration::from_millis(1),
         ..Faults::none()
     };
-    let relay = UdpRelay::start(
-        server.client_netns(),
-        relay_listen(),
-        server_addr(),
-        faults,
-        &seed(),
-    )
-    .unwrap();
+    let relay = udp_relay(&server, faults);
     let config = profile_via(&server, relay.listen_addr(), "");
     let erebus = start(&server, &config, runtime, Duration::from_secs(60));
     let started = Instant::now();
@@ -223,14 +228,7 @@ fn handshake_completes_at_20_percent_loss(runtime: &str) {
         return;
     }
     let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
-    let relay = UdpRelay::start(
-        server.client_netns(),
-        relay_listen(),
-        server_addr(),
-        Faults::loss(200),
-        &seed(),
-    )
-    .unwrap();
+    let relay = udp_relay(&server, Faults::loss(200));
     let config = profile_via(&server, relay.listen_addr(), "");
     let started = Instant::now();
     let erebus = start(&server, &config, runtime, Duration::from_secs(90));
@@ -263,14 +261,7 @@ fn renegotiation_under_loss_loses_nothing(runtime: &str) {
     let options = ServerOptions::default().with_reneg_sec(8);
     let server =
         OpenVpnServer::start_with(ServerProfile::TlsCrypt, Transport::Udp, &options).unwrap();
-    let relay = UdpRelay::start(
-        server.client_netns(),
-        relay_listen(),
-        server_addr(),
-        Faults::loss(20),
-        &seed(),
-    )
-    .unwrap();
+    let relay = udp_relay(&server, Faults::loss(20));
     let config = profile_via(&server, relay.listen_addr(), "");
     let erebus = start(&server, &config, runtime, Duration::from_secs(60));
     // About 12 s: across the renegotiation at 6-8 s.
@@ -307,19 +298,17 @@ fn nat_rebinding_keeps_the_session(runtime: &str) {
         return;
     }
     let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
-    let relay = UdpRelay::start(
-        server.client_netns(),
-        relay_listen(),
-        server_addr(),
-        Faults::none(),
-        &seed(),
-    )
-    .unwrap();
+    let relay = udp_relay(&server, Faults::none());
     let config = profile_via(&server, relay.listen_addr(), "");
     let erebus = start(&server, &config, runtime, Duration::from_secs(30));
     std::thread::scope(|scope| {
         let downloading = scope.spawn(|| download(&server, 16 << 20, &["--limit-rate", "4M"]));
-        std::thread::sleep(Duration::from_secs(2));
+        // Mid-download: once about a quarter of it (3,000 datagrams) has crossed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(&relay.stats().forwarded) < 3_000 {
+            assert!(Instant::now() < deadline, "{}", relay.stats().summary());
+            std::thread::sleep(Duration::from_millis(20));
+        }
         relay.rebind();
         downloading.join().unwrap();
     });
@@ -361,14 +350,7 @@ fn mtu_black_hole_is_survived_with_mssfix(runtime: &str) {
         max_datagram: Some(BLACK_HOLE),
         ..Faults::none()
     };
-    let relay = UdpRelay::start(
-        server.client_netns(),
-        relay_listen(),
-        server_addr(),
-        faults,
-        &seed(),
-    )
-    .unwrap();
+    let relay = udp_relay(&server, faults);
 
     // Without mssfix the full-size segments fall into the hole and the download stalls.
     let config = profile_via(&server, relay.listen_addr(), "");

@@ -2372,8 +2372,33 @@ impl OpenVpnServer {
     }
 
     fn start_dnsmasq(&mut self, timeout: Duration) -> Result<(), HarnessError> {
-        let mut command = self.root_command_in(&self.server_ns, &self.programs.dnsmasq);
+        let namespace = self.server_ns.clone();
         let log = self.dnsmasq_log();
+        self.start_dnsmasq_in(
+            "dnsmasq",
+            &namespace,
+            SERVER_TUNNEL_ADDR,
+            &format!("/{DNS_DOMAIN}/{SERVER_TUNNEL_ADDR}"),
+            &log,
+            "dnsmasq",
+            timeout,
+        )
+    }
+
+    /// Starts a query-logging dnsmasq in `namespace` listening on `listen`:53 that answers
+    /// the names of `address_rule` (dnsmasq's `--address`) and nothing else. It logs to `log`;
+    /// its startup errors go to `<files>.stderr` and its pid to `<files>.pid`.
+    fn start_dnsmasq_in(
+        &mut self,
+        what: &str,
+        namespace: &str,
+        listen: Ipv4Addr,
+        address_rule: &str,
+        log: &Path,
+        files: &str,
+        timeout: Duration,
+    ) -> Result<(), HarnessError> {
+        let mut command = self.root_command_in(namespace, &self.programs.dnsmasq);
         command.args([
             "--keep-in-foreground",
             "--conf-file=/dev/null",
@@ -2381,31 +2406,28 @@ impl OpenVpnServer {
             "--no-hosts",
             "--no-poll",
             "--bind-interfaces",
-            &format!("--listen-address={SERVER_TUNNEL_ADDR}"),
+            &format!("--listen-address={listen}"),
             &format!("--port={DNS_PORT}"),
             "--user=root",
             "--group=root",
-            &format!("--address=/{DNS_DOMAIN}/{SERVER_TUNNEL_ADDR}"),
+            &format!("--address={address_rule}"),
             "--log-queries",
         ]);
         command.arg(format!("--log-facility={}", log.display()));
         command.arg(format!(
             "--pid-file={}",
-            self.dir.join("dnsmasq.pid").display()
+            self.dir.join(format!("{files}.pid")).display()
         ));
-        // Startup errors go to stderr (dnsmasq.stderr), everything else to dnsmasq.log.
         self.start_helper(
-            "dnsmasq",
+            what,
             command,
-            "dnsmasq.stderr",
-            &log,
+            &format!("{files}.stderr"),
+            log,
             "started, version",
             timeout,
         )
     }
 
-    /// Starts an HTTP server (`httpd.py`) bound to `addr`: the main one on
-    /// [`SERVER_TUNNEL_ADDR`] logs to `httpd.log`, any other to `httpd-<addr>.log`.
     fn start_httpd(&mut self, addr: Ipv4Addr, timeout: Duration) -> Result<(), HarnessError> {
         let mut command = self.root_command_in(&self.server_ns, &self.programs.python3);
         command
@@ -2455,33 +2477,15 @@ impl OpenVpnServer {
             fs::set_permissions(&resolv, fs::Permissions::from_mode(0o644))
                 .map_err(io_error(format!("chmod {}", resolv.display())))?;
         }
-        let mut command = self.root_command_in(&self.client_ns, &self.programs.dnsmasq);
+        let namespace = self.client_ns.clone();
         let log = self.client_resolver_log();
-        command.args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--bind-interfaces",
-            &format!("--listen-address={CLIENT_RESOLVER_ADDR}"),
-            &format!("--port={DNS_PORT}"),
-            "--user=root",
-            "--group=root",
-            &format!("--address=/#/{CLIENT_RESOLVER_ANSWER}"),
-            "--log-queries",
-        ]);
-        command.arg(format!("--log-facility={}", log.display()));
-        command.arg(format!(
-            "--pid-file={}",
-            self.dir.join("client-dnsmasq.pid").display()
-        ));
-        self.start_helper(
+        self.start_dnsmasq_in(
             "the client namespace's dnsmasq",
-            command,
-            "client-dnsmasq.stderr",
+            &namespace,
+            CLIENT_RESOLVER_ADDR,
+            &format!("/#/{CLIENT_RESOLVER_ANSWER}"),
             &log,
-            "started, version",
+            "client-dnsmasq",
             DEFAULT_STARTUP_TIMEOUT,
         )
     }

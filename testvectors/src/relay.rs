@@ -95,7 +95,7 @@ pub struct RelayStats {
 }
 
 impl RelayStats {
-    /// A snapshot as `(name, value)` pairs, for messages.
+    /// Every counter on one line, for messages.
     pub fn summary(&self) -> String {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         format!(
