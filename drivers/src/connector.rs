@@ -198,6 +198,7 @@ mod tests {
             tcp: erebus_net::tcp::TcpConfig::default(),
             dns_servers: Vec::new(),
             tunnel_wait: ClientConfig::DEFAULT_TUNNEL_WAIT,
+            limits: erebus_client::Limits::default(),
         };
         assert_eq!(add_internal_listener(&mut config), ListenerId(1));
         assert_eq!(config.listeners, [FrontEnd::Http, FrontEnd::Socks5]);

@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::{Clock, os_seed};
 use crate::serve::MioServeDriver;
-use crate::session::{ConfigFile, Settings, build_client};
+use crate::session::{Capacity, ConfigFile, Settings, build_client};
 
 /// What `erebus demo` is told.
 #[derive(Clone, Debug)]
@@ -376,6 +376,7 @@ pub fn run(options: &DemoOptions) -> anyhow::Result<()> {
         tunnel_wait: Duration::from_secs(10),
         profile_dir: None,
         connection: None,
+        capacity: Capacity::default(),
     };
     let client = build_client(plan, &settings, &seed.child("demo.client"), None)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use erebus::record::Recorder;
-use erebus::session::{ConfigFile, Settings, build_client};
+use erebus::session::{Capacity, ConfigFile, Settings, build_client};
 use erebus::{Clock, os_seed};
+use erebus_client::Limits;
 use erebus_proxy::{ForwardSpec, FrontEnd};
 use erebus_sansio::Instant;
 use erebus_sansio::io::Event;
@@ -93,6 +94,46 @@ struct Args {
     /// when it has one.
     #[arg(long, value_name = "NAME")]
     connection: Option<String>,
+    /// The most local connections served at once, over all proxies and forwards. Beyond it a
+    /// connection is answered with HTTP 503 or a SOCKS5 failure (a forward is closed), and a
+    /// warning is logged.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().connections)]
+    max_connections: usize,
+    /// The most names being resolved through the tunnel at once. A request needing one more is
+    /// answered with HTTP 503 or a SOCKS5 failure, and a warning is logged.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().dns_lookups)]
+    max_dns_queries: usize,
+    /// The largest TCP receive and send buffer of each proxied connection (bytes, or with a K,
+    /// M or G suffix): it bounds the window offered and the data in flight.
+    #[arg(long, value_name = "SIZE", default_value = "2M", value_parser = parse_size)]
+    tcp_buffer: usize,
+    /// The receive memory all proxied connections share (bytes, or with a K, M or G suffix):
+    /// however many connections stop reading, together they hold no more than this.
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
+    receive_memory: usize,
+}
+
+/// Reads a size: a number of bytes, or one followed by `K`, `M` or `G` (binary multiples; `KiB`,
+/// `MiB` and `GiB` are read too).
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (bytes, or a number with K, M or G)"))?;
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -290,6 +331,17 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
             summary,
         ));
     }
+    let capacity = Capacity {
+        limits: Limits {
+            connections: args.max_connections,
+            dns_lookups: args.max_dns_queries,
+        },
+        tcp_buffer: args.tcp_buffer,
+        receive_memory: args.receive_memory,
+    };
+    if let Err(reason) = capacity.check() {
+        return Ok(Outcome::Config(anyhow::anyhow!(reason)));
+    }
     let seed = os_seed()?;
     let settings = Settings {
         // The clock's epoch is Instant::ZERO, so this is its Unix time at start.
@@ -311,6 +363,7 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         })
         .ok(),
         connection: args.connection.clone(),
+        capacity,
     };
     let client = match build_client(plan, &settings, &seed, proxy_auth) {
         Ok(client) => client,

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use erebus_client::{Client, ClientConfig};
+use erebus_client::{Client, ClientConfig, Limits};
 use erebus_net::tcp::TcpConfig;
 use erebus_proxy::{FrontEnd, Host, ProxyAuth, ProxyConfig};
 use erebus_sansio::{Instant, Seed, UnixTime, WallClock};
@@ -167,6 +167,80 @@ pub struct Settings {
     pub profile_dir: Option<PathBuf>,
     /// The swanctl.conf connection chosen with `--connection`.
     pub connection: Option<String>,
+    /// How much the client serves and buffers at once.
+    pub capacity: Capacity,
+}
+
+/// How much a client serves and buffers at once: `--max-connections`, `--max-dns-queries`,
+/// `--tcp-buffer` and `--receive-memory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Local connections and name lookups at once.
+    pub limits: Limits,
+    /// The largest receive and send buffer of each proxied connection's TCP socket, in bytes.
+    pub tcp_buffer: usize,
+    /// The receive memory of all proxied connections together, in bytes.
+    pub receive_memory: usize,
+}
+
+impl Capacity {
+    /// The smallest `tcp_buffer` accepted: below a few segments a connection crawls.
+    pub const MIN_TCP_BUFFER: usize = 16 << 10;
+    /// The largest `tcp_buffer` accepted: the most a scaled TCP window can say is 1 GiB.
+    pub const MAX_TCP_BUFFER: usize = 1 << 30;
+    /// The smallest `receive_memory` accepted.
+    pub const MIN_RECEIVE_MEMORY: usize = 64 << 10;
+
+    /// Checks the values, naming the option and the bound a wrong one breaks.
+    ///
+    /// # Errors
+    ///
+    /// A sentence naming the option.
+    pub fn check(&self) -> Result<(), String> {
+        if self.limits.connections == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        if self.limits.dns_lookups == 0 {
+            return Err("--max-dns-queries must be at least 1".into());
+        }
+        if !(Self::MIN_TCP_BUFFER..=Self::MAX_TCP_BUFFER).contains(&self.tcp_buffer) {
+            return Err(format!(
+                "--tcp-buffer must be between {} and {} bytes, not {}",
+                Self::MIN_TCP_BUFFER,
+                Self::MAX_TCP_BUFFER,
+                self.tcp_buffer
+            ));
+        }
+        if self.receive_memory < Self::MIN_RECEIVE_MEMORY {
+            return Err(format!(
+                "--receive-memory must be at least {} bytes, not {}",
+                Self::MIN_RECEIVE_MEMORY,
+                self.receive_memory
+            ));
+        }
+        Ok(())
+    }
+
+    /// The TCP tunables these values give.
+    pub fn tcp_config(&self) -> TcpConfig {
+        TcpConfig {
+            rx_buffer_size: self.tcp_buffer,
+            tx_buffer_size: self.tcp_buffer,
+            receive_memory: self.receive_memory,
+            ..TcpConfig::default()
+        }
+    }
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        let tcp = TcpConfig::default();
+        Self {
+            limits: Limits::default(),
+            tcp_buffer: tcp.rx_buffer_size,
+            receive_memory: tcp.receive_memory,
+        }
+    }
 }
 
 /// The version of the `settings` text written by [`Settings::to_text`].
@@ -209,6 +283,9 @@ pub enum SettingsError {
         /// What is wrong with the value.
         reason: String,
     },
+    /// The capacity keys hold values no client can run with.
+    #[error("settings: {0}")]
+    Capacity(String),
     /// A required key is absent.
     #[error("settings: {key} is missing")]
     Missing {
@@ -227,8 +304,10 @@ impl Settings {
     ///
     /// Keys: `version`, `wall_clock_at_epoch` (Unix seconds), `built_at_micros`, one
     /// `listener` per front end (`http`, `socks5` or `forward HOST:PORT`), one `dns` per
-    /// server, `proxy_auth` and `auth_user_pass` (`yes` or `no`), `tunnel_wait_millis`, and
-    /// optionally `profile_dir` and `connection`. The server's address is not here: it is an input of the
+    /// server, `proxy_auth` and `auth_user_pass` (`yes` or `no`), `tunnel_wait_millis`, the
+    /// [`Capacity`] (`max_connections`, `max_dns_queries`, `tcp_buffer`, `receive_memory`;
+    /// defaults when absent, as in older recordings), and optionally `profile_dir` and
+    /// `connection`. The server's address is not here: it is an input of the
     /// journal, since every attempt resolves it again.
     pub fn to_text(&self) -> String {
         let mut text = format!(
@@ -236,10 +315,18 @@ impl Settings {
              version={SETTINGS_VERSION}\n\
              wall_clock_at_epoch={}\n\
              built_at_micros={}\n\
-             tunnel_wait_millis={}\n",
+             tunnel_wait_millis={}\n\
+             max_connections={}\n\
+             max_dns_queries={}\n\
+             tcp_buffer={}\n\
+             receive_memory={}\n",
             self.wall_clock_at_epoch.as_secs(),
             self.built_at.as_micros(),
-            self.tunnel_wait.as_millis()
+            self.tunnel_wait.as_millis(),
+            self.capacity.limits.connections,
+            self.capacity.limits.dns_lookups,
+            self.capacity.tcp_buffer,
+            self.capacity.receive_memory,
         );
         for listener in &self.listeners {
             let line = match listener {
@@ -281,6 +368,10 @@ impl Settings {
         let mut auth_user_pass = None;
         let mut profile_dir = None;
         let mut connection = None;
+        let mut max_connections = None;
+        let mut max_dns_queries = None;
+        let mut tcp_buffer = None;
+        let mut receive_memory = None;
         let mut listeners = Vec::new();
         let mut dns_servers = Vec::new();
         for (index, raw) in text.lines().enumerate() {
@@ -338,6 +429,22 @@ impl Settings {
                         Duration::from_millis(millis),
                     )?;
                 }
+                "max_connections" => {
+                    let count = parse_value(line, "max_connections", value)?;
+                    set_once(&mut max_connections, line, "max_connections", count)?;
+                }
+                "max_dns_queries" => {
+                    let count = parse_value(line, "max_dns_queries", value)?;
+                    set_once(&mut max_dns_queries, line, "max_dns_queries", count)?;
+                }
+                "tcp_buffer" => {
+                    let bytes = parse_value(line, "tcp_buffer", value)?;
+                    set_once(&mut tcp_buffer, line, "tcp_buffer", bytes)?;
+                }
+                "receive_memory" => {
+                    let bytes = parse_value(line, "receive_memory", value)?;
+                    set_once(&mut receive_memory, line, "receive_memory", bytes)?;
+                }
                 "listener" => listeners.push(parse_listener(line, value)?),
                 "dns" => dns_servers.push(parse_value(line, "dns", value)?),
                 "proxy_auth" => {
@@ -371,6 +478,16 @@ impl Settings {
         }
         let missing = |key| SettingsError::Missing { key };
         version.ok_or(missing("version"))?;
+        let default = Capacity::default();
+        let capacity = Capacity {
+            limits: Limits {
+                connections: max_connections.unwrap_or(default.limits.connections),
+                dns_lookups: max_dns_queries.unwrap_or(default.limits.dns_lookups),
+            },
+            tcp_buffer: tcp_buffer.unwrap_or(default.tcp_buffer),
+            receive_memory: receive_memory.unwrap_or(default.receive_memory),
+        };
+        capacity.check().map_err(SettingsError::Capacity)?;
         Ok(Self {
             wall_clock_at_epoch: wall.ok_or(missing("wall_clock_at_epoch"))?,
             built_at: built_at.ok_or(missing("built_at_micros"))?,
@@ -381,6 +498,7 @@ impl Settings {
             auth_user_pass: auth_user_pass.ok_or(missing("auth_user_pass"))?,
             profile_dir,
             connection,
+            capacity,
         })
     }
 }
@@ -503,9 +621,10 @@ pub fn build_client(
             auth: proxy_auth,
             ..ProxyConfig::default()
         },
-        tcp: TcpConfig::default(),
+        tcp: settings.capacity.tcp_config(),
         dns_servers: settings.dns_servers.clone(),
         tunnel_wait: settings.tunnel_wait,
+        limits: settings.capacity.limits,
     };
     Ok(Client::new(
         tunnel,
@@ -543,7 +662,67 @@ mod tests {
             tunnel_wait: Duration::from_secs(10),
             profile_dir: Some(PathBuf::from("/etc/erebus/profiles")),
             connection: Some("home".into()),
+            capacity: Capacity {
+                limits: Limits {
+                    connections: 100,
+                    dns_lookups: 7,
+                },
+                tcp_buffer: 256 << 10,
+                receive_memory: 4 << 20,
+            },
         }
+    }
+
+    #[test]
+    fn capacity_defaults_when_absent_and_is_checked() {
+        let good = sample().to_text();
+        let without: String = good
+            .lines()
+            .filter(|l| {
+                ![
+                    "max_connections=",
+                    "max_dns_queries=",
+                    "tcp_buffer=",
+                    "receive_memory=",
+                ]
+                .iter()
+                .any(|key| l.starts_with(key))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            Settings::parse(&without).unwrap().capacity,
+            Capacity::default()
+        );
+        for (from, to, option) in [
+            (
+                "max_connections=100",
+                "max_connections=0",
+                "--max-connections",
+            ),
+            (
+                "max_dns_queries=7",
+                "max_dns_queries=0",
+                "--max-dns-queries",
+            ),
+            ("tcp_buffer=262144", "tcp_buffer=100", "--tcp-buffer"),
+            (
+                "receive_memory=4194304",
+                "receive_memory=1",
+                "--receive-memory",
+            ),
+        ] {
+            let err = Settings::parse(&good.replace(from, to)).unwrap_err();
+            assert!(
+                matches!(&err, SettingsError::Capacity(reason) if reason.contains(option)),
+                "{to}: {err}"
+            );
+        }
+        let tcp = sample().capacity.tcp_config();
+        assert_eq!(
+            (tcp.rx_buffer_size, tcp.tx_buffer_size, tcp.receive_memory),
+            (256 << 10, 256 << 10, 4 << 20)
+        );
     }
 
     #[test]

@@ -293,6 +293,7 @@ fn client(net: &PrivateNet, with_socks_listener: bool) -> (Client<PassThrough>, 
         tcp: TcpConfig::default(),
         dns_servers: vec![IpAddr::V4(SERVER_IP)],
         tunnel_wait: ClientConfig::DEFAULT_TUNNEL_WAIT,
+        limits: erebus_client::Limits::default(),
     };
     let internal = add_internal_listener(&mut config);
     let tunnel = PassThrough {

@@ -145,3 +145,36 @@ fn files_named_in_a_profile_are_found_next_to_it_whatever_the_working_directory(
     assert!(connecting, "erebus did not get to connecting: {seen:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn limits_no_client_can_run_with_exit_2_naming_the_option() {
+    let dir = temp_dir("limits");
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let profile = loopback_profile(&dir, &server);
+    for (flag, value, named) in [
+        (
+            "--max-connections",
+            "0",
+            "--max-connections must be at least 1",
+        ),
+        (
+            "--max-dns-queries",
+            "0",
+            "--max-dns-queries must be at least 1",
+        ),
+        ("--tcp-buffer", "1K", "--tcp-buffer must be between"),
+        (
+            "--receive-memory",
+            "100",
+            "--receive-memory must be at least",
+        ),
+        ("--tcp-buffer", "2X", "unknown unit"),
+        ("--receive-memory", "lots", "is not a size"),
+    ] {
+        let output = run_erebus(&["--config", &profile, "--no-socks", flag, value]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(named), "{flag} {value}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

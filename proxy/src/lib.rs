@@ -105,6 +105,11 @@ pub enum UpstreamFailure {
     NotAllowed,
     /// An open stream was reset by the destination.
     Reset,
+    /// The layer below is serving as many connections as it is configured to: this one is
+    /// refused until others close.
+    TooManyConnections,
+    /// The layer below has as many name lookups in progress as it is configured to.
+    TooManyLookups,
     /// Any other failure.
     Other,
 }

@@ -50,10 +50,13 @@ impl Reply {
             // only code that says the attempt ran out of time.
             UpstreamFailure::Timeout => Self::TtlExpired,
             UpstreamFailure::NotAllowed => Self::NotAllowed,
-            // The tunnel being down is our own failure, not the destination network's.
-            UpstreamFailure::Reset | UpstreamFailure::Other | UpstreamFailure::TunnelDown => {
-                Self::GeneralFailure
-            }
+            // The tunnel being down or a limit of ours reached is our own failure, not the
+            // destination network's.
+            UpstreamFailure::Reset
+            | UpstreamFailure::Other
+            | UpstreamFailure::TunnelDown
+            | UpstreamFailure::TooManyConnections
+            | UpstreamFailure::TooManyLookups => Self::GeneralFailure,
         }
     }
 }

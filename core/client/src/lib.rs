@@ -59,11 +59,64 @@ pub struct ClientConfig {
     /// How long a proxied connection waits for the tunnel to come (back) up before it is
     /// refused (HTTP 503, a SOCKS5 failure reply).
     pub tunnel_wait: Duration,
+    /// How much the client serves at once.
+    pub limits: Limits,
 }
 
 impl ClientConfig {
     /// The default [`ClientConfig::tunnel_wait`].
     pub const DEFAULT_TUNNEL_WAIT: Duration = Duration::from_secs(10);
+}
+
+/// Bounds on what the client holds at once. Reaching one refuses the work beyond it, with an
+/// answer the proxy client understands and a warning in the log; nothing queues without end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Local connections served at once. One accepted beyond it is answered (HTTP 503, SOCKS5
+    /// general failure; a port forward is closed) once its request is read, and closed.
+    pub connections: usize,
+    /// Name lookups in progress at once. A request needing one more is answered with HTTP 503
+    /// or a SOCKS5 general failure.
+    pub dns_lookups: usize,
+}
+
+impl Limits {
+    /// Connections being refused at once, beyond [`Limits::connections`]; more are closed
+    /// without a word. Each costs a little memory until its request is read (bounded by the
+    /// proxy's handshake timeout), and a flood must not turn that into growth.
+    pub const MAX_REFUSING: usize = 256;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections: 4096,
+            dns_lookups: ResolverOptions::default().max_lookups,
+        }
+    }
+}
+
+/// Says in the log that a limit was reached: the first time, then at most once per
+/// [`LimitWarning::INTERVAL`], with how many more times it was reached meanwhile, so a flood
+/// of refusals is one line every few seconds and not one per connection.
+#[derive(Debug, Default)]
+struct LimitWarning {
+    last: Option<Instant>,
+    unreported: u64,
+}
+
+impl LimitWarning {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    /// Counts one more hit; returns the hits to report now (this one included), if it is time.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        self.unreported += 1;
+        if self.last.is_some_and(|last| now < last + Self::INTERVAL) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
 }
 
 /// Counters of what the client moved and dropped.
@@ -83,6 +136,10 @@ pub struct ClientStats {
     pub foreign_packets: u64,
     /// Local connections closed because the session under them was lost.
     pub cut_by_reconnect: u64,
+    /// Local connections refused because [`Limits::connections`] were open.
+    pub refused_connections: u64,
+    /// Requests refused because [`Limits::dns_lookups`] lookups were in progress.
+    pub refused_lookups: u64,
 }
 
 /// A local command with no bytes, queued until the next drain.
@@ -128,6 +185,8 @@ struct Conn {
     gone: bool,
     /// The name lookup in progress for the upstream, if any.
     lookup: Option<LookupId>,
+    /// Accepted beyond [`Limits::connections`]: its request is answered with a refusal.
+    over_limit: bool,
 }
 
 /// A DNS query that fell back to TCP (a truncated answer), on its own stack socket.
@@ -170,6 +229,11 @@ pub struct Client<T> {
     dns_ports: BTreeSet<u16>,
     dns_tcp: BTreeMap<SocketHandle, DnsOverTcp>,
     dns_servers: Vec<IpAddr>,
+    limits: Limits,
+    /// Connections in `conns` accepted beyond the limit, being refused.
+    refusing: usize,
+    connection_warning: LimitWarning,
+    lookup_warning: LimitWarning,
     down: bool,
     now: Instant,
     stats: ClientStats,
@@ -188,7 +252,10 @@ impl<T: Tunnel> Client<T> {
         );
         let resolver = Resolver::new(
             &TunnelConfig::default(),
-            ResolverOptions::default(),
+            ResolverOptions {
+                max_lookups: config.limits.dns_lookups,
+                ..ResolverOptions::default()
+            },
             &seed.child("client.dns"),
         );
         Self {
@@ -212,6 +279,10 @@ impl<T: Tunnel> Client<T> {
             dns_ports: BTreeSet::new(),
             dns_tcp: BTreeMap::new(),
             dns_servers: config.dns_servers,
+            limits: config.limits,
+            refusing: 0,
+            connection_warning: LimitWarning::default(),
+            lookup_warning: LimitWarning::default(),
             down: false,
             now,
             stats: ClientStats::default(),
@@ -379,6 +450,23 @@ impl<T: Tunnel> Client<T> {
                 self.commands.push_back((id, LocalCommand::Close));
                 return Ok(());
             };
+            let over_limit = self.conns.len() - self.refusing >= self.limits.connections;
+            if over_limit {
+                self.stats.refused_connections += 1;
+                if let Some(hits) = self.connection_warning.hit(now) {
+                    tracing::warn!(
+                        "{hits} connection(s) refused: {} are open, the limit \
+                         (--max-connections)",
+                        self.limits.connections
+                    );
+                }
+                if self.refusing >= Limits::MAX_REFUSING {
+                    // Too many being refused already: no answer, only the close.
+                    self.commands.push_back((id, LocalCommand::Close));
+                    return Ok(());
+                }
+                self.refusing += 1;
+            }
             let proxy = ProxyConn::new(now, front_end, self.proxy_config.clone());
             self.stats.connections += 1;
             self.conns.insert(
@@ -391,6 +479,7 @@ impl<T: Tunnel> Client<T> {
                     write_blocked: false,
                     gone: false,
                     lookup: None,
+                    over_limit,
                 },
             );
             self.dirty.insert(id);
@@ -511,7 +600,7 @@ impl<T: Tunnel> Client<T> {
             .map(|(id, _)| *id)
             .collect();
         for id in cut {
-            if let Some(conn) = self.conns.remove(&id) {
+            if let Some(conn) = self.remove_conn(id) {
                 self.stats.cut_by_reconnect += 1;
                 if !conn.gone {
                     self.commands.push_back((id, LocalCommand::Close));
@@ -565,11 +654,25 @@ impl<T: Tunnel> Client<T> {
         }
     }
 
+    /// Forgets a connection, keeping the count of those being refused right.
+    fn remove_conn(&mut self, id: ConnId) -> Option<Conn> {
+        let conn = self.conns.remove(&id)?;
+        if conn.over_limit {
+            self.refusing -= 1;
+        }
+        Some(conn)
+    }
+
     fn connect(&mut self, id: ConnId, host: &Host, port: u16) {
         let now = self.now;
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        if conn.over_limit {
+            conn.proxy
+                .on_upstream_failed(now, UpstreamFailure::TooManyConnections);
+            return;
+        }
         if self.tunnel_config.is_none() {
             if self.down {
                 conn.proxy
@@ -589,6 +692,18 @@ impl<T: Tunnel> Client<T> {
                     Ok(lookup) => {
                         conn.lookup = Some(lookup);
                         self.lookups.insert(lookup, (id, port));
+                    }
+                    Err(ResolveError::TooManyLookups) => {
+                        self.stats.refused_lookups += 1;
+                        if let Some(hits) = self.lookup_warning.hit(now) {
+                            tracing::warn!(
+                                "{hits} request(s) refused: {} names are being resolved, the \
+                                 limit (--max-dns-queries)",
+                                self.limits.dns_lookups
+                            );
+                        }
+                        conn.proxy
+                            .on_upstream_failed(now, UpstreamFailure::TooManyLookups);
                     }
                     Err(error) => {
                         tracing::debug!(conn = id.0, %name, "cannot resolve: {error}");
@@ -819,7 +934,7 @@ impl<T: Tunnel> Client<T> {
                 Action::ShutdownClient => self.commands.push_back((id, LocalCommand::Shutdown)),
                 Action::CloseClient => {
                     self.release_upstream(id);
-                    if let Some(conn) = self.conns.remove(&id)
+                    if let Some(conn) = self.remove_conn(id)
                         && !conn.gone
                     {
                         self.commands.push_back((id, LocalCommand::Close));

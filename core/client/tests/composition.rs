@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::time::Duration;
 
-use erebus_client::{Client, ClientConfig};
+use erebus_client::{Client, ClientConfig, Limits};
 use erebus_net::{SocketHandle, Stack, TcpConfig};
 use erebus_proxy::{FrontEnd, ProxyConfig};
 use erebus_sansio::io::{
@@ -104,12 +104,17 @@ struct World {
 
 impl World {
     fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+
+    fn with_limits(limits: Limits) -> Self {
         let config = ClientConfig {
             listeners: vec![FrontEnd::Http, FrontEnd::Socks5],
             proxy: ProxyConfig::default(),
             tcp: TcpConfig::default(),
             dns_servers: vec![IpAddr::V4(SERVER_IP)],
             tunnel_wait: Duration::from_secs(10),
+            limits,
         };
         let tunnel_events = Rc::new(RefCell::new(VecDeque::from([TunnelEvent::Up(up_config())])));
         let transport_errors = Rc::new(RefCell::new(Vec::new()));
@@ -399,6 +404,129 @@ fn unreachable_destination_is_a_socks_host_unreachable() {
     let reply = &world.received[&ConnId(3)];
     assert_eq!(&reply[..2], &[5, 0], "method selection: no authentication");
     assert_eq!(reply[2..4], [5, 4], "reply: host unreachable");
+}
+
+fn accept(world: &mut World, conn: u64, listener: u32) {
+    world.local(
+        conn,
+        LocalEvent::Accepted {
+            listener: ListenerId(listener),
+        },
+    );
+}
+
+#[test]
+fn connections_beyond_the_limit_are_refused_and_the_limit_frees_up() {
+    let mut world = World::with_limits(Limits {
+        connections: 2,
+        ..Limits::default()
+    });
+    let listener = world.server.listen(80).unwrap();
+    // Two connections that have not sent their request yet fill the limit.
+    accept(&mut world, 1, 0);
+    accept(&mut world, 2, 1);
+
+    // A third HTTP client is told to come back later, and closed.
+    accept(&mut world, 3, 0);
+    world.local(
+        3,
+        LocalEvent::Data(b"GET http://10.8.0.1/ HTTP/1.1\r\nHost: 10.8.0.1\r\n\r\n"),
+    );
+    world.run_until(Instant::from_millis(10));
+    let answer = String::from_utf8_lossy(&world.received[&ConnId(3)]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("\r\nRetry-After: "), "{answer}");
+    assert!(answer.contains("as many connections as it may"), "{answer}");
+    // Closed once the client has read the answer and closed its side (no reset on unread data).
+    world.local(3, LocalEvent::ReadClosed);
+    world.run_until(Instant::from_millis(15));
+    assert!(
+        world.closed.contains(&ConnId(3)),
+        "the refused connection is closed"
+    );
+
+    // A SOCKS5 client gets through its greeting, then a general failure for its request.
+    accept(&mut world, 4, 1);
+    world.local(4, LocalEvent::Data(&[5, 1, 0]));
+    world.local(4, LocalEvent::Data(&[5, 1, 0, 1, 10, 8, 0, 1, 0, 80]));
+    world.run_until(Instant::from_millis(20));
+    let reply = &world.received[&ConnId(4)];
+    assert_eq!(&reply[..2], &[5, 0], "method selection");
+    assert_eq!(reply[2..4], [5, 1], "reply: general SOCKS server failure");
+    world.local(4, LocalEvent::ReadClosed);
+    world.run_until(Instant::from_millis(25));
+    assert!(world.closed.contains(&ConnId(4)));
+    assert_eq!(world.client.stats().refused_connections, 2);
+    // Nothing was opened through the tunnel for either.
+    assert_eq!(
+        world.server_socket(listener).state(),
+        erebus_net::State::Listen
+    );
+
+    // Refused connections do not hold the limit: one more beyond it is refused again, and
+    // once a served connection goes, the next one is served.
+    world.local(1, LocalEvent::Reset);
+    world.run_until(Instant::from_millis(30));
+    accept(&mut world, 5, 1);
+    world.local(5, LocalEvent::Data(&[5, 1, 0]));
+    world.local(5, LocalEvent::Data(&[5, 1, 0, 1, 10, 8, 0, 1, 0, 80]));
+    world.run_until(Instant::from_millis(40));
+    assert_eq!(
+        world.received[&ConnId(5)][2..4],
+        [5, 0],
+        "served once a slot is free"
+    );
+    assert_eq!(world.client.stats().refused_connections, 2);
+}
+
+#[test]
+fn a_flood_beyond_the_limit_is_closed_without_an_answer() {
+    let mut world = World::with_limits(Limits {
+        connections: 1,
+        ..Limits::default()
+    });
+    accept(&mut world, 1, 0);
+    let flood = Limits::MAX_REFUSING as u64;
+    for conn in 2..2 + flood {
+        accept(&mut world, conn, 0);
+    }
+    assert!(
+        world.closed.is_empty(),
+        "up to MAX_REFUSING are kept to be answered"
+    );
+    accept(&mut world, 2 + flood, 0);
+    assert_eq!(world.closed, [ConnId(2 + flood)], "closed at once");
+    assert_eq!(world.client.stats().refused_connections, flood + 1);
+}
+
+#[test]
+fn lookups_beyond_the_limit_are_refused() {
+    let mut world = World::with_limits(Limits {
+        dns_lookups: 1,
+        ..Limits::default()
+    });
+    world.server.udp_bind(53).unwrap();
+    accept(&mut world, 1, 0);
+    world.local(
+        1,
+        LocalEvent::Data(b"GET http://one.erebus.test/ HTTP/1.1\r\nHost: one.erebus.test\r\n\r\n"),
+    );
+    assert!(world.server.udp_recv().is_some(), "the first name is asked");
+    accept(&mut world, 2, 0);
+    world.local(
+        2,
+        LocalEvent::Data(b"GET http://two.erebus.test/ HTTP/1.1\r\nHost: two.erebus.test\r\n\r\n"),
+    );
+    world.run_until(Instant::from_millis(10));
+    let answer = String::from_utf8_lossy(&world.received[&ConnId(2)]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("resolving as many names"), "{answer}");
+    assert!(world.server.udp_recv().is_none(), "no second query");
+    assert_eq!(world.client.stats().refused_lookups, 1);
+    assert!(
+        !world.received.contains_key(&ConnId(1)),
+        "the first still waits"
+    );
 }
 
 #[test]

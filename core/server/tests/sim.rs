@@ -189,6 +189,7 @@ fn run(scenario: &Scenario) -> Outcome {
             tcp: TcpConfig::default(),
             dns_servers: Vec::new(),
             tunnel_wait: Duration::from_secs(30),
+            limits: erebus_client::Limits::default(),
         },
         &seed.child("client"),
         now,

@@ -130,6 +130,7 @@ fn run(seed: u8, total: u64, tcp: bool) -> Outcome {
             tcp: TcpConfig::default(),
             dns_servers: Vec::new(),
             tunnel_wait: Duration::from_secs(30),
+            limits: erebus_client::Limits::default(),
         },
         &seed.child("client"),
         now,

@@ -109,6 +109,7 @@ fn a_hundred_outages_leave_no_socket_timer_or_memory_behind() {
         tcp: TcpConfig::default(),
         dns_servers: Vec::new(),
         tunnel_wait: Duration::from_secs(10),
+        limits: erebus_client::Limits::default(),
     };
     let mut client = Client::new(tunnel, config, &Seed::from_byte(22), Instant::ZERO);
     let mut buf = vec![0u8; 65_536];

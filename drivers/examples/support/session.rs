@@ -61,6 +61,7 @@ impl Session {
             tcp: TcpConfig::default(),
             dns_servers: args.dns.clone(),
             tunnel_wait: ClientConfig::DEFAULT_TUNNEL_WAIT,
+            limits: erebus_client::Limits::default(),
         };
         let internal = add_internal_listener(&mut config);
         let client = Client::new(tunnel, config, &seed.child("client"), clock.now());

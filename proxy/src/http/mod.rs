@@ -90,6 +90,14 @@ impl Status {
                 "the connection to the destination timed out",
             ),
             UpstreamFailure::TunnelDown => (Self::ServiceUnavailable, "the VPN tunnel is down"),
+            UpstreamFailure::TooManyConnections => (
+                Self::ServiceUnavailable,
+                "the proxy is serving as many connections as it may; try again later",
+            ),
+            UpstreamFailure::TooManyLookups => (
+                Self::ServiceUnavailable,
+                "the proxy is resolving as many names as it may; try again later",
+            ),
             UpstreamFailure::NotAllowed => (
                 Self::Forbidden,
                 "connections to this destination are not allowed",
@@ -777,7 +785,8 @@ fn write_status(pipes: &mut Pipes, status: Status, detail: &str, close: bool) {
     } else {
         ""
     };
-    // The tunnel is the only reason for a 503: it reconnects by itself, so say when to retry.
+    // A 503 is temporary (the tunnel reconnects by itself, connections and lookups end): say
+    // when to retry.
     let retry = if status == Status::ServiceUnavailable {
         "Retry-After: 5\r\n"
     } else {
