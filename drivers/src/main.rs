@@ -111,7 +111,16 @@ struct Args {
     /// however many connections stop reading, together they hold no more than this.
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = parse_size)]
     receive_memory: usize,
+    /// The most bytes of packets that may wait to be written to a TCP connection to the server
+    /// (bytes, or with a K, M or G suffix). Beyond it packets are dropped, as a full UDP
+    /// socket drops them, and a warning is logged: a server that stops reading cannot make
+    /// erebus grow.
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = parse_size)]
+    transport_queue: usize,
 }
+
+/// The smallest `--transport-queue`: one packet of the largest size, with its length prefix.
+const MIN_TRANSPORT_QUEUE: usize = 64 << 10;
 
 /// Reads a size: a number of bytes, or one followed by `K`, `M` or `G` (binary multiples; `KiB`,
 /// `MiB` and `GiB` are read too).
@@ -342,6 +351,13 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
     if let Err(reason) = capacity.check() {
         return Ok(Outcome::Config(anyhow::anyhow!(reason)));
     }
+    if args.transport_queue < MIN_TRANSPORT_QUEUE {
+        return Ok(Outcome::Config(anyhow::anyhow!(
+            "--transport-queue must be at least {MIN_TRANSPORT_QUEUE} bytes (the largest \
+             packet), not {}",
+            args.transport_queue
+        )));
+    }
     let seed = os_seed()?;
     let settings = Settings {
         // The clock's epoch is Instant::ZERO, so this is its Unix time at start.
@@ -412,6 +428,7 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         ($driver:expr, |$d:ident| $run:expr) => {{
             let mut $d = $driver;
             $d.on_event(on_event);
+            $d.set_transport_queue(args.transport_queue);
             if let Some(recorder) = recorder {
                 $d.record(Box::new(recorder));
             }

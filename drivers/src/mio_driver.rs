@@ -482,6 +482,12 @@ impl<D: Driven> MioDriver<D> {
         self.pump.record(tap);
     }
 
+    /// Sets the most stream bytes that may wait for the transport socket before packets to the
+    /// server are dropped (`--transport-queue`).
+    pub fn set_transport_queue(&mut self, bytes: usize) {
+        self.pump.set_transport_queue(bytes);
+    }
+
     /// A handle that stops the driver gracefully from another thread.
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
@@ -989,6 +995,13 @@ impl Io for MioIo {
             // Written at the end of the drain, with the drain's other packets.
             Some(Transport::Tcp { out, .. }) => out.push(bytes),
             None => tracing::debug!("transmit without a transport dropped"),
+        }
+    }
+
+    fn transport_backlog(&self) -> usize {
+        match self.transport.as_ref().map(|t| &t.socket) {
+            Some(Transport::Tcp { out, .. }) => out.pending.len(),
+            _ => 0,
         }
     }
 

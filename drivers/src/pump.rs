@@ -25,6 +25,15 @@
 //! [`Io::transmit`] of it: a runtime keeps the chunks of one drain and writes them there, as
 //! one write, instead of one write (and one TCP segment, with `TCP_NODELAY`) per packet.
 //!
+//! # The stream transport's queue
+//!
+//! Stream bytes the transport socket has not taken wait in the runtime. When the server
+//! stops reading, they would pile up without end: once more than the pump's transport queue
+//! ([`DEFAULT_TRANSPORT_QUEUE`], [`Pump::set_transport_queue`]) waits
+//! ([`Io::transport_backlog`]), further packets are dropped whole, as a full UDP socket drops
+//! datagrams, counted and logged. The protocols above retransmit what matters, and the
+//! recording still holds every packet the machine sent.
+//!
 //! # Local writes
 //!
 //! A local connection is reported [`LocalEvent::WriteBlocked`] when more than
@@ -44,6 +53,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use erebus_sansio::io::{
@@ -61,6 +71,35 @@ use crate::record::Tap;
 /// because the tunnel connection's receive buffer is what absorbs a slow reader (and its
 /// window is what slows the sender down): bytes here are only a second copy of them.
 pub const LOCAL_WRITE_HIGH_WATER: usize = 16 * 1024;
+
+/// The default most bytes that may wait to be written to a stream transport before packets
+/// are dropped: about what Linux's send buffer grows to for one connection.
+pub const DEFAULT_TRANSPORT_QUEUE: usize = 4 << 20;
+
+/// The least time between two warnings about a full transport queue.
+const QUEUE_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Bytes handed to a runtime's transport writer (a task or a thread) and not yet written, shared
+/// between the loop that hands them over and the writer.
+#[derive(Clone, Default)]
+pub(crate) struct Unwritten(Arc<AtomicUsize>);
+
+impl Unwritten {
+    /// `bytes` more were handed to the writer.
+    pub(crate) fn add(&self, bytes: usize) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The writer wrote (or dropped) `bytes`.
+    pub(crate) fn written(&self, bytes: usize) {
+        self.0.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// What waits now.
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Closed connections after which freed memory is given back even while others stay open.
 const RELEASE_AFTER_CLOSES: usize = 256;
@@ -166,6 +205,11 @@ pub trait Io {
     /// (datagrams) has nothing to do.
     fn flush_transport(&mut self) {}
 
+    /// Stream bytes kept and not yet written to the transport socket (0 for datagrams).
+    fn transport_backlog(&self) -> usize {
+        0
+    }
+
     /// Closes the current transport socket, if any, and starts opening one for `spec`:
     /// resolve its host, connect. The outcome is reported to the pump with `spec.attempt`.
     fn open_transport(&mut self, spec: &TransportSpec);
@@ -212,6 +256,43 @@ pub struct Pump<D> {
     held_bytes: Vec<u8>,
     /// When to give the memory of closed connections back to the system.
     release: MemoryRelease,
+    /// The bound on stream bytes waiting for the transport socket.
+    queue: TransportQueue,
+}
+
+/// The bound on stream bytes waiting for the transport socket, and the packets it dropped.
+struct TransportQueue {
+    limit: usize,
+    drops: u64,
+    /// Drops since the last warning, and when that was.
+    unreported: u64,
+    warned_at: Option<Instant>,
+}
+
+impl TransportQueue {
+    /// Whether a packet of `len` bytes may be handed to a transport of `kind` behind whose
+    /// socket `backlog` bytes wait; counts and (at most every [`QUEUE_WARNING_INTERVAL`]) logs
+    /// the one that may not.
+    fn admits(&mut self, kind: TransportKind, backlog: usize, len: usize, now: Instant) -> bool {
+        if kind == TransportKind::Udp || backlog.saturating_add(len) <= self.limit {
+            return true;
+        }
+        self.drops += 1;
+        self.unreported += 1;
+        if self
+            .warned_at
+            .is_none_or(|at| now >= at + QUEUE_WARNING_INTERVAL)
+        {
+            tracing::warn!(
+                "{} packet(s) to the server dropped: {backlog} bytes wait for the transport, \
+                 the limit (--transport-queue); the server is not reading",
+                self.unreported
+            );
+            self.warned_at = Some(now);
+            self.unreported = 0;
+        }
+        false
+    }
 }
 
 impl<D> Drop for Pump<D> {
@@ -241,6 +322,12 @@ impl<D: Driven> Pump<D> {
             held: None,
             held_bytes: Vec::new(),
             release: MemoryRelease::default(),
+            queue: TransportQueue {
+                limit: DEFAULT_TRANSPORT_QUEUE,
+                drops: 0,
+                unreported: 0,
+                warned_at: None,
+            },
         }
     }
 
@@ -267,6 +354,17 @@ impl<D: Driven> Pump<D> {
     /// Records every input and every transmit through `tap`.
     pub fn record(&mut self, tap: Box<dyn Tap + Send>) {
         self.tap = Some(tap);
+    }
+
+    /// Sets the most stream bytes that may wait for the transport socket (see the [module
+    /// documentation](self#the-stream-transports-queue)).
+    pub fn set_transport_queue(&mut self, bytes: usize) {
+        self.queue.limit = bytes;
+    }
+
+    /// Packets dropped so far because the stream transport's queue was full.
+    pub fn transport_queue_drops(&self) -> u64 {
+        self.queue.drops
     }
 
     /// When [`check_deadline`](Self::check_deadline) has something to do: the machine's
@@ -464,7 +562,10 @@ impl<D: Driven> Pump<D> {
                         if let Some(tap) = &mut self.tap {
                             tap.transmit(now, bytes);
                         }
-                        io.transmit(to, bytes);
+                        let backlog = io.transport_backlog();
+                        if self.queue.admits(self.kind, backlog, bytes.len(), now) {
+                            io.transmit(to, bytes);
+                        }
                     }
                     Output::Local { conn, action } => match action {
                         LocalAction::Write(bytes) => {
@@ -729,6 +830,86 @@ mod tests {
                 "flush"
             ]
         );
+    }
+
+    /// [`Calls`] behind whose transport socket a given number of bytes waits.
+    struct Backlogged {
+        calls: Calls,
+        backlog: usize,
+    }
+
+    impl Io for Backlogged {
+        fn transmit(&mut self, to: SocketAddr, bytes: &[u8]) {
+            self.backlog += bytes.len();
+            self.calls.transmit(to, bytes);
+        }
+        fn transport_backlog(&self) -> usize {
+            self.backlog
+        }
+        fn open_transport(&mut self, spec: &TransportSpec) {
+            self.calls.open_transport(spec);
+        }
+        fn close_transport(&mut self) {}
+        fn write_local(&mut self, _conn: ConnId, _bytes: &[u8]) -> usize {
+            0
+        }
+        fn pause_local(&mut self, _conn: ConnId, _paused: bool) {}
+        fn shutdown_local(&mut self, _conn: ConnId) {}
+        fn close_local(&mut self, _conn: ConnId) {}
+    }
+
+    #[test]
+    fn a_full_stream_transport_drops_whole_packets_and_counts_them() {
+        let remote: SocketAddr = "10.0.0.1:1194".parse().unwrap();
+        let machine = ThreeAnswers {
+            spec: TransportSpec::to_addr(remote, TransportKind::TcpLengthPrefixed),
+            queued: 0,
+        };
+        let mut pump = Pump::new(machine, Clock::start());
+        // Room for two 3-byte packets behind the four bytes already waiting.
+        pump.set_transport_queue(10);
+        let mut io = Backlogged {
+            calls: Calls::default(),
+            backlog: 4,
+        };
+        pump.start(&mut io);
+        io.calls.0.clear();
+        pump.batch_transport_data(0, remote, b"a");
+        pump.end_batch(&mut io);
+        assert_eq!(
+            io.calls.0,
+            ["transmit [0, 1, 2]", "transmit [0, 1, 1]"],
+            "the third packet does not fit and is not handed over, not even in part"
+        );
+        assert_eq!(pump.transport_queue_drops(), 1);
+        // Once the socket took most of the bytes, packets go out again.
+        io.backlog = 1;
+        io.calls.0.clear();
+        pump.batch_transport_data(0, remote, b"b");
+        pump.end_batch(&mut io);
+        assert_eq!(io.calls.0.len(), 3, "{:?}", io.calls.0);
+        assert_eq!(pump.transport_queue_drops(), 1);
+    }
+
+    #[test]
+    fn datagrams_are_never_held_to_the_stream_queue() {
+        let remote: SocketAddr = "10.0.0.1:1194".parse().unwrap();
+        let machine = ThreeAnswers {
+            spec: TransportSpec::to_addr(remote, TransportKind::Udp),
+            queued: 0,
+        };
+        let mut pump = Pump::new(machine, Clock::start());
+        pump.set_transport_queue(0);
+        let mut io = Backlogged {
+            calls: Calls::default(),
+            backlog: 1 << 30,
+        };
+        pump.start(&mut io);
+        io.calls.0.clear();
+        pump.batch_transport_data(0, remote, b"a");
+        pump.end_batch(&mut io);
+        assert_eq!(io.calls.0.len(), 3, "{:?}", io.calls.0);
+        assert_eq!(pump.transport_queue_drops(), 0);
     }
 
     #[test]

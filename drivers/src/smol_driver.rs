@@ -60,7 +60,8 @@ use crate::clock::Clock;
 use crate::connector::{Credentials, DEFAULT_CONNECT_TIMEOUT, Handshake, SessionWatch};
 use crate::datagrams;
 use crate::pump::{
-    Io, LocalReadBuffer, Pump, literal, resolve, size_udp_buffers, transport_error, unspecified_for,
+    Io, LocalReadBuffer, Pump, Unwritten, literal, resolve, size_udp_buffers, transport_error,
+    unspecified_for,
 };
 use crate::record::Tap;
 
@@ -247,14 +248,22 @@ enum Writer {
 struct TcpWriter {
     queue: Sender<Vec<u8>>,
     staged: Vec<u8>,
+    /// Handed to the task and not yet written.
+    unwritten: Unwritten,
 }
 
 impl TcpWriter {
-    fn new(queue: Sender<Vec<u8>>) -> Self {
+    fn new(queue: Sender<Vec<u8>>, unwritten: Unwritten) -> Self {
         Self {
             queue,
             staged: Vec::new(),
+            unwritten,
         }
+    }
+
+    /// Bytes kept here or in the task, not yet written.
+    fn backlog(&self) -> usize {
+        self.staged.len() + self.unwritten.get()
     }
 
     /// Keeps `bytes` for the end of the drain.
@@ -270,7 +279,11 @@ impl TcpWriter {
     /// Hands what was kept to the writer task.
     fn flush(&mut self) {
         if !self.staged.is_empty() {
-            let _ = self.queue.try_send(std::mem::take(&mut self.staged));
+            let staged = std::mem::take(&mut self.staged);
+            let len = staged.len();
+            if self.queue.try_send(staged).is_ok() {
+                self.unwritten.add(len);
+            }
         }
     }
 }
@@ -459,6 +472,12 @@ impl<D: Driven> SmolDriver<D> {
     /// Records every input and every transmit through `tap`.
     pub fn record(&mut self, tap: Box<dyn Tap + Send>) {
         self.pump.record(tap);
+    }
+
+    /// Sets the most stream bytes that may wait for the transport socket before packets to the
+    /// server are dropped (`--transport-queue`).
+    pub fn set_transport_queue(&mut self, bytes: usize) {
+        self.pump.set_transport_queue(bytes);
     }
 
     /// A handle that stops the driver gracefully.
@@ -770,6 +789,13 @@ impl Io for SmolIo {
         }
     }
 
+    fn transport_backlog(&self) -> usize {
+        match self.transport.as_ref().map(|t| &t.writer) {
+            Some(Writer::Tcp(writer)) => writer.backlog(),
+            _ => 0,
+        }
+    }
+
     fn open_transport(&mut self, spec: &TransportSpec) {
         self.close_transport();
         let attempt = spec.attempt;
@@ -783,10 +809,17 @@ impl Io for SmolIo {
             TransportKind::TcpLengthPrefixed => {
                 // Bytes written before the stream connects wait in the channel.
                 let (write_tx, write_rx) = unbounded();
+                let unwritten = Unwritten::default();
                 (
-                    Writer::Tcp(TcpWriter::new(write_tx)),
-                    self.executor
-                        .spawn(run_tcp(pool, attempt, host, port, write_rx, tx)),
+                    Writer::Tcp(TcpWriter::new(write_tx, unwritten.clone())),
+                    self.executor.spawn(run_tcp(
+                        pool,
+                        attempt,
+                        host,
+                        port,
+                        (write_rx, unwritten),
+                        tx,
+                    )),
                 )
             }
         };
@@ -956,7 +989,7 @@ async fn run_tcp(
     attempt: u64,
     host: String,
     port: u16,
-    writes: Receiver<Vec<u8>>,
+    (writes, unwritten): (Receiver<Vec<u8>>, Unwritten),
     tx: Sender<Message>,
 ) {
     let connected = match resolve_async(host, port).await {
@@ -1004,6 +1037,7 @@ async fn run_tcp(
                     pool.give(more);
                 }
                 let written = stream.write_all(&bytes).await;
+                unwritten.written(bytes.len());
                 pool.give(bytes);
                 if let Err(e) = written {
                     return transport_error(&e);
@@ -1188,7 +1222,7 @@ mod tests {
     fn the_packets_of_one_drain_reach_the_tcp_writer_as_one_buffer() {
         let pool = BufferPool::default();
         let (queue, writes) = unbounded();
-        let mut writer = TcpWriter::new(queue);
+        let mut writer = TcpWriter::new(queue, Unwritten::default());
         for packet in [&b"\x00\x03one"[..], b"\x00\x03two", b"\x00\x05three"] {
             writer.stage(&pool, packet);
         }

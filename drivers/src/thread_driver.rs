@@ -24,7 +24,8 @@ use erebus_sansio::tunnel::{Failure, TransportKind, TransportSpec};
 
 use crate::clock::Clock;
 use crate::pump::{
-    Io, LocalReadBuffer, Pump, resolve, size_udp_buffers, transport_error, unspecified_for,
+    Io, LocalReadBuffer, Pump, Unwritten, resolve, size_udp_buffers, transport_error,
+    unspecified_for,
 };
 use crate::record::Tap;
 
@@ -67,7 +68,8 @@ enum TransportWriter {
     /// Opening: nothing is sent before the transport connected.
     Opening,
     Udp(UdpSocket),
-    Tcp(Sender<Vec<u8>>),
+    /// The writer thread's queue, and what it holds that is not yet written.
+    Tcp(Sender<Vec<u8>>, Unwritten),
 }
 
 /// The transport of one attempt: how to send on it, and the flag that ends its threads.
@@ -145,6 +147,12 @@ impl<D: Driven> ThreadDriver<D> {
     /// Records every input and every transmit through `tap`.
     pub fn record(&mut self, tap: Box<dyn Tap + Send>) {
         self.pump.record(tap);
+    }
+
+    /// Sets the most stream bytes that may wait for the transport socket before packets to the
+    /// server are dropped (`--transport-queue`).
+    pub fn set_transport_queue(&mut self, bytes: usize) {
+        self.pump.set_transport_queue(bytes);
     }
 
     /// A handle that stops the driver gracefully.
@@ -304,7 +312,7 @@ impl Io for ThreadIo {
                 }
             }
             // Sent to the writer at the end of the drain, with the drain's other packets.
-            Some(TransportWriter::Tcp(_)) => self.staged.extend_from_slice(bytes),
+            Some(TransportWriter::Tcp(..)) => self.staged.extend_from_slice(bytes),
             Some(TransportWriter::Opening) | None => {
                 tracing::debug!("transmit without a transport dropped");
             }
@@ -316,8 +324,20 @@ impl Io for ThreadIo {
             return;
         }
         let staged = std::mem::take(&mut self.staged);
-        if let Some(TransportWriter::Tcp(writes)) = self.transport.as_ref().map(|t| &t.writer) {
-            let _ = writes.send(staged);
+        if let Some(TransportWriter::Tcp(writes, unwritten)) =
+            self.transport.as_ref().map(|t| &t.writer)
+        {
+            let len = staged.len();
+            if writes.send(staged).is_ok() {
+                unwritten.add(len);
+            }
+        }
+    }
+
+    fn transport_backlog(&self) -> usize {
+        match self.transport.as_ref().map(|t| &t.writer) {
+            Some(TransportWriter::Tcp(_, unwritten)) => self.staged.len() + unwritten.get(),
+            _ => 0,
         }
     }
 
@@ -333,8 +353,19 @@ impl Io for ThreadIo {
             }
             TransportKind::TcpLengthPrefixed => {
                 let (writes_tx, writes_rx) = mpsc::channel();
-                std::thread::spawn(move || run_tcp(attempt, &host, port, writes_rx, &tx, &flag));
-                TransportWriter::Tcp(writes_tx)
+                let unwritten = Unwritten::default();
+                let writer_unwritten = unwritten.clone();
+                std::thread::spawn(move || {
+                    run_tcp(
+                        attempt,
+                        &host,
+                        port,
+                        (writes_rx, writer_unwritten),
+                        &tx,
+                        &flag,
+                    );
+                });
+                TransportWriter::Tcp(writes_tx, unwritten)
             }
         };
         // Replacing the old transport raises its stop flag.
@@ -449,7 +480,7 @@ fn run_tcp(
     attempt: u64,
     host: &str,
     port: u16,
-    writes: Receiver<Vec<u8>>,
+    (writes, unwritten): (Receiver<Vec<u8>>, Unwritten),
     tx: &Sender<Message>,
     stop: &Arc<AtomicBool>,
 ) {
@@ -487,6 +518,7 @@ fn run_tcp(
             if writing_stop.load(Ordering::SeqCst) || writer.write_all(&bytes).is_err() {
                 break;
             }
+            unwritten.written(bytes.len());
         }
         let _ = writer.shutdown(Shutdown::Both);
     });
@@ -602,7 +634,7 @@ mod tests {
             tx,
             transport: Some(Transport {
                 attempt: 0,
-                writer: TransportWriter::Tcp(queue),
+                writer: TransportWriter::Tcp(queue, Unwritten::default()),
                 stop: Arc::default(),
             }),
             staged: Vec::new(),
