@@ -619,6 +619,14 @@ fn describe(config: &TunnelConfig) -> String {
     if let Some(cipher) = &config.cipher {
         parts.push(format!("cipher {cipher}"));
     }
+    // The default MTU goes unsaid; a smaller one (pushed, or the profile's) and an MSS cap
+    // (mssfix) explain slower transfers.
+    if config.mtu != TunnelConfig::DEFAULT_MTU {
+        parts.push(format!("mtu {}", config.mtu));
+    }
+    if let Some(mss) = config.tcp_mss {
+        parts.push(format!("mss {mss}"));
+    }
     parts.join(", ")
 }
 

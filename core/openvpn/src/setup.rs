@@ -127,6 +127,7 @@ pub fn p2p_config(
         .filter(|s| *s > 0)
         .map(|s| Duration::from_secs(u64::from(s)));
     config.explicit_exit_notify = connection.explicit_exit_notify.unwrap_or(0);
+    config.mssfix = connection.mssfix;
     if let Some(mtu) = connection.tun_mtu {
         config.tun_mtu = u16::try_from(mtu)
             .ok()

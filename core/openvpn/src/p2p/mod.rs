@@ -49,6 +49,7 @@ use erebus_sansio::tunnel::{
 };
 use erebus_sansio::{Instant, Seed, Tunnel, TunnelConfig, WallClock};
 
+use crate::config::Mssfix;
 use crate::data::inband::{self, OccMessage, Payload, occ_opcode};
 use crate::data::{AuthAlg, CipherAlg, DataChannel, DataChannelError, DropCounts};
 use crate::keys::{KeyDirection, StaticKey};
@@ -118,6 +119,9 @@ pub struct P2pConfig {
     pub explicit_exit_notify: u32,
     /// The largest inner packet (`--tun-mtu`).
     pub tun_mtu: u16,
+    /// `--mssfix`: the TCP MSS the stack above offers is capped so that a full segment's
+    /// packet stays within it. `None`: no cap beyond `tun_mtu`.
+    pub mssfix: Option<Mssfix>,
     /// The replay window (`--replay-window`).
     pub replay: ReplayConfig,
     /// Wall time, for the packet-id time of static-key mode.
@@ -147,6 +151,7 @@ impl P2pConfig {
             ping_restart: None,
             explicit_exit_notify: 0,
             tun_mtu: TunnelConfig::DEFAULT_MTU,
+            mssfix: None,
             replay: ReplayConfig::default(),
             wall_clock,
         }
@@ -326,8 +331,16 @@ impl P2pSession {
                 &seed.child("openvpn.p2p"),
             )?,
         };
+        let overhead = data.overhead();
+        let tcp_mss = config.mssfix.and_then(|mssfix| {
+            mssfix.tcp_mss(
+                overhead.headroom + overhead.tailroom,
+                config.transport == TransportKind::TcpLengthPrefixed,
+            )
+        });
         let tunnel_config = TunnelConfig {
             ipv4: Some(IpNet::host(IpAddr::V4(config.local_ip))),
+            tcp_mss,
             gateway: Some(IpAddr::V4(config.remote_ip)),
             routes: config.routes.clone(),
             dns_servers: config.dns_servers.clone(),

@@ -11,6 +11,7 @@ use erebus_sansio::{Instant, Seed, Tunnel, UnixTime, WallClock};
 use proptest::prelude::*;
 
 use super::*;
+use crate::config::MssfixMode;
 use crate::data::inband::{self, OccMessage, Payload};
 use crate::data::{AuthAlg, CipherAlg, DataChannel};
 use crate::keys::{KeyDirection, StaticKey};
@@ -132,6 +133,53 @@ fn kind(outer: &[u8], direction: KeyDirection) -> &'static str {
         Payload::Occ(_) => "occ-other",
         Payload::Packet => "packet",
     }
+}
+
+#[test]
+fn mssfix_caps_the_mss_offered_through_a_point_to_point_tunnel() {
+    let up_mss = |mssfix: Option<Mssfix>, transport: TransportKind| {
+        let mut config = config(false, mode(KeyDirection::Inverse));
+        config.mssfix = mssfix;
+        config.transport = transport;
+        let mut session = P2pSession::new(config, &Seed::from_byte(1), Instant::ZERO).unwrap();
+        match events(&mut session).first() {
+            Some(TunnelEvent::Up(config)) => config.tcp_mss,
+            other => panic!("not up: {other:?}"),
+        }
+    };
+    let payload_1300 = Some(Mssfix {
+        size: Some(1300),
+        mode: MssfixMode::Payload,
+    });
+    // AES-256-CBC with HMAC-SHA256: HMAC 32, IV 16 and packet id 8 ahead, padding up to 16
+    // behind, then IPv4 and TCP headers (40).
+    assert_eq!(
+        up_mss(payload_1300, TransportKind::Udp),
+        Some(1300 - 56 - 16 - 40)
+    );
+    // `mtu` counts the outer IPv4 and UDP or TCP headers (and the length prefix) as well.
+    let mtu_1400 = Some(Mssfix {
+        size: Some(1400),
+        mode: MssfixMode::Mtu,
+    });
+    assert_eq!(
+        up_mss(mtu_1400, TransportKind::Udp),
+        Some(1400 - 28 - 56 - 16 - 40)
+    );
+    assert_eq!(
+        up_mss(mtu_1400, TransportKind::TcpLengthPrefixed),
+        Some(1400 - 42 - 56 - 16 - 40)
+    );
+    assert_eq!(up_mss(None, TransportKind::Udp), None, "no mssfix, no cap");
+    let off = Some(Mssfix {
+        size: Some(0),
+        mode: MssfixMode::Payload,
+    });
+    assert_eq!(
+        up_mss(off, TransportKind::Udp),
+        None,
+        "mssfix 0 turns it off"
+    );
 }
 
 #[test]
