@@ -29,6 +29,8 @@ pub mod congestion;
 pub mod rtt;
 
 #[cfg(test)]
+mod close_tests;
+#[cfg(test)]
 mod tests;
 
 use core::fmt;
