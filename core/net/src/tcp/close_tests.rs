@@ -503,3 +503,66 @@ fn fin_wait_2_lasts_while_the_application_holds_the_socket() {
     send(&mut c.socket, 3_600_001, &data);
     expect(&mut c.socket, 3_600_001, &[ack]);
 }
+
+/// A released socket does not wait in FIN-WAIT-2 for ever: a peer that never closes its
+/// direction would keep it (and whatever it sent, unread) for as long as it lives. The
+/// timeout starts when our FIN is acknowledged, data does not restart it, and the socket
+/// closes without a reset; the peer's next segment gets one.
+#[test]
+fn a_released_socket_leaves_fin_wait_2_after_the_timeout() {
+    let timeout = config().fin_wait_2_timeout;
+    assert_eq!(timeout, Duration::from_secs(60));
+    let mut s = established();
+    s.release(at(0));
+    assert_eq!(s.state(), FinWait1);
+    expect(&mut s, 0, &[our_fin(PEER_FIN, BUF as u16)]);
+    send(&mut s, 10, &ack_of(OUR_FIN + 1));
+    assert_eq!(s.state(), FinWait2);
+    let end = 10 + timeout.as_millis() as u64;
+    assert_eq!(s.poll_at(), Some(at(end)));
+    let data = TcpRepr {
+        payload: b"late",
+        ..ack_of(OUR_FIN + 1)
+    };
+    send(&mut s, 30_000, &data);
+    expect(
+        &mut s,
+        30_000,
+        &[our_ack(OUR_FIN + 1, PEER_FIN + 4, (BUF - 4) as u16)],
+    );
+    expect_nothing(&mut s, end - 1);
+    assert_eq!(s.state(), FinWait2);
+    expect_nothing(&mut s, end);
+    assert_eq!(s.state(), Closed);
+    assert_eq!(s.error(), None);
+    assert!(s.take_events().contains(Events::CLOSED));
+    assert_eq!(s.poll_at(), None);
+    let fin = TcpRepr {
+        seq_number: PEER_FIN + 4,
+        ..fin_from_peer(OUR_FIN + 1)
+    };
+    let reply = s.process(at(end + 1), remote(), local(), &fin);
+    assert_eq!(reply.map(|r| r.control), Some(TcpControl::Rst));
+}
+
+/// Released in FIN-WAIT-2, the timeout counts from the release; the peer's FIN within it
+/// leads to TIME-WAIT as usual, which then ends by itself.
+#[test]
+fn a_socket_released_in_fin_wait_2_still_completes_the_close() {
+    let time_wait = config().time_wait;
+    let mut c = reach(FinWait2);
+    c.socket.release(at(1_000));
+    assert_eq!(
+        c.socket.poll_at(),
+        Some(at(1_000) + config().fin_wait_2_timeout)
+    );
+    let (fin, ack) = (c.segment(Fin), c.ack(1));
+    send(&mut c.socket, 2_000, &fin);
+    assert_eq!(c.socket.state(), TimeWait);
+    expect(&mut c.socket, 2_000, &[ack]);
+    assert_eq!(c.socket.poll_at(), Some(at(2_000) + time_wait));
+    expect_nothing(&mut c.socket, 61_000);
+    assert_eq!(c.socket.state(), TimeWait);
+    expect_nothing(&mut c.socket, 2_000 + time_wait.as_millis() as u64);
+    assert_eq!(c.socket.state(), Closed);
+}
