@@ -868,7 +868,7 @@ impl<T: Tunnel> Client<T> {
                 }
             }
             if let Some(socket) = self.stack.socket_mut(handle) {
-                socket.close();
+                socket.release(now);
                 self.closing.insert(handle);
                 self.reap(handle);
             }
@@ -891,7 +891,8 @@ impl<T: Tunnel> Client<T> {
             } else {
                 // Bytes still queued are delivered before the FIN: a connection whose client
                 // finished first (its last bytes in flight to a slow peer) loses nothing.
-                socket.close();
+                // Released, the socket does not wait for the peer's FIN for ever.
+                socket.release(self.now);
             }
             self.closing.insert(handle);
             self.reap(handle);

@@ -335,7 +335,7 @@ struct TimeWait {
     seq: SeqNumber,
     /// What we acknowledge (after the peer's FIN).
     ack: SeqNumber,
-    /// When TIME-WAIT ends.
+    /// When TIME-WAIT ends: 2 MSL after we acknowledged the peer's FIN the last time.
     until: Instant,
 }
 
@@ -1379,17 +1379,34 @@ impl Stack {
         repr: &TcpRepr<'_>,
     ) -> Option<Option<TcpRepr<'static>>> {
         let key = (local, remote);
-        let entry = *self.time_wait.get(&key)?;
-        if now >= entry.until || repr.control == TcpControl::Syn {
-            // Over, or a new connection: the connection is forgotten and the segment is
-            // answered as for no socket.
+        let time_wait = self.tcp_config.time_wait;
+        let entry = self.time_wait.get_mut(&key)?;
+        let new_syn = repr.control == TcpControl::Syn
+            && repr.ack_number.is_none()
+            && repr.seq_number > entry.ack;
+        if now >= entry.until || new_syn {
+            // Over, or a new connection, which may reuse the ports once its SYN is above
+            // everything the old one used (RFC 1122 section 4.2.2.13): the connection is
+            // forgotten and the segment is answered as for no socket. An older SYN is an old
+            // duplicate, answered with the ACK below.
             self.time_wait.remove(&key);
             return None;
         }
-        if repr.control == TcpControl::Rst {
-            self.time_wait.remove(&key);
-            return Some(None);
+        match repr.control {
+            // Only a RST at the sequence number we expect ends TIME-WAIT (RFC 5961 section
+            // 3.2, which RFC 9293 adopts); others are dropped unanswered, as Linux drops them
+            // in TIME-WAIT (no window is left to challenge them in).
+            TcpControl::Rst if repr.seq_number == entry.ack => {
+                self.time_wait.remove(&key);
+                return Some(None);
+            }
+            TcpControl::Rst => return Some(None),
+            // The peer did not hear our final ACK: 2 MSL start again from its retransmission
+            // (RFC 9293 section 3.10.7.4), which it may repeat for as long as it retries.
+            TcpControl::Fin => entry.until = now + time_wait,
+            _ => {}
         }
+        let entry = *entry;
         self.stats.time_wait_acks += 1;
         Some(Some(TcpRepr {
             src_port: local.port(),
@@ -1765,6 +1782,214 @@ mod tests {
         let len = stack.poll_egress(at(61_000), &mut buf).unwrap();
         assert_eq!(parse(&buf[..len]).1.control, TcpControl::Rst);
         assert!(stack.time_wait.is_empty());
+    }
+
+    /// A connection closed by us, then by the peer, and removed from the stack in TIME-WAIT
+    /// at 3 ms: what is left of it is the stack's TIME-WAIT record.
+    struct RemovedInTimeWait {
+        stack: Stack,
+        peer: SocketAddr,
+        us: SocketAddr,
+        /// Our next sequence number (after our FIN).
+        our_next: SeqNumber,
+        /// The peer's next sequence number (after its FIN): what we acknowledge.
+        peer_next: SeqNumber,
+    }
+
+    /// A segment's control, sequence and acknowledgment numbers: what the record's answers
+    /// are checked by.
+    type Answer = (TcpControl, SeqNumber, Option<SeqNumber>);
+
+    impl RemovedInTimeWait {
+        fn new() -> Self {
+            let config = TcpConfig {
+                timestamps: false,
+                ..TcpConfig::default()
+            };
+            let mut stack = Stack::new(&tunnel(2), config, &Seed::from_byte(1));
+            let peer = addr(1, 80);
+            let handle = stack.connect(Instant::ZERO, peer).unwrap();
+            let mut buf = [0u8; 1400];
+            let len = stack.poll_egress(Instant::ZERO, &mut buf).unwrap();
+            let (_, syn) = parse(&buf[..len]);
+            let us = SocketAddr::V4(SocketAddrV4::new(v4(2), syn.src_port));
+            let our_fin = syn.seq_number + 1;
+            let mut this = Self {
+                stack,
+                peer,
+                us,
+                our_next: our_fin + 1,
+                peer_next: SeqNumber(502),
+            };
+            let syn_ack = TcpRepr {
+                ack_number: Some(our_fin),
+                max_seg_size: Some(1360),
+                ..this.segment(SeqNumber(500), TcpControl::Syn, &[])
+            };
+            this.exchange(1, &syn_ack);
+            this.stack.socket_mut(handle).unwrap().close();
+            let len = this
+                .stack
+                .poll_egress(Instant::from_millis(2), &mut buf)
+                .unwrap();
+            assert_eq!(parse(&buf[..len]).1.control, TcpControl::Fin);
+            let fin = this.peer_fin();
+            assert_eq!(this.exchange(3, &fin), [this.ack()]);
+            assert_eq!(
+                this.stack.socket(handle).map(TcpSocket::state),
+                Some(tcp::State::TimeWait)
+            );
+            this.stack.remove(handle);
+            assert_eq!(this.answers(3), []);
+            assert_eq!(this.stack.time_wait.len(), 1);
+            this
+        }
+
+        /// A segment from the peer, acknowledging our FIN.
+        fn segment(
+            &self,
+            seq: SeqNumber,
+            control: TcpControl,
+            payload: &'static [u8],
+        ) -> TcpRepr<'static> {
+            TcpRepr {
+                src_port: self.peer.port(),
+                dst_port: self.us.port(),
+                control,
+                seq_number: seq,
+                ack_number: Some(self.our_next),
+                window_len: 60_000,
+                payload,
+                ..TcpRepr::default()
+            }
+        }
+
+        fn peer_fin(&self) -> TcpRepr<'static> {
+            self.segment(self.peer_next - 1, TcpControl::Fin, &[])
+        }
+
+        /// The record's ACK.
+        fn ack(&self) -> Answer {
+            (TcpControl::None, self.our_next, Some(self.peer_next))
+        }
+
+        /// The answer to a segment for no connection at all.
+        fn reset(&self) -> Answer {
+            (TcpControl::Rst, self.our_next, None)
+        }
+
+        /// What the stack sends at `ms` (after anything it received).
+        fn answers(&mut self, ms: u64) -> Vec<Answer> {
+            let mut buf = [0u8; 1400];
+            let mut answers = Vec::new();
+            while let Some(len) = self.stack.poll_egress(Instant::from_millis(ms), &mut buf) {
+                let (_, repr) = parse(&buf[..len]);
+                answers.push((repr.control, repr.seq_number, repr.ack_number));
+            }
+            answers
+        }
+
+        /// Hands the stack `repr` from the peer at `ms` and returns the answers.
+        fn exchange(&mut self, ms: u64, repr: &TcpRepr<'_>) -> Vec<Answer> {
+            let packet = packet_from(self.peer, self.us, repr);
+            self.stack
+                .ingress(Instant::from_millis(ms), &packet)
+                .unwrap();
+            self.answers(ms)
+        }
+    }
+
+    /// The record answers as the socket did in TIME-WAIT (see `tcp::close_tests`): a
+    /// retransmitted FIN, data, a pure ACK, an out-of-window segment, RSTs and SYNs, each
+    /// with the exact answer and whether the record is kept.
+    #[test]
+    fn the_time_wait_record_answers_each_segment_as_the_socket_would() {
+        let probe = RemovedInTimeWait::new();
+        let (next, fin) = (probe.peer_next, probe.peer_fin());
+        let cases: [(&str, TcpRepr<'static>, Vec<Answer>, bool); 8] = [
+            ("retransmitted FIN", fin, vec![probe.ack()], true),
+            (
+                "data after the FIN",
+                probe.segment(next, TcpControl::Psh, b"late"),
+                vec![probe.ack()],
+                true,
+            ),
+            (
+                "pure ACK",
+                probe.segment(next, TcpControl::None, &[]),
+                vec![probe.ack()],
+                true,
+            ),
+            (
+                "out of window",
+                probe.segment(next + 1_000_000, TcpControl::Psh, b"x"),
+                vec![probe.ack()],
+                true,
+            ),
+            // Only an exact RST ends TIME-WAIT (RFC 5961 section 3.2); another is dropped
+            // without an answer, as Linux drops it in TIME-WAIT.
+            (
+                "exact RST",
+                probe.segment(next, TcpControl::Rst, &[]),
+                vec![],
+                false,
+            ),
+            (
+                "inexact RST",
+                probe.segment(next + 100, TcpControl::Rst, &[]),
+                vec![],
+                true,
+            ),
+            // A SYN above everything the old connection used may open a new one (RFC 1122
+            // section 4.2.2.13); with no listener, it is refused as for no connection.
+            (
+                "new SYN",
+                TcpRepr {
+                    ack_number: None,
+                    ..probe.segment(next + 10_000, TcpControl::Syn, &[])
+                },
+                vec![(TcpControl::Rst, SeqNumber(0), Some(next + 10_001))],
+                false,
+            ),
+            // An older one is an old duplicate: it gets the ACK, like any other segment.
+            (
+                "old SYN",
+                TcpRepr {
+                    ack_number: None,
+                    ..probe.segment(next - 100, TcpControl::Syn, &[])
+                },
+                vec![probe.ack()],
+                true,
+            ),
+        ];
+        for (name, segment, answer, kept) in cases {
+            let mut t = RemovedInTimeWait::new();
+            assert_eq!(t.exchange(1_000, &segment), answer, "{name}");
+            assert_eq!(t.stack.time_wait.len(), usize::from(kept), "{name}");
+            // A kept record still acknowledges the FIN; a forgotten one is reset.
+            let fin = t.peer_fin();
+            let then = if kept { t.ack() } else { t.reset() };
+            assert_eq!(t.exchange(1_001, &fin), [then], "{name}: then");
+        }
+    }
+
+    /// RFC 9293 section 3.10.7.4: a retransmitted FIN in TIME-WAIT restarts the 2 MSL
+    /// timeout, in the record as in the socket: the peer that sent it has not heard our ACK
+    /// and may send it again for as long as its own retransmissions go on.
+    #[test]
+    fn a_retransmitted_fin_restarts_the_time_wait_record() {
+        let mut t = RemovedInTimeWait::new();
+        let fin = t.peer_fin();
+        // The record was made at 3 ms, to last until 60 003 ms; the FIN at 30 s moves that to
+        // 90 s.
+        assert_eq!(t.exchange(30_000, &fin), [t.ack()]);
+        let data = t.segment(t.peer_next, TcpControl::Psh, b"late");
+        assert_eq!(t.exchange(60_003, &data), [t.ack()]);
+        // Neither data nor a pure ACK moves it again.
+        let ack = t.segment(t.peer_next, TcpControl::None, &[]);
+        assert_eq!(t.exchange(89_999, &ack), [t.ack()]);
+        assert_eq!(t.exchange(90_000, &fin), [t.reset()]);
+        assert!(t.stack.time_wait.is_empty());
     }
 
     #[test]

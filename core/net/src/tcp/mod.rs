@@ -29,6 +29,8 @@ pub mod congestion;
 pub mod rtt;
 
 #[cfg(test)]
+mod close_tests;
+#[cfg(test)]
 mod tests;
 
 use core::fmt;
@@ -253,6 +255,12 @@ pub struct TcpConfig {
     pub keep_alive_probes: u32,
     /// How long TIME-WAIT lasts (2 MSL).
     pub time_wait: Duration,
+    /// How long a socket the application released ([`TcpSocket::release`]) waits in
+    /// FIN-WAIT-2 for the peer's FIN before it closes (Linux's `tcp_fin_timeout`). A peer that
+    /// never closes its direction would otherwise keep the socket for ever, with nobody left
+    /// to read what it sends. A socket the application still holds waits as long as it is
+    /// held, since the application may still be reading.
+    pub fin_wait_2_timeout: Duration,
     /// The retransmission timeout before any RTT sample.
     pub initial_rto: Duration,
     /// The lowest retransmission timeout.
@@ -325,6 +333,7 @@ impl Default for TcpConfig {
             keep_alive: None,
             keep_alive_probes: 9,
             time_wait: Duration::from_secs(60),
+            fin_wait_2_timeout: Duration::from_secs(60),
             initial_rto: Duration::from_secs(1),
             min_rto: Duration::from_millis(200),
             max_rto: Duration::from_secs(60),
@@ -441,6 +450,8 @@ pub struct TcpSocket {
     sack_history: [Option<SackRecord>; SACK_HISTORY],
     remote_fin: Option<SeqNumber>,
     fin_received: bool,
+    /// The application let go of the socket ([`TcpSocket::release`]): nobody reads any more.
+    released: bool,
 
     // Negotiated options.
     ws_enabled: bool,
@@ -467,6 +478,8 @@ pub struct TcpSocket {
     persist_fired: bool,
     unanswered_probes: u32,
     time_wait_at: Option<Instant>,
+    /// When a released socket stops waiting in FIN-WAIT-2.
+    fin_wait_2_at: Option<Instant>,
     keepalive_at: Option<Instant>,
     keepalive_probe: bool,
     /// When to free empty buffers, and when data last moved (the timer is rearmed lazily
@@ -555,6 +568,7 @@ impl TcpSocket {
             sack_history: [None; SACK_HISTORY],
             remote_fin: None,
             fin_received: false,
+            released: false,
             ws_enabled: false,
             ts_enabled: false,
             sack_enabled: false,
@@ -573,6 +587,7 @@ impl TcpSocket {
             persist_fired: false,
             unanswered_probes: 0,
             time_wait_at: None,
+            fin_wait_2_at: None,
             keepalive_at: None,
             keepalive_probe: false,
             idle_release_at: None,
@@ -849,7 +864,8 @@ impl TcpSocket {
     }
 
     /// Closes our direction: a FIN follows the queued data (after the handshake, when it is
-    /// still under way). Reading stays possible until the peer closes too. Closing a
+    /// still under way). Reading stays possible until the peer closes too, for as long as it
+    /// takes; [`release`](Self::release) instead once nothing will be read. Closing a
     /// listening socket just closes it; [`abort`](Self::abort) cancels a connection attempt.
     pub fn close(&mut self) {
         match self.state {
@@ -869,6 +885,25 @@ impl TcpSocket {
                 self.set_state(State::LastAck);
             }
             _ => {}
+        }
+    }
+
+    /// The application is done with the socket: it closes our direction as
+    /// [`close`](Self::close) does, and will read no more. Whatever is queued is still
+    /// delivered before our FIN; but once the FIN is acknowledged, the socket waits for the
+    /// peer's at most [`TcpConfig::fin_wait_2_timeout`], then closes without a reset (as
+    /// Linux closes an orphaned socket after `tcp_fin_timeout`). Every other closing state
+    /// ends by itself already: through the retransmission limit or TIME-WAIT.
+    pub fn release(&mut self, now: Instant) {
+        self.close();
+        self.released = true;
+        self.arm_fin_wait_2(now);
+    }
+
+    /// Starts the FIN-WAIT-2 timeout of a released socket.
+    fn arm_fin_wait_2(&mut self, now: Instant) {
+        if self.released && self.state == State::FinWait2 && self.fin_wait_2_at.is_none() {
+            self.fin_wait_2_at = Some(now + self.config.fin_wait_2_timeout);
         }
     }
 
@@ -1012,7 +1047,10 @@ impl TcpSocket {
         let fin_acked = self.process_ack(now, seg, ack);
         if fin_acked {
             match self.state {
-                State::FinWait1 => self.set_state(State::FinWait2),
+                State::FinWait1 => {
+                    self.set_state(State::FinWait2);
+                    self.arm_fin_wait_2(now);
+                }
                 State::Closing => self.enter_time_wait(now),
                 State::LastAck => self.set_state(State::Closed),
                 _ => {}
@@ -1441,6 +1479,7 @@ impl TcpSocket {
     fn enter_time_wait(&mut self, now: Instant) {
         self.set_state(State::TimeWait);
         self.time_wait_at = Some(now + self.config.time_wait);
+        self.fin_wait_2_at = None;
         self.rto_at = None;
         self.persist_at = None;
         self.keepalive_at = None;
@@ -1648,6 +1687,7 @@ impl TcpSocket {
             self.delayed_ack_at,
             self.persist_at,
             self.time_wait_at,
+            self.fin_wait_2_at,
             self.keepalive_at,
             self.idle_release_at
                 .filter(|_| self.has_releasable_buffers()),
@@ -1660,6 +1700,13 @@ impl TcpSocket {
     fn run_timers(&mut self, now: Instant) {
         if self.time_wait_at.is_some_and(|at| now >= at) {
             self.time_wait_at = None;
+            self.set_state(State::Closed);
+            return;
+        }
+        if self.fin_wait_2_at.is_some_and(|at| now >= at) {
+            // Released, and the peer never closed: nobody would read what it still sends.
+            // Closing without a reset is what Linux does; a later segment gets one.
+            self.fin_wait_2_at = None;
             self.set_state(State::Closed);
             return;
         }
@@ -2307,6 +2354,7 @@ impl TcpSocket {
                 self.delayed_ack_at = None;
                 self.keepalive_at = None;
                 self.time_wait_at = None;
+                self.fin_wait_2_at = None;
                 self.idle_release_at = None;
                 self.syn_pending = false;
                 self.ack_now = false;

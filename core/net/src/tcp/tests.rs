@@ -7,26 +7,26 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 const LOCAL_PORT: u16 = 80;
 const REMOTE_PORT: u16 = 49_500;
-const LOCAL_SEQ: SeqNumber = SeqNumber(10_000);
+pub(super) const LOCAL_SEQ: SeqNumber = SeqNumber(10_000);
 /// Close to the wrap, so every test also exercises modular sequence arithmetic.
-const REMOTE_SEQ: SeqNumber = SeqNumber(u32::MAX - 1_000);
-const BUF: usize = 64_000;
+pub(super) const REMOTE_SEQ: SeqNumber = SeqNumber(u32::MAX - 1_000);
+pub(super) const BUF: usize = 64_000;
 const MSS: usize = 1460;
 
-fn local() -> SocketAddr {
+pub(super) fn local() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), LOCAL_PORT))
 }
 
-fn remote() -> SocketAddr {
+pub(super) fn remote() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), REMOTE_PORT))
 }
 
-fn at(ms: u64) -> Instant {
+pub(super) fn at(ms: u64) -> Instant {
     Instant::from_millis(ms)
 }
 
 /// Plain TCP: no options beyond MSS, no delayed ACK, NewReno; tests switch features on.
-fn config() -> TcpConfig {
+pub(super) fn config() -> TcpConfig {
     TcpConfig {
         rx_buffer_size: BUF,
         tx_buffer_size: BUF,
@@ -52,7 +52,7 @@ fn force_iss(s: &mut TcpSocket) {
 }
 
 /// A segment from the peer.
-fn send_templ() -> TcpRepr<'static> {
+pub(super) fn send_templ() -> TcpRepr<'static> {
     TcpRepr {
         src_port: REMOTE_PORT,
         dst_port: LOCAL_PORT,
@@ -64,7 +64,7 @@ fn send_templ() -> TcpRepr<'static> {
 }
 
 /// A segment from the socket.
-fn recv_templ() -> TcpRepr<'static> {
+pub(super) fn recv_templ() -> TcpRepr<'static> {
     TcpRepr {
         src_port: LOCAL_PORT,
         dst_port: REMOTE_PORT,
@@ -92,7 +92,7 @@ fn out(repr: &TcpRepr<'_>) -> Out {
     }
 }
 
-fn send(s: &mut TcpSocket, ms: u64, repr: &TcpRepr<'_>) {
+pub(super) fn send(s: &mut TcpSocket, ms: u64, repr: &TcpRepr<'_>) {
     let reply = s.process(at(ms), remote(), local(), repr);
     assert_eq!(reply, None, "unexpected immediate reply");
 }
@@ -106,13 +106,13 @@ fn recv_all(s: &mut TcpSocket, ms: u64) -> Vec<Out> {
     outs
 }
 
-fn expect(s: &mut TcpSocket, ms: u64, expected: &[TcpRepr<'_>]) {
+pub(super) fn expect(s: &mut TcpSocket, ms: u64, expected: &[TcpRepr<'_>]) {
     let got = recv_all(s, ms);
     let want: Vec<Out> = expected.iter().map(out).collect();
     assert_eq!(got, want, "at {ms} ms");
 }
 
-fn expect_nothing(s: &mut TcpSocket, ms: u64) {
+pub(super) fn expect_nothing(s: &mut TcpSocket, ms: u64) {
     expect(s, ms, &[]);
 }
 
@@ -152,7 +152,7 @@ fn established_with(config: TcpConfig, syn: TcpRepr<'static>) -> TcpSocket {
     s
 }
 
-fn established() -> TcpSocket {
+pub(super) fn established() -> TcpSocket {
     established_with(config(), syn_from_peer())
 }
 
