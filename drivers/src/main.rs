@@ -364,7 +364,10 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
             }
             let stop = $d.stop_handle();
             ctrlc::set_handler(move || stop.stop()).context("cannot install the Ctrl-C handler")?;
-            $run?
+            let failure = $run?;
+            // What was dropped and why, for the whole run: the last line on stderr.
+            eprintln!("erebus: totals: {}", $d.machine().stats());
+            failure
         }};
     }
     let failure = match args.runtime {
