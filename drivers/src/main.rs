@@ -434,7 +434,13 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
             }
             let stop = $d.stop_handle();
             ctrlc::set_handler(move || stop.stop()).context("cannot install the Ctrl-C handler")?;
-            $run?
+            let failure = $run?;
+            // Stopped (Ctrl-C, SIGTERM, the server closing): what moved and what was dropped,
+            // for the whole run, ends the log. A failure's reason stays the last line.
+            if failure.fault == Fault::Closed {
+                eprintln!("erebus: totals: {}", $d.machine().stats());
+            }
+            failure
         }};
     }
     let failure = match args.runtime {

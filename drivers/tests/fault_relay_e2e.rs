@@ -10,7 +10,11 @@
 //! - an MTU black hole (datagrams above 1,350 bytes vanish) stalls a download without
 //!   `mssfix`, and with `mssfix 1300` the download arrives whole;
 //! - over TCP, a stream cut into random small pieces still carries a checksummed download, and
-//!   after the relay resets the connection erebus reconnects by itself.
+//!   after the relay resets the connection erebus reconnects by itself;
+//! - hostile packets beside the real ones (replays, copies with a byte flipped or cut short,
+//!   spoofed datagrams from another port) cost no byte of a 64 MiB download nor the session,
+//!   and erebus's totals line counts every one it saw;
+//! - bursts of loss (runs of datagrams dropped together) cost no byte of a 16 MiB download.
 //!
 //! Each test asserts the relay's counters: the faults were injected, not merely configured.
 
@@ -447,4 +451,156 @@ fn chopped_tcp_stream_carries_the_download_with_mio() {
 #[test]
 fn chopped_tcp_stream_carries_the_download_with_smol() {
     chopped_tcp_stream_carries_the_download("smol");
+}
+
+/// A counter of the client namespace's UDP statistics (`/proc/net/snmp`), e.g. `NoPorts`.
+fn client_udp_counter(server: &OpenVpnServer, name: &str) -> u64 {
+    let cat = netns::find_program("cat").expect("cat is installed");
+    let output = server
+        .run_in_client(
+            RunAs::Root,
+            &[cat.to_str().unwrap(), "/proc/net/snmp"],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut udp = text.lines().filter(|line| line.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        panic!("no Udp lines in /proc/net/snmp:\n{text}");
+    };
+    let index = names
+        .split_whitespace()
+        .position(|field| field == name)
+        .unwrap_or_else(|| panic!("no {name} in {names}"));
+    values
+        .split_whitespace()
+        .nth(index)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The number just before `label` in erebus's last totals line.
+fn totals_figure(log: &str, label: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|line| line.starts_with("erebus: totals:"))
+        .unwrap_or_else(|| panic!("no totals line:\n{log}"));
+    let before = &line[..line
+        .find(label)
+        .unwrap_or_else(|| panic!("no {label:?} in {line}"))];
+    before
+        .split_whitespace()
+        .last()
+        .and_then(|figure| figure.parse().ok())
+        .unwrap_or_else(|| panic!("no figure before {label:?} in {line}"))
+}
+
+fn hostile_packets_cost_nothing(runtime: &str) {
+    if !netns::should_run_interop(&format!("hostile_packets_with_{runtime}")) {
+        return;
+    }
+    let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
+    let relay = udp_relay(&server, Faults::none());
+    let config = profile_via(&server, relay.listen_addr(), "");
+    let erebus = start(&server, &config, runtime, Duration::from_secs(30));
+    let no_ports = client_udp_counter(&server, "NoPorts");
+    // Once the session is up: the hostile packets go at the data channel.
+    relay.set_faults(Faults {
+        replay_per_mille: 30,
+        tamper_per_mille: 30,
+        truncate_per_mille: 30,
+        spoof_per_mille: 60,
+        ..Faults::none()
+    });
+    let started = Instant::now();
+    download(&server, 64 << 20, &[]);
+    let elapsed = started.elapsed();
+    relay.set_faults(Faults::none());
+    // What the relay still held has gone out.
+    std::thread::sleep(Duration::from_millis(100));
+    let refused = client_udp_counter(&server, "NoPorts") - no_ports;
+    assert_one_session(&server);
+    stop(&server, erebus);
+    let stats = relay.stats();
+    let injected = count(&stats.replayed) + count(&stats.tampered) + count(&stats.truncated);
+    let spoofed = count(&stats.spoofed);
+    let log = erebus_log(&server);
+    let from_server = totals_figure(&log, " from the server");
+    let foreign = totals_figure(&log, " from other addresses");
+    eprintln!(
+        "hostile packets with {runtime}, 64 MiB in {elapsed:?}: relay {}; erebus dropped \
+         {from_server} from the server for {injected} injected, {foreign} from other addresses \
+         and the kernel refused {refused} for {spoofed} spoofed\n{}",
+        stats.summary(),
+        log.lines()
+            .rev()
+            .find(|line| line.starts_with("erebus: totals:"))
+            .unwrap_or_default()
+    );
+    assert!(count(&stats.replayed) > 500, "{}", stats.summary());
+    assert!(count(&stats.tampered) > 500, "{}", stats.summary());
+    assert!(count(&stats.truncated) > 500, "{}", stats.summary());
+    assert!(spoofed > 2_000, "{}", stats.summary());
+    // Every injected copy was refused by the tunnel (a replayed copy may overtake its
+    // original, which is then the one refused: still one drop each).
+    assert!(from_server >= injected, "{from_server} < {injected}\n{log}");
+    // Every spoofed datagram was dropped: by erebus, or already by the kernel, since the
+    // socket is connected to the relay and takes nothing from another address.
+    assert!(
+        foreign + refused >= spoofed,
+        "{foreign} + {refused} < {spoofed}\n{log}"
+    );
+}
+
+#[test]
+fn hostile_packets_cost_nothing_with_mio() {
+    hostile_packets_cost_nothing("mio");
+}
+
+#[test]
+fn hostile_packets_cost_nothing_with_smol() {
+    hostile_packets_cost_nothing("smol");
+}
+
+fn burst_loss_loses_nothing(runtime: &str) {
+    if !netns::should_run_interop(&format!("burst_loss_with_{runtime}")) {
+        return;
+    }
+    let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
+    let relay = udp_relay(&server, Faults::none());
+    let config = profile_via(&server, relay.listen_addr(), "");
+    let erebus = start(&server, &config, runtime, Duration::from_secs(30));
+    // About one datagram in 200 starts a run of 8 lost together, each way: 4% of the
+    // datagrams, lost in bursts that take out whole windows' worth of segments.
+    relay.set_faults(Faults {
+        burst_per_mille: 5,
+        burst_len: 8,
+        delay: Duration::from_millis(1),
+        ..Faults::none()
+    });
+    let started = Instant::now();
+    download(&server, 16 << 20, &[]);
+    let stats = relay.stats();
+    eprintln!(
+        "16 MiB through burst loss with {runtime} in {:?}: {}",
+        started.elapsed(),
+        stats.summary()
+    );
+    // Several whole bursts, not only a stray lost datagram.
+    assert!(count(&stats.burst_lost) >= 8 * 10, "{}", stats.summary());
+    assert_eq!(count(&stats.lost), 0, "{}", stats.summary());
+    assert_one_session(&server);
+    stop(&server, erebus);
+}
+
+#[test]
+fn burst_loss_loses_nothing_with_mio() {
+    burst_loss_loses_nothing("mio");
+}
+
+#[test]
+fn burst_loss_loses_nothing_with_smol() {
+    burst_loss_loses_nothing("smol");
 }

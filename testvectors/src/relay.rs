@@ -8,7 +8,11 @@
 //! [`UdpRelay`] forwards datagrams both ways and applies [`Faults`] to each: independent loss,
 //! burst loss, reordering (a datagram held back), duplication, delay with jitter, an MTU black
 //! hole (datagrams above a size vanish without an ICMP error), and NAT rebinding (its upstream
-//! socket moves to a new source port, as a NAT that forgot the mapping does). [`TcpRelay`]
+//! socket moves to a new source port, as a NAT that forgot the mapping does). Toward the
+//! client it can also inject hostile packets beside the intact originals: replays of earlier
+//! datagrams, copies with a byte flipped or cut short, and spoofed datagrams (garbage, or
+//! copies of the server's) sent from another port, i.e. not from the address the client
+//! talks to. [`TcpRelay`]
 //! forwards one stream at a time, cutting it into random pieces with a delay between them, and
 //! can cut the connection as a middlebox that drops state does.
 //!
@@ -18,7 +22,7 @@
 //! configured.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, ErrorKind, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
@@ -54,7 +58,23 @@ pub struct Faults {
     pub jitter: Duration,
     /// The MTU black hole: datagrams with more payload bytes than this vanish.
     pub max_datagram: Option<usize>,
+    /// Toward the client only: probability that after a datagram one of the last
+    /// [`REPLAY_HISTORY`] ones is sent again, byte for byte.
+    pub replay_per_mille: u32,
+    /// Toward the client only: probability that a datagram is accompanied by a copy with
+    /// one byte flipped, sent just before or just after it (half and half).
+    pub tamper_per_mille: u32,
+    /// Toward the client only: probability that a datagram is accompanied by a copy cut
+    /// short (at least one byte kept, at least one cut), sent just before or after it.
+    pub truncate_per_mille: u32,
+    /// Toward the client only: probability that a datagram is accompanied by a spoofed one,
+    /// sent to the client from another port of the relay: random bytes or a copy of the
+    /// datagram, half and half.
+    pub spoof_per_mille: u32,
 }
+
+/// How many of the latest datagrams to the client a replay picks from.
+pub const REPLAY_HISTORY: usize = 32;
 
 impl Faults {
     /// No faults: a plain relay.
@@ -86,6 +106,14 @@ pub struct RelayStats {
     pub duplicated: AtomicU64,
     /// Datagrams that fell into the MTU black hole.
     pub too_big: AtomicU64,
+    /// Earlier datagrams sent to the client again.
+    pub replayed: AtomicU64,
+    /// Copies with a byte flipped sent to the client.
+    pub tampered: AtomicU64,
+    /// Copies cut short sent to the client.
+    pub truncated: AtomicU64,
+    /// Datagrams sent to the client from another port.
+    pub spoofed: AtomicU64,
     /// Times the upstream socket moved to a new source port.
     pub rebinds: AtomicU64,
     /// TCP connections accepted.
@@ -100,13 +128,18 @@ impl RelayStats {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         format!(
             "forwarded {}, lost {}, burst-lost {}, reordered {}, duplicated {}, too big {}, \
-             rebinds {}, connections {}, cuts {}",
+             replayed {}, tampered {}, truncated {}, spoofed {}, rebinds {}, connections {}, \
+             cuts {}",
             get(&self.forwarded),
             get(&self.lost),
             get(&self.burst_lost),
             get(&self.reordered),
             get(&self.duplicated),
             get(&self.too_big),
+            get(&self.replayed),
+            get(&self.tampered),
+            get(&self.truncated),
+            get(&self.spoofed),
             get(&self.rebinds),
             get(&self.connections),
             get(&self.cuts)
@@ -207,6 +240,8 @@ trait Bound {
 enum Direction {
     ToServer,
     ToClient,
+    /// To the client, from the relay's other port.
+    Spoofed,
 }
 
 /// A datagram waiting for its release time.
@@ -215,6 +250,8 @@ type Pending = Reverse<(Instant, u64, Direction, Vec<u8>)>;
 struct UdpState {
     listen: UdpSocket,
     upstream: UdpSocket,
+    /// Where spoofed datagrams come from: the relay's address, another port.
+    spoofer: UdpSocket,
     server: SocketAddr,
 }
 
@@ -226,15 +263,26 @@ impl Bound for UdpState {
     }
 }
 
-/// The per-direction fault state: its generator and the burst in progress.
+/// The per-direction fault state: its generator, the burst in progress, and the latest
+/// datagrams (for replays).
 struct FaultDice {
     rng: SeededRng,
     burst_left: u32,
+    history: VecDeque<Vec<u8>>,
 }
 
 impl FaultDice {
     fn roll(&mut self, per_mille: u32) -> bool {
         per_mille > 0 && self.rng.below(1000) < per_mille
+    }
+
+    /// A number in `0..bound`, 0 for an empty range.
+    fn below(&mut self, bound: usize) -> usize {
+        match u32::try_from(bound) {
+            Ok(0) => 0,
+            Ok(bound) => self.rng.below(bound) as usize,
+            Err(_) => self.rng.next_u64() as usize % bound,
+        }
     }
 
     fn jitter(&mut self, max: Duration) -> Duration {
@@ -276,9 +324,19 @@ impl UdpRelay {
                 let listen = UdpSocket::bind(listen)
                     .map_err(io_error(format!("binding the relay to {listen}")))?;
                 let upstream = upstream_socket(server)?;
+                let spoofer = UdpSocket::bind(SocketAddr::new(
+                    listen
+                        .local_addr()
+                        .map_err(io_error("the relay's address".into()))?
+                        .ip(),
+                    0,
+                ))
+                .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
+                .map_err(io_error("binding the relay's spoofing socket".into()))?;
                 Ok(UdpState {
                     listen,
                     upstream,
+                    spoofer,
                     server,
                 })
             },
@@ -350,6 +408,7 @@ fn run_udp(mut state: UdpState, shared: &Shared, seeds: [Seed; 2]) {
     let mut dice = seeds.map(|seed| FaultDice {
         rng: seed.rng(),
         burst_left: 0,
+        history: VecDeque::with_capacity(REPLAY_HISTORY),
     });
     let mut queue: BinaryHeap<Pending> = BinaryHeap::new();
     let mut sequence = 0u64;
@@ -422,6 +481,11 @@ fn run_udp(mut state: UdpState, shared: &Shared, seeds: [Seed; 2]) {
                 Direction::ToClient => {
                     client.is_some_and(|to| state.listen.send_to(&datagram, to).is_ok())
                 }
+                Direction::Spoofed => {
+                    // Counted whether or not the client's socket takes it: the kernel drops
+                    // a datagram a connected socket is not connected to.
+                    client.is_some_and(|to| state.spoofer.send_to(&datagram, to).is_ok())
+                }
             };
             if sent {
                 stats.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -471,9 +535,70 @@ fn schedule(
     } else {
         1
     };
-    for _ in 0..copies {
+    // `early`: just ahead of the original, so the client meets the forgery first.
+    let mut push = |direction: Direction, bytes: Vec<u8>, early: bool| {
         *sequence += 1;
-        queue.push(Reverse((at, *sequence, direction, datagram.to_vec())));
+        let at = if early {
+            at.checked_sub(Duration::from_nanos(1)).unwrap_or(at)
+        } else {
+            at
+        };
+        queue.push(Reverse((at, *sequence, direction, bytes)));
+    };
+    for _ in 0..copies {
+        push(direction, datagram.to_vec(), false);
+    }
+    if direction != Direction::ToClient {
+        return;
+    }
+    // The hostile extras, beside the intact original: a replay after it, a damaged copy
+    // before or after it (half and half), a spoofed one with it.
+    if dice.roll(faults.replay_per_mille) && !dice.history.is_empty() {
+        let back = dice.below(dice.history.len());
+        if let Some(earlier) = dice.history.get(dice.history.len() - 1 - back) {
+            push(Direction::ToClient, earlier.clone(), false);
+            count(&stats.replayed);
+        }
+    }
+    if dice.roll(faults.tamper_per_mille) && !datagram.is_empty() {
+        let mut copy = datagram.to_vec();
+        let at = dice.below(copy.len());
+        // A non-zero mask: the byte always changes.
+        let mask = 1 + dice.below(255) as u8;
+        if let Some(byte) = copy.get_mut(at) {
+            *byte ^= mask;
+        }
+        let early = dice.roll(500);
+        push(Direction::ToClient, copy, early);
+        count(&stats.tampered);
+    }
+    if dice.roll(faults.truncate_per_mille) && datagram.len() > 1 {
+        let keep = 1 + dice.below(datagram.len() - 1);
+        let early = dice.roll(500);
+        push(Direction::ToClient, datagram[..keep].to_vec(), early);
+        count(&stats.truncated);
+    }
+    if dice.roll(faults.spoof_per_mille) {
+        let bytes = if dice.roll(500) {
+            datagram.to_vec()
+        } else {
+            let mut garbage = vec![0; 1 + dice.below(1400)];
+            dice.rng.fill(&mut garbage);
+            garbage
+        };
+        push(Direction::Spoofed, bytes, false);
+        count(&stats.spoofed);
+    }
+    if faults.replay_per_mille > 0 {
+        // The oldest buffer is reused for the newest datagram.
+        let mut slot = if dice.history.len() == REPLAY_HISTORY {
+            dice.history.pop_front().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        slot.clear();
+        slot.extend_from_slice(datagram);
+        dice.history.push_back(slot);
     }
 }
 

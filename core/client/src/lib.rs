@@ -23,6 +23,7 @@ pub mod link;
 pub mod ping;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
@@ -39,7 +40,8 @@ use erebus_sansio::io::{
     TransportEvent,
 };
 use erebus_sansio::tunnel::{
-    Decapsulated, TransportKind, TransportSpec, Tunnel, TunnelConfig, TunnelEvent,
+    Decapsulated, DropReason, DropTally, TransportKind, TransportSpec, Tunnel, TunnelConfig,
+    TunnelEvent,
 };
 use erebus_sansio::{Driven, Instant, Seed};
 
@@ -126,10 +128,14 @@ pub struct ClientStats {
     pub packets_in: u64,
     /// Outer packets sent to the server.
     pub packets_out: u64,
-    /// Outer packets the tunnel dropped (bad, replayed, not ready).
-    pub tunnel_drops: u64,
+    /// Outer packets from the server that the tunnel dropped, by reason: malformed,
+    /// unauthentic, replayed, for no current key, before the keys, unsupported.
+    pub server_drops: DropTally,
     /// Inner packets the stack dropped.
     pub stack_drops: u64,
+    /// Inner packets the stack sent that the tunnel could not take (no session yet, or too
+    /// big); TCP sends again what matters.
+    pub unsent: u64,
     /// Local connections accepted.
     pub connections: u64,
     /// Outer packets from an address other than the server's, dropped unread.
@@ -140,6 +146,40 @@ pub struct ClientStats {
     pub refused_connections: u64,
     /// Requests refused because [`Limits::dns_lookups`] lookups were in progress.
     pub refused_lookups: u64,
+}
+
+impl ClientStats {
+    /// Outer packets from the server that the tunnel dropped, whatever the reason.
+    pub const fn tunnel_drops(&self) -> u64 {
+        self.server_drops.total()
+    }
+}
+
+/// The totals a person reads when the session ends: packets each way and every drop, the
+/// server's broken down by reason (only the reasons that happened).
+impl fmt::Display for ClientStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "packets in {}, out {}; dropped: {} from the server (bad, replayed or unexpected",
+            self.packets_in,
+            self.packets_out,
+            self.tunnel_drops()
+        )?;
+        let mut first = true;
+        for (reason, count) in self.server_drops.by_reason() {
+            if count > 0 {
+                f.write_str(if first { ": " } else { ", " })?;
+                write!(f, "{count} {reason}")?;
+                first = false;
+            }
+        }
+        write!(
+            f,
+            "), {} from other addresses, {} inner packets; {} inner packets not sent",
+            self.foreign_packets, self.stack_drops, self.unsent
+        )
+    }
 }
 
 /// A local command with no bytes, queued until the next drain.
@@ -364,7 +404,8 @@ impl<T: Tunnel> Client<T> {
 
     fn datagram(&mut self, bytes: &[u8]) {
         let Some(packet) = self.rx.get_mut(..bytes.len()) else {
-            self.stats.tunnel_drops += 1;
+            self.stats.packets_in += 1;
+            self.dropped(DropReason::Malformed);
             return;
         };
         packet.copy_from_slice(bytes);
@@ -420,26 +461,28 @@ impl<T: Tunnel> Client<T> {
                 }
                 Ok(Decapsulated::Consumed) => {}
                 Err(reason) => {
-                    stats.tunnel_drops += 1;
+                    stats.server_drops.record(reason);
                     tracing::debug!("dropped a packet from the server: {reason}");
                 }
             }
         }
     }
 
-    fn decapsulated(
-        &mut self,
-        result: Result<Decapsulated, erebus_sansio::tunnel::DropReason>,
-    ) -> Option<Range<usize>> {
+    fn decapsulated(&mut self, result: Result<Decapsulated, DropReason>) -> Option<Range<usize>> {
         match result {
             Ok(Decapsulated::Inner(range)) => Some(range),
             Ok(Decapsulated::Consumed) => None,
             Err(reason) => {
-                self.stats.tunnel_drops += 1;
-                tracing::debug!("dropped a packet from the server: {reason}");
+                self.dropped(reason);
                 None
             }
         }
+    }
+
+    /// Counts an outer packet from the server that the tunnel dropped.
+    fn dropped(&mut self, reason: DropReason) {
+        self.stats.server_drops.record(reason);
+        tracing::debug!("dropped a packet from the server: {reason}");
     }
 
     fn on_local(&mut self, id: ConnId, event: LocalEvent<'_>) -> Result<(), InputError> {
@@ -1057,7 +1100,7 @@ impl<T: Tunnel> Client<T> {
                 }
                 Err(reason) => {
                     // Not up yet or the packet cannot go: TCP retransmits what matters.
-                    self.stats.tunnel_drops += 1;
+                    self.stats.unsent += 1;
                     tracing::debug!("inner packet not sent: {reason}");
                 }
             }

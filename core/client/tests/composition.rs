@@ -38,6 +38,14 @@ fn up_config() -> TunnelConfig {
     }
 }
 
+/// First bytes of outer packets the pass-through tunnel refuses, each for its reason. No inner
+/// IP packet starts with them: the version nibble is 4 or 6.
+const REFUSED: [(u8, DropReason); 3] = [
+    (0xd1, DropReason::Replayed),
+    (0xd2, DropReason::Unauthentic),
+    (0xd3, DropReason::Malformed),
+];
+
 /// A tunnel that carries inner packets as they are, up at once. The test can queue more
 /// events for it (a lost session, a new one) through the shared queue.
 struct PassThrough {
@@ -59,6 +67,12 @@ impl Tunnel for PassThrough {
         self.closed_by_transport.borrow_mut().push(error);
     }
     fn decapsulate(&mut self, _: Instant, packet: &mut [u8]) -> Result<Decapsulated, DropReason> {
+        if let Some((_, reason)) = REFUSED
+            .iter()
+            .find(|(first, _)| packet.first() == Some(first))
+        {
+            return Err(*reason);
+        }
         Ok(Decapsulated::Inner(0..packet.len()))
     }
     fn encapsulate(
@@ -750,6 +764,57 @@ fn packets_from_another_address_are_dropped_and_counted() {
     let after = world.client.stats();
     assert_eq!(after.foreign_packets, before.foreign_packets + 1);
     assert_eq!(after.packets_in, before.packets_in);
+}
+
+#[test]
+fn every_drop_is_counted_by_where_it_came_from_and_why() {
+    let mut world = World::new();
+    let before = world.client.stats();
+    let server: SocketAddr = SERVER_ADDR.parse().unwrap();
+    let stranger: SocketAddr = "192.0.2.66:1194".parse().unwrap();
+    let oversized = vec![0x45; 65_536];
+    // An inner packet the stack refuses: an IPv4 header cut short.
+    let truncated_inner = [0x45, 0, 0, 20];
+    let packets: [(SocketAddr, &[u8]); 10] = [
+        (server, &[0xd1, 1, 2, 3]),
+        (server, &[0xd1, 4]),
+        (server, &[0xd1]),
+        (server, &[0xd2, 0, 0]),
+        (server, &[0xd2]),
+        (server, &[0xd3]),
+        (server, &oversized),
+        (server, &truncated_inner),
+        (stranger, &[0xd1, 1, 2, 3]),
+        (stranger, &[0x45; 40]),
+    ];
+    for (from, bytes) in packets {
+        world.input(Input::Transport {
+            now: world.now,
+            event: TransportEvent::Data { from, bytes },
+        });
+    }
+    let after = world.client.stats();
+    let drops = after.server_drops;
+    assert_eq!(drops.get(DropReason::Replayed), 3);
+    assert_eq!(drops.get(DropReason::Unauthentic), 2);
+    // The oversized datagram too: no tunnel could read it.
+    assert_eq!(drops.get(DropReason::Malformed), 2);
+    assert_eq!(drops.get(DropReason::UnknownKey), 0);
+    assert_eq!(after.tunnel_drops(), 7);
+    assert_eq!(after.foreign_packets, before.foreign_packets + 2);
+    assert_eq!(after.stack_drops, before.stack_drops + 1);
+    assert_eq!(after.packets_in, before.packets_in + 8);
+    let line = after.to_string();
+    assert!(
+        line.contains(
+            "dropped: 7 from the server (bad, replayed or unexpected: 3 replayed or too old, \
+             2 authentication failed, 2 malformed packet), 2 from other addresses, 1 inner \
+             packets"
+        ),
+        "{line}"
+    );
+    // The session goes on: a drop changes nothing else.
+    assert!(world.events.iter().all(|e| !matches!(e, Event::Down(_))));
 }
 
 #[test]

@@ -145,6 +145,73 @@ impl fmt::Display for DropReason {
     }
 }
 
+/// Dropped outer packets counted by [`DropReason`]: one fixed counter per reason, so counting
+/// a drop allocates nothing and a flood of bad packets cannot grow it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropTally {
+    /// [`DropReason::Malformed`].
+    pub malformed: u64,
+    /// [`DropReason::Unauthentic`].
+    pub unauthentic: u64,
+    /// [`DropReason::Replayed`].
+    pub replayed: u64,
+    /// [`DropReason::UnknownKey`].
+    pub unknown_key: u64,
+    /// [`DropReason::NotReady`].
+    pub not_ready: u64,
+    /// [`DropReason::Unsupported`].
+    pub unsupported: u64,
+}
+
+impl DropTally {
+    /// Counts one drop for `reason`.
+    pub fn record(&mut self, reason: DropReason) {
+        let slot = match reason {
+            DropReason::Malformed => &mut self.malformed,
+            DropReason::Unauthentic => &mut self.unauthentic,
+            DropReason::Replayed => &mut self.replayed,
+            DropReason::UnknownKey => &mut self.unknown_key,
+            DropReason::NotReady => &mut self.not_ready,
+            DropReason::Unsupported => &mut self.unsupported,
+        };
+        *slot = slot.saturating_add(1);
+    }
+
+    /// The drops counted for `reason`.
+    pub const fn get(&self, reason: DropReason) -> u64 {
+        match reason {
+            DropReason::Malformed => self.malformed,
+            DropReason::Unauthentic => self.unauthentic,
+            DropReason::Replayed => self.replayed,
+            DropReason::UnknownKey => self.unknown_key,
+            DropReason::NotReady => self.not_ready,
+            DropReason::Unsupported => self.unsupported,
+        }
+    }
+
+    /// Every reason with its count, in a fixed order.
+    pub const fn by_reason(&self) -> [(DropReason, u64); 6] {
+        [
+            (DropReason::Replayed, self.replayed),
+            (DropReason::Unauthentic, self.unauthentic),
+            (DropReason::Malformed, self.malformed),
+            (DropReason::UnknownKey, self.unknown_key),
+            (DropReason::NotReady, self.not_ready),
+            (DropReason::Unsupported, self.unsupported),
+        ]
+    }
+
+    /// All drops.
+    pub const fn total(&self) -> u64 {
+        self.malformed
+            .saturating_add(self.unauthentic)
+            .saturating_add(self.replayed)
+            .saturating_add(self.unknown_key)
+            .saturating_add(self.not_ready)
+            .saturating_add(self.unsupported)
+    }
+}
+
 /// Who is at fault when a session ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
