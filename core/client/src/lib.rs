@@ -176,8 +176,15 @@ impl fmt::Display for ClientStats {
         }
         write!(
             f,
-            "), {} from other addresses, {} inner packets; {} inner packets not sent",
-            self.foreign_packets, self.stack_drops, self.unsent
+            "), {} from other addresses, {} inner packets; {} inner packets not sent; \
+             {} local connections, {} refused at the connection limit, {} requests refused at \
+             the lookup limit",
+            self.foreign_packets,
+            self.stack_drops,
+            self.unsent,
+            self.connections,
+            self.refused_connections,
+            self.refused_lookups
         )
     }
 }

@@ -491,6 +491,11 @@ fn connections_beyond_the_limit_are_refused_and_the_limit_frees_up() {
         "served once a slot is free"
     );
     assert_eq!(world.client.stats().refused_connections, 2);
+    let totals = world.client.stats().to_string();
+    assert!(
+        totals.contains("2 refused at the connection limit"),
+        "{totals}"
+    );
 }
 
 #[test]
