@@ -542,8 +542,8 @@ fn expected_garbage() -> Vec<(&'static str, &'static str, String)> {
     // A SOCKS5 failure reply: VER REP RSV, then 0.0.0.0:0 as an IPv4 address.
     let socks_failure = |reply: u8| format!("0500{}", hex(&[5, reply, 0, 1, 0, 0, 0, 0, 0, 0]));
     vec![
-        // Garbage whose head ends is malformed; garbage cut off by the client's close is an
-        // unfinished head: both 400.
+        // Random bytes up to a blank line are a malformed head; random bytes ended by the
+        // client's close are an unfinished one: both 400.
         ("random-bytes", "eof", http("400")),
         ("random-bytes-then-eof", "eof", http("400")),
         ("head-over-32k", "eof", http("431")),
