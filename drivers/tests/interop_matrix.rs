@@ -16,7 +16,7 @@
 //! every compression framing a server can push with data crossing it; topology subnet, net30
 //! and p2p; `tun-mtu` with `mssfix`; a pushed route beyond the tunnel subnet; and the refusals
 //! (wrong CA, wrong tls-auth and tls-crypt keys, wrong password, no server, a server
-//! certificate failing `verify-x509-name`).
+//! certificate failing `verify-x509-name`, a server pushing a route no route can be).
 //!
 //! Scenarios that share a server configuration share one server start. Groups run two at a
 //! time. The table (scenario, driver, result, seconds) is printed at the end and written to
@@ -420,6 +420,20 @@ fn groups() -> Vec<Group> {
                 ekm: Some(true),
                 ..Checks::default()
             },
+        )],
+    });
+    // A server pushing a route with a netmask no route can have: erebus names the option and
+    // gives up after the profile's one retry, as a misconfigured server deserves.
+    let mut setup = TlsSetup::new(ControlWrap::TlsCrypt);
+    setup.server_lines = vec!["push \"route 10.77.0.0 255.0.255.0\"".into()];
+    groups.push(Group {
+        server: ServerKind::Setup(setup),
+        transport: Transport::Udp,
+        scenarios: vec![refused(
+            "udp/tls-crypt/garbage pushed",
+            ProfileEdit::Append(vec!["connect-retry-max 1".into()]),
+            4,
+            "pushed option `route`",
         )],
     });
     let mut setup = TlsSetup::new(ControlWrap::TlsCrypt);

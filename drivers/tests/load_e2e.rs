@@ -9,8 +9,11 @@
 //! connections share a bounded receive memory, and closed connections give their memory back
 //! to the system. Runs under the mio and smol drivers.
 //!
-//! The tests that run by default fetch 16 KiB per connection. The ignored ones fetch 1 MiB
-//! each (1 GiB in all) and take a few minutes:
+//! Each connection fetches 1 MiB (1 GiB in all). The server's TUN device gets a transmit
+//! queue of [`SERVER_TXQUEUELEN`] packets: at its usual 500, a thousand origin connections
+//! starting at once overrun the single-threaded server's queue, the origin's TCP backs off
+//! for minutes (see the README's known limits), and the test would measure that, not erebus.
+//! The ignored tests run the same load against the usual queue:
 //!
 //! ```text
 //! cargo test --release -p erebus --test load_e2e -- --nocapture
@@ -26,14 +29,16 @@ mod e2e;
 
 use std::time::{Duration, Instant};
 
-use erebus_testvectors::netns::{self, OpenVpnServer, RunAs, ServerProfile, Transport};
+use erebus_testvectors::netns::{
+    self, OpenVpnServer, RunAs, ServerOptions, ServerProfile, Transport,
+};
 
 /// Concurrent connections.
 const CONNECTIONS: usize = 1000;
-/// Bytes each connection downloads in the tests run by default.
-const SMALL_BODY: u64 = 16 << 10;
-/// Bytes each connection downloads in the ignored tests.
-const LARGE_BODY: u64 = 1 << 20;
+/// Bytes each connection downloads.
+const BODY: u64 = 1 << 20;
+/// The server's TUN transmit queue (`--txqueuelen`) for the load, in packets.
+const SERVER_TXQUEUELEN: u32 = 10_000;
 /// The most erebus's resident memory may reach during the load.
 const PEAK_RSS_LIMIT: u64 = 64 << 20;
 /// How far above its idle RSS erebus may stay a few seconds after the load ended. Idle it
@@ -43,9 +48,9 @@ const SETTLED_RSS_FACTOR: u64 = 2;
 /// How long after the load the settled RSS is measured: the memory of closed connections is
 /// given back at most once a second.
 const SETTLE_TIME: Duration = Duration::from_secs(5);
-/// How long the load may take, with small and with large bodies.
-const SMALL_LOAD_TIMEOUT: Duration = Duration::from_secs(90);
-const LARGE_LOAD_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long the load may take, with the raised TUN queue and with the usual one.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(180);
+const USUAL_QUEUE_LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The load generator, run with python3 in the client namespace: it opens every connection
 /// (non-blocking connects, then waits until all are established), then sends every request,
@@ -162,14 +167,25 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1 << 20)
 }
 
-fn thousand_downloads(runtime: &str, body_len: u64, load_timeout: Duration) {
-    let name = format!("thousand_concurrent_downloads_of_{body_len}_bytes_with_{runtime}");
+fn thousand_downloads(runtime: &str, txqueuelen: Option<u32>, load_timeout: Duration) {
+    let body_len = BODY;
+    let queue = txqueuelen.map_or("the usual TUN queue".to_owned(), |q| {
+        format!("txqueuelen {q}")
+    });
+    let name = format!("thousand_concurrent_1_mib_downloads_with_{runtime}");
     if !netns::should_run_interop(&name) {
         return;
     }
     let other_binary = std::env::var("EREBUS_LOAD_BINARY").ok();
     let binary = other_binary.as_deref().unwrap_or(e2e::EREBUS);
-    let server = OpenVpnServer::start(ServerProfile::TlsCrypt, Transport::Udp).unwrap();
+    let mut options = ServerOptions::default();
+    if let Some(q) = txqueuelen {
+        options
+            .extra_openvpn_args
+            .extend(["--txqueuelen".to_owned(), q.to_string()]);
+    }
+    let server =
+        OpenVpnServer::start_with(ServerProfile::TlsCrypt, Transport::Udp, &options).unwrap();
     let config = server.client_profile_path();
     let mut erebus = server
         .spawn_in_client(
@@ -227,7 +243,7 @@ fn thousand_downloads(runtime: &str, body_len: u64, load_timeout: Duration) {
     std::thread::sleep(SETTLE_TIME);
     let settled = status_bytes(pid, "VmRSS:");
     println!(
-        "{name}: binary {binary}: {CONNECTIONS} x {body_len} bytes in {elapsed:.1?}: idle RSS \
+        "{name}: {queue}: binary {binary}: {CONNECTIONS} x {body_len} bytes in {elapsed:.1?}: idle RSS \
          {:.1} MiB, peak {:.1} MiB, {SETTLE_TIME:?} after the load {:.1} MiB",
         mib(idle),
         mib(peak),
@@ -269,22 +285,22 @@ fn tail(text: &str, lines: usize) -> String {
 
 #[test]
 fn thousand_concurrent_downloads_stay_bounded_with_mio() {
-    thousand_downloads("mio", SMALL_BODY, SMALL_LOAD_TIMEOUT);
+    thousand_downloads("mio", Some(SERVER_TXQUEUELEN), LOAD_TIMEOUT);
 }
 
 #[test]
 fn thousand_concurrent_downloads_stay_bounded_with_smol() {
-    thousand_downloads("smol", SMALL_BODY, SMALL_LOAD_TIMEOUT);
+    thousand_downloads("smol", Some(SERVER_TXQUEUELEN), LOAD_TIMEOUT);
 }
 
 #[test]
-#[ignore = "1 GiB through a thousand connections takes minutes: run with --ignored"]
-fn thousand_concurrent_large_downloads_stay_bounded_with_mio() {
-    thousand_downloads("mio", LARGE_BODY, LARGE_LOAD_TIMEOUT);
+#[ignore = "against the server's usual TUN queue the load takes minutes: run with --ignored"]
+fn thousand_concurrent_downloads_against_the_usual_tun_queue_with_mio() {
+    thousand_downloads("mio", None, USUAL_QUEUE_LOAD_TIMEOUT);
 }
 
 #[test]
-#[ignore = "1 GiB through a thousand connections takes minutes: run with --ignored"]
-fn thousand_concurrent_large_downloads_stay_bounded_with_smol() {
-    thousand_downloads("smol", LARGE_BODY, LARGE_LOAD_TIMEOUT);
+#[ignore = "against the server's usual TUN queue the load takes minutes: run with --ignored"]
+fn thousand_concurrent_downloads_against_the_usual_tun_queue_with_smol() {
+    thousand_downloads("smol", None, USUAL_QUEUE_LOAD_TIMEOUT);
 }
