@@ -114,17 +114,36 @@ enum LocalStream {
 /// What the reader and writer tasks of a local connection need from its socket.
 trait LocalSocket: Send + Sync + 'static {
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    /// Writes what the socket takes now, without waiting (the socket is non-blocking).
+    fn write_now(&self, bytes: &[u8]) -> io::Result<usize>;
 }
 
 impl LocalSocket for TcpStream {
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         Self::shutdown(self, how)
     }
+    fn write_now(&self, bytes: &[u8]) -> io::Result<usize> {
+        io::Write::write(&mut &*self, bytes)
+    }
 }
 
 impl LocalSocket for UnixStream {
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         Self::shutdown(self, how)
+    }
+    fn write_now(&self, bytes: &[u8]) -> io::Result<usize> {
+        io::Write::write(&mut &*self, bytes)
+    }
+}
+
+/// A local socket written directly from the driver's loop while its writer task is idle.
+trait DirectWrite: Send + Sync {
+    fn write_now(&self, bytes: &[u8]) -> io::Result<usize>;
+}
+
+impl<S: LocalSocket> DirectWrite for Async<S> {
+    fn write_now(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.get_ref().write_now(bytes)
     }
 }
 
@@ -326,6 +345,9 @@ struct LocalConn {
     writer: Sender<WriteCommand>,
     /// Bytes handed to the writer task and not yet reported written.
     queued: usize,
+    /// The socket, for writes made at once while nothing is queued: most writes then cost no
+    /// copy, no task wake-up and no memory kept behind a slow task.
+    socket: Arc<dyn DirectWrite>,
     paused: Arc<AtomicBool>,
     resume: Sender<()>,
     _reader: Task<()>,
@@ -747,7 +769,7 @@ impl<D: Driven> SmolDriver<D> {
         let writer = self.io.executor.spawn(write_local(
             self.io.pool.clone(),
             id,
-            stream,
+            stream.clone(),
             write_rx,
             self.io.tx.clone(),
         ));
@@ -756,6 +778,7 @@ impl<D: Driven> SmolDriver<D> {
             LocalConn {
                 writer: write_tx,
                 queued: 0,
+                socket: stream,
                 paused,
                 resume: resume_tx,
                 _reader: reader,
@@ -840,6 +863,17 @@ impl Io for SmolIo {
         let Some(state) = self.conns.get_mut(&conn) else {
             return 0;
         };
+        let mut bytes = bytes;
+        if state.queued == 0 {
+            // Nothing waits in the writer task (all it was handed was reported written), so
+            // writing here keeps the order. An error is left for the task to meet and report.
+            if let Ok(written) = state.socket.write_now(bytes) {
+                bytes = bytes.get(written..).unwrap_or_default();
+            }
+            if bytes.is_empty() {
+                return 0;
+            }
+        }
         state.queued += bytes.len();
         let _ = state
             .writer
