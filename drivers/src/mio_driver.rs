@@ -488,6 +488,11 @@ impl<D: Driven> MioDriver<D> {
         self.pump.set_transport_queue(bytes);
     }
 
+    /// Packets to the server dropped so far because the stream transport's queue was full.
+    pub fn transport_queue_drops(&self) -> u64 {
+        self.pump.transport_queue_drops()
+    }
+
     /// A handle that stops the driver gracefully from another thread.
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()

@@ -502,6 +502,11 @@ impl<D: Driven> SmolDriver<D> {
         self.pump.set_transport_queue(bytes);
     }
 
+    /// Packets to the server dropped so far because the stream transport's queue was full.
+    pub fn transport_queue_drops(&self) -> u64 {
+        self.pump.transport_queue_drops()
+    }
+
     /// A handle that stops the driver gracefully.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle(self.io.tx.clone())

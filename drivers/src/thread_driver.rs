@@ -155,6 +155,11 @@ impl<D: Driven> ThreadDriver<D> {
         self.pump.set_transport_queue(bytes);
     }
 
+    /// Packets to the server dropped so far because the stream transport's queue was full.
+    pub fn transport_queue_drops(&self) -> u64 {
+        self.pump.transport_queue_drops()
+    }
+
     /// A handle that stops the driver gracefully.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle(self.io.tx.clone())

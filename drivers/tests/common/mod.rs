@@ -2,6 +2,8 @@
 //! transport (an echo server in the test), counts its timer ticks, and closes on request. It
 //! knows nothing of VPNs; it only exercises what a driver must do.
 
+#![allow(dead_code)] // Each test binary uses a different part.
+
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
