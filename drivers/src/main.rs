@@ -119,8 +119,9 @@ struct Args {
     transport_queue: usize,
 }
 
-/// The smallest `--transport-queue`: one packet of the largest size, with its length prefix.
-const MIN_TRANSPORT_QUEUE: usize = 64 << 10;
+/// The smallest `--transport-queue`: one packet of the largest size (65,535 bytes) with its
+/// two-byte length prefix.
+const MIN_TRANSPORT_QUEUE: usize = 65_537;
 
 /// Reads a size: a number of bytes, or one followed by `K`, `M` or `G` (binary multiples; `KiB`,
 /// `MiB` and `GiB` are read too).
@@ -438,7 +439,12 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
             // Stopped (Ctrl-C, SIGTERM, the server closing): what moved and what was dropped,
             // for the whole run, ends the log. A failure's reason stays the last line.
             if failure.fault == Fault::Closed {
-                eprintln!("erebus: totals: {}", $d.machine().stats());
+                eprintln!(
+                    "erebus: totals: {}; {} packets to the server dropped at the full \
+                     transport queue",
+                    $d.machine().stats(),
+                    $d.transport_queue_drops()
+                );
             }
             failure
         }};

@@ -520,10 +520,12 @@ fn run_tcp(
                     break;
                 }
             }
-            if writing_stop.load(Ordering::SeqCst) || writer.write_all(&bytes).is_err() {
+            let failed = writing_stop.load(Ordering::SeqCst) || writer.write_all(&bytes).is_err();
+            // Written or dropped with the transport: either way no longer waiting.
+            unwritten.written(bytes.len());
+            if failed {
                 break;
             }
-            unwritten.written(bytes.len());
         }
         let _ = writer.shutdown(Shutdown::Both);
     });

@@ -506,6 +506,7 @@ fn hostile_packets_cost_nothing(runtime: &str) {
     let config = profile_via(&server, relay.listen_addr(), "");
     let erebus = start(&server, &config, runtime, Duration::from_secs(30));
     let no_ports = client_udp_counter(&server, "NoPorts");
+    let rcvbuf_errors = client_udp_counter(&server, "RcvbufErrors");
     // Once the session is up: the hostile packets go at the data channel.
     relay.set_faults(Faults {
         replay_per_mille: 30,
@@ -521,6 +522,9 @@ fn hostile_packets_cost_nothing(runtime: &str) {
     // What the relay still held has gone out.
     std::thread::sleep(Duration::from_millis(100));
     let refused = client_udp_counter(&server, "NoPorts") - no_ports;
+    // Datagrams the kernel dropped at a full socket buffer in the client namespace (erebus's
+    // socket is the only busy one there): an injected copy among them never reached erebus.
+    let overflowed = client_udp_counter(&server, "RcvbufErrors") - rcvbuf_errors;
     assert_one_session(&server);
     stop(&server, erebus);
     let stats = relay.stats();
@@ -544,8 +548,12 @@ fn hostile_packets_cost_nothing(runtime: &str) {
     assert!(count(&stats.truncated) > 500, "{}", stats.summary());
     assert!(spoofed > 2_000, "{}", stats.summary());
     // Every injected copy was refused by the tunnel (a replayed copy may overtake its
-    // original, which is then the one refused: still one drop each).
-    assert!(from_server >= injected, "{from_server} < {injected}\n{log}");
+    // original, which is then the one refused: still one drop each), unless the kernel
+    // dropped it first at a full socket buffer.
+    assert!(
+        from_server + overflowed >= injected,
+        "{from_server} + {overflowed} < {injected}\n{log}"
+    );
     // Every spoofed datagram was dropped: by erebus, or already by the kernel, since the
     // socket is connected to the relay and takes nothing from another address.
     assert!(

@@ -3,9 +3,9 @@
 //!
 //! A python client in the client namespace holds four connections open with half-sent
 //! requests, the limit. A fifth HTTP client then gets `503` with `Retry-After`, and a SOCKS5
-//! client a general failure reply (0x01), neither reaching the server. erebus logs a warning
-//! naming the limit and the option. Once the held connections close, a request is served
-//! again, and the page arrives whole. Under the mio and smol drivers.
+//! client a general failure reply (0x01). erebus logs a warning naming the limit and the
+//! option. Once the held connections close, a request is served again, and the page arrives
+//! whole (the buffer options only have to be accepted here). Under the mio and smol drivers.
 
 #![allow(clippy::unwrap_used)] // Test code.
 

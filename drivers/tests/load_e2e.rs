@@ -172,7 +172,12 @@ fn thousand_downloads(runtime: &str, txqueuelen: Option<u32>, load_timeout: Dura
     let queue = txqueuelen.map_or("the usual TUN queue".to_owned(), |q| {
         format!("txqueuelen {q}")
     });
-    let name = format!("thousand_concurrent_1_mib_downloads_with_{runtime}");
+    let name = match txqueuelen {
+        Some(_) => format!("thousand_concurrent_1_mib_downloads_with_{runtime}"),
+        None => {
+            format!("thousand_concurrent_1_mib_downloads_at_the_usual_tun_queue_with_{runtime}")
+        }
+    };
     if !netns::should_run_interop(&name) {
         return;
     }

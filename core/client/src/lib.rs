@@ -136,7 +136,7 @@ pub struct ClientStats {
     /// Inner packets the stack sent that the tunnel could not take (no session yet, or too
     /// big); TCP sends again what matters.
     pub unsent: u64,
-    /// Local connections accepted.
+    /// Local connections accepted, the refused ones included.
     pub connections: u64,
     /// Outer packets from an address other than the server's, dropped unread.
     pub foreign_packets: u64,
@@ -512,6 +512,7 @@ impl<T: Tunnel> Client<T> {
                 }
                 if self.refusing >= Limits::MAX_REFUSING {
                     // Too many being refused already: no answer, only the close.
+                    self.stats.connections += 1;
                     self.commands.push_back((id, LocalCommand::Close));
                     return Ok(());
                 }
@@ -665,7 +666,9 @@ impl<T: Tunnel> Client<T> {
         self.by_socket.clear();
         self.closing.clear();
         self.dns_tcp.clear();
-        self.lookups.clear();
+        for (lookup, _) in std::mem::take(&mut self.lookups) {
+            self.resolver.cancel(lookup);
+        }
     }
 
     /// Routes socket events to their connections. Returns whether there were any.
@@ -709,6 +712,12 @@ impl<T: Tunnel> Client<T> {
         let conn = self.conns.remove(&id)?;
         if conn.over_limit {
             self.refusing -= 1;
+        }
+        // A lookup nobody waits for would hold a place under the lookup limit until it timed
+        // out.
+        if let Some(lookup) = conn.lookup {
+            self.resolver.cancel(lookup);
+            self.lookups.remove(&lookup);
         }
         Some(conn)
     }

@@ -477,8 +477,8 @@ fn connections_beyond_the_limit_are_refused_and_the_limit_frees_up() {
         erebus_net::State::Listen
     );
 
-    // Refused connections do not hold the limit: one more beyond it is refused again, and
-    // once a served connection goes, the next one is served.
+    // Refused connections do not hold the limit: once a served connection goes, the next one
+    // is served.
     world.local(1, LocalEvent::Reset);
     world.run_until(Instant::from_millis(30));
     accept(&mut world, 5, 1);
@@ -546,6 +546,33 @@ fn lookups_beyond_the_limit_are_refused() {
         !world.received.contains_key(&ConnId(1)),
         "the first still waits"
     );
+}
+
+#[test]
+fn a_lookup_whose_connection_went_frees_its_place() {
+    let mut world = World::with_limits(Limits {
+        dns_lookups: 1,
+        ..Limits::default()
+    });
+    world.server.udp_bind(53).unwrap();
+    accept(&mut world, 1, 0);
+    world.local(
+        1,
+        LocalEvent::Data(b"GET http://one.erebus.test/ HTTP/1.1\r\nHost: one.erebus.test\r\n\r\n"),
+    );
+    assert!(world.server.udp_recv().is_some(), "the first name is asked");
+    // Its client goes before the answer: the lookup goes with it.
+    world.local(1, LocalEvent::Reset);
+    accept(&mut world, 2, 0);
+    world.local(
+        2,
+        LocalEvent::Data(b"GET http://two.erebus.test/ HTTP/1.1\r\nHost: two.erebus.test\r\n\r\n"),
+    );
+    assert!(
+        world.server.udp_recv().is_some(),
+        "the second name is asked, not refused"
+    );
+    assert_eq!(world.client.stats().refused_lookups, 0);
 }
 
 #[test]

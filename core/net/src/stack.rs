@@ -1402,8 +1402,11 @@ impl Stack {
             }
             TcpControl::Rst => return Some(None),
             // The peer did not hear our final ACK: 2 MSL start again from its retransmission
-            // (RFC 9293 section 3.10.7.4), which it may repeat for as long as it retries.
-            TcpControl::Fin => entry.until = now + time_wait,
+            // (RFC 9293 section 3.10.7.4), which it may repeat for as long as it retries. Only
+            // the FIN that ends where ours acknowledged: any other is answered, not obeyed.
+            TcpControl::Fin if repr.seq_number + repr.segment_len() == entry.ack => {
+                entry.until = now + time_wait;
+            }
             _ => {}
         }
         let entry = *entry;
