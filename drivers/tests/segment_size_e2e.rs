@@ -19,8 +19,8 @@ mod e2e;
 use std::time::Duration;
 
 use erebus_testvectors::netns::{
-    self, CLIENT_TUNNEL_ADDR, ControlWrap, HTTP_PORT, NsProcess, OpenVpnServer, RunAs,
-    ServerOptions, TlsSetup, Transport,
+    self, CLIENT_TUNNEL_ADDR, ControlWrap, HTTP_PORT, OpenVpnServer, RunAs, ServerOptions,
+    TlsSetup, Transport,
 };
 
 /// The tunnel MTU the server runs and pushes.
@@ -134,43 +134,6 @@ fn sent_by_erebus(capture: &str) -> Vec<Sent> {
         .collect()
 }
 
-/// Starts tcpdump on the server's side of the tunnel (every interface of the server
-/// namespace), printing the segments erebus exchanges with `port`s.
-fn capture<'s>(server: &'s OpenVpnServer, log: &str) -> NsProcess<'s> {
-    let ip = netns::find_program("ip").unwrap();
-    let tcpdump = netns::find_program("tcpdump").unwrap();
-    let filter = format!("tcp and host {CLIENT_TUNNEL_ADDR}");
-    let process = server
-        .spawn_in_client(
-            RunAs::Root,
-            &[
-                ip.to_str().unwrap(),
-                "netns",
-                "exec",
-                server.server_netns(),
-                tcpdump.to_str().unwrap(),
-                "-i",
-                "any",
-                "-n",
-                "-l",
-                &filter,
-            ],
-            log,
-        )
-        .unwrap();
-    let path = server.instance_dir().join(log);
-    let listening = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        e2e::read_log(&path).contains("listening on")
-    });
-    assert!(
-        listening,
-        "tcpdump did not start:\n{}",
-        e2e::read_log(&path)
-    );
-    process
-}
-
 /// Runs the uploader to `target` (`sink` or `web`) and checks that all of it arrived.
 fn upload(server: &OpenVpnServer, target: &str) {
     let script = server.instance_dir().join("upload.py");
@@ -230,17 +193,11 @@ fn segments_fit(runtime: &str) {
     let server =
         OpenVpnServer::start_setup(setup, Transport::Udp, &ServerOptions::default()).unwrap();
     let python = netns::find_program("python3").unwrap();
-    let ip = netns::find_program("ip").unwrap();
     let sink_script = server.instance_dir().join("sink.py");
     std::fs::write(&sink_script, SINK_PY).unwrap();
     let _sink = server
-        .spawn_in_client(
-            RunAs::Root,
+        .spawn_in_server_until(
             &[
-                ip.to_str().unwrap(),
-                "netns",
-                "exec",
-                server.server_netns(),
                 python.to_str().unwrap(),
                 sink_script.to_str().unwrap(),
                 &server.server_tunnel_addr().to_string(),
@@ -248,21 +205,15 @@ fn segments_fit(runtime: &str) {
                 &SINK_MSS.to_string(),
             ],
             "sink.log",
+            "sink: listening",
         )
         .unwrap();
-    let sink_log = server.instance_dir().join("sink.log");
-    let listening = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        e2e::read_log(&sink_log).contains("sink: listening")
-    });
-    assert!(
-        listening,
-        "the sink did not start:\n{}",
-        e2e::read_log(&sink_log)
-    );
 
     // The pushed MTU alone: segments fit the origin's MSS and the sink's smaller one.
-    let tcpdump = capture(&server, "tcpdump-mtu.log");
+    let filter = format!("tcp and host {CLIENT_TUNNEL_ADDR}");
+    let tcpdump = server
+        .start_server_capture(&filter, "tcpdump-mtu.log")
+        .unwrap();
     let erebus = e2e::start_erebus_with_runtime(&server, runtime);
     let log = e2e::read_log(erebus.log_path());
     assert!(
@@ -299,7 +250,9 @@ fn segments_fit(runtime: &str) {
     // With mssfix in the profile: erebus's own cap, below the tunnel's.
     let profile = format!("{}\nmssfix {MSSFIX}\n", server.client_profile());
     let path = server.write_client_file("mssfix.ovpn", &profile).unwrap();
-    let tcpdump = capture(&server, "tcpdump-mssfix.log");
+    let tcpdump = server
+        .start_server_capture(&filter, "tcpdump-mssfix.log")
+        .unwrap();
     let erebus = e2e::start_erebus(
         &server,
         &[

@@ -52,33 +52,11 @@ fn closes_cleanly(runtime: &str) {
     let erebus = e2e::start_erebus_with_runtime(&server, runtime);
 
     // The server's tun device carries the inner packets as the origin sees them.
-    let ip = netns::find_program("ip").unwrap();
-    let tcpdump = netns::find_program("tcpdump").unwrap();
     let filter = format!("tcp and host {CLIENT_TUNNEL_ADDR} and port {HTTP_PORT}");
     let capture = server
-        .spawn_in_client(
-            RunAs::Root,
-            &[
-                ip.to_str().unwrap(),
-                "netns",
-                "exec",
-                server.server_netns(),
-                tcpdump.to_str().unwrap(),
-                "-i",
-                "any",
-                "-n",
-                "-l",
-                &filter,
-            ],
-            "tcpdump-tun.log",
-        )
+        .start_server_capture(&filter, "tcpdump-tun.log")
         .unwrap();
     let log = server.instance_dir().join("tcpdump-tun.log");
-    let listening = (0..100).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        read(&log).contains("listening on")
-    });
-    assert!(listening, "tcpdump did not start:\n{}", read(&log));
 
     // The origin closes first: through a CONNECT tunnel, a client that reads until the end of
     // the stream asks with `Connection: close`; the origin answers and hangs up, and only

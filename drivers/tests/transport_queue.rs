@@ -110,64 +110,53 @@ enum Report {
 
 type Channel = std::sync::mpsc::Sender<Report>;
 
+/// Runs one driver against the deaf server: `$new` builds it from the relay and the listener,
+/// `$run` runs it to the end (it has been given the queue and handed its stop handle).
+macro_rules! behind_a_deaf_server {
+    ($name:expr, |$relay:ident, $listener:ident| $new:expr, |$driver:ident| $run:expr) => {
+        bounded($name, |$relay, $listener, tx| {
+            let mut $driver = $new;
+            $driver.set_transport_queue(QUEUE);
+            let stop = $driver.stop_handle();
+            tx.send(Report::Stop(Box::new(move || stop.stop())))
+                .unwrap();
+            let failure = $run.unwrap();
+            let drops = $driver.transport_queue_drops();
+            tx.send(Report::Done {
+                fault: failure.fault,
+                drops,
+            })
+            .unwrap();
+        })
+    };
+}
+
 /// The drivers one after the other, in one test: the growth is measured on the whole process.
 #[test]
 fn no_driver_grows_behind_a_server_that_does_not_read() {
-    mio_behind_a_deaf_server();
-    smol_behind_a_deaf_server();
-    threads_behind_a_deaf_server();
-}
-
-fn mio_behind_a_deaf_server() {
-    bounded("mio", |relay, listener, tx| {
-        let mut driver =
-            erebus::mio_driver::MioDriver::new(relay, Clock::start(), vec![listener]).unwrap();
-        driver.set_transport_queue(QUEUE);
-        let stop = driver.stop_handle();
-        tx.send(Report::Stop(Box::new(move || stop.stop())))
-            .unwrap();
-        let failure = driver.run().unwrap();
-        let drops = driver.transport_queue_drops();
-        tx.send(Report::Done {
-            fault: failure.fault,
-            drops,
-        })
-        .unwrap();
-    });
-}
-
-fn smol_behind_a_deaf_server() {
-    bounded("smol", |relay, listener, tx| {
-        let mut driver =
-            erebus::smol_driver::SmolDriver::new(relay, Clock::start(), vec![listener]).unwrap();
-        driver.set_transport_queue(QUEUE);
-        let stop = driver.stop_handle();
-        tx.send(Report::Stop(Box::new(move || stop.stop())))
-            .unwrap();
-        let failure = smol::block_on(driver.run()).unwrap();
-        let drops = driver.transport_queue_drops();
-        tx.send(Report::Done {
-            fault: failure.fault,
-            drops,
-        })
-        .unwrap();
-    });
-}
-
-fn threads_behind_a_deaf_server() {
-    bounded("threads", |relay, listener, tx| {
-        let mut driver =
-            erebus::thread_driver::ThreadDriver::new(relay, Clock::start(), vec![listener]);
-        driver.set_transport_queue(QUEUE);
-        let stop = driver.stop_handle();
-        tx.send(Report::Stop(Box::new(move || stop.stop())))
-            .unwrap();
-        let failure = driver.run().unwrap();
-        let drops = driver.transport_queue_drops();
-        tx.send(Report::Done {
-            fault: failure.fault,
-            drops,
-        })
-        .unwrap();
-    });
+    behind_a_deaf_server!(
+        "mio",
+        |relay, listener| erebus::mio_driver::MioDriver::new(relay, Clock::start(), vec![listener])
+            .unwrap(),
+        |driver| driver.run()
+    );
+    behind_a_deaf_server!(
+        "smol",
+        |relay, listener| erebus::smol_driver::SmolDriver::new(
+            relay,
+            Clock::start(),
+            vec![listener]
+        )
+        .unwrap(),
+        |driver| smol::block_on(driver.run())
+    );
+    behind_a_deaf_server!(
+        "threads",
+        |relay, listener| erebus::thread_driver::ThreadDriver::new(
+            relay,
+            Clock::start(),
+            vec![listener]
+        ),
+        |driver| driver.run()
+    );
 }

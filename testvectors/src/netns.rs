@@ -2815,6 +2815,73 @@ impl OpenVpnServer {
         Ok(NsProcess::new(process))
     }
 
+    /// Starts `argv` as root in the server namespace in the background (a sink, a capture);
+    /// stdout and stderr go to `<instance dir>/<log_name>`. The process is stopped when the
+    /// returned handle is dropped.
+    pub fn spawn_in_server(
+        &self,
+        argv: &[&str],
+        log_name: &str,
+    ) -> Result<NsProcess<'_>, HarnessError> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(HarnessError::Unsupported(
+                "spawn_in_server needs a program".into(),
+            ));
+        };
+        let mut command = self.root_command_in(&self.server_ns, Path::new(program));
+        command.args(args);
+        let what = command_line(&command);
+        let process = self.spawn_tracked(&what, command, log_name)?;
+        Ok(NsProcess::new(process))
+    }
+
+    /// Starts `argv` with [`spawn_in_server`](Self::spawn_in_server) and waits up to 5 s
+    /// until its log contains `ready`.
+    pub fn spawn_in_server_until(
+        &self,
+        argv: &[&str],
+        log_name: &str,
+        ready: &str,
+    ) -> Result<NsProcess<'_>, HarnessError> {
+        let process = self.spawn_in_server(argv, log_name)?;
+        let log = self.dir.join(log_name);
+        let waited = Duration::from_secs(5);
+        let deadline = Instant::now() + waited;
+        loop {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            if text.contains(ready) {
+                return Ok(process);
+            }
+            if Instant::now() >= deadline {
+                return Err(HarnessError::NotReady {
+                    what: format!("{} ({ready:?} in {log_name})", argv.join(" ")),
+                    waited,
+                    detail: text,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Captures the TCP segments matching `filter` on every interface of the server
+    /// namespace (the server's tun device shows the inner packets as the origin sees them):
+    /// tcpdump prints one line per segment, with its flags, options and length, into
+    /// `<instance dir>/<log_name>`. Returns once it listens; stop the handle to end it.
+    pub fn start_server_capture(
+        &self,
+        filter: &str,
+        log_name: &str,
+    ) -> Result<NsProcess<'_>, HarnessError> {
+        let tcpdump = find_program("tcpdump")
+            .ok_or_else(|| HarnessError::Unsupported("tcpdump is not installed".into()))?;
+        let tcpdump = tcpdump.to_string_lossy().into_owned();
+        self.spawn_in_server_until(
+            &[&tcpdump, "-i", "any", "-n", "-l", filter],
+            log_name,
+            "listening on",
+        )
+    }
+
     /// Starts the stock OpenVPN client (kernel tun, as root) in the client namespace with
     /// this instance's client profile (and `--auth-user-pass` with
     /// [`credentials_path`](Self::credentials_path) for the username/password profiles). Its
